@@ -1,0 +1,56 @@
+"""The ``kroniko-ops`` command line: parse, call one library function, print its report.
+
+Exceptions become exit codes here and only here (:class:`_Group`): every :class:`KronikoError`
+carries its own ``exit_code``; an unexpected ``OSError`` is operational (8). Commands that end
+with a non-zero code of their own (fsck's bits) call ``ctx.exit(code)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..errors import EXIT_OPERATIONAL, KronikoError
+
+
+class _Failed(click.ClickException):
+    """A library error on its way out, with the library's exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KronikoError as exc:
+            raise _Failed(str(exc), exc.exit_code) from exc
+        except BrokenPipeError:
+            ctx.exit(0)
+        except OSError as exc:
+            raise _Failed(str(exc), EXIT_OPERATIONAL) from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kroniko-ops")
+def cli() -> None:
+    """kroniko-ops: a file-based DCB event store and the tools that keep it healthy.
+
+    Exit codes: 0 success (fsck: clean), 1 fsck repaired everything, 2 usage error (nothing
+    written), 3 append condition failed, 4 problems remain, 8 operational error.
+    """
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="kroniko-ops")
+
+
+# Commands register themselves on import; one module per group of commands.
+from . import store_cmds  # noqa: E402,F401

@@ -1,0 +1,147 @@
+"""Commands over the engine: init, append, read, head, stats, demo."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+import click
+import orjson
+
+from ..errors import InvalidEvent
+from ..model import AppendCondition, Event, Query, QueryItem
+from ..ops.demo import run_demo
+from ..ops.stats import stats as store_stats
+from ..store import EventStore
+from . import cli
+from .output import emit_json, json_option
+
+STORE = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+
+
+def _query(types: tuple[str, ...], tags: tuple[str, ...]) -> Query:
+    """One item from ``--type``/``--tag`` options (types any-of, tags all-of); none: all."""
+    return Query([QueryItem(types=types, tags=tags)]) if types or tags else Query.all()
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    return {"kind": "event", "position": e.position, "id": e.id, "type": e.type, "tags": list(e.tags),
+            "data": e.data, "metadata": e.metadata}
+
+
+@cli.command()
+@STORE
+@click.option("--max-event-bytes", type=click.IntRange(min=64), default=None,
+              help="Largest event accepted, fixed in FORMAT (default 1 MiB).")
+def init(store: str, max_event_bytes: int | None) -> None:
+    """Create an empty store in STORE (a new or empty folder)."""
+    with EventStore(store, max_event_bytes=max_event_bytes) as s:
+        click.echo(f"initialised {s.path} (head {s.head()})")
+
+
+
+def _parse_events(stream: IO[bytes]) -> list[Event]:
+    """JSON lines ``{"type", "data", "tags", "metadata", "id"}`` into events (all or nothing)."""
+    events = []
+    for n, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"line {n}: not JSON ({exc})") from None
+        if type(doc) is not dict:
+            raise InvalidEvent(f"line {n}: expected a JSON object with a 'type'")
+        unknown = set(doc) - {"type", "data", "tags", "metadata", "id"}
+        if unknown or "type" not in doc:
+            raise InvalidEvent(f"line {n}: needs 'type'; unknown fields {sorted(unknown)}")
+        tags = doc.get("tags", [])
+        if type(tags) is not list:
+            raise InvalidEvent(f"line {n}: 'tags' must be a list of strings")
+        events.append(Event(doc["type"], doc.get("data"), tuple(tags), doc.get("metadata"), doc.get("id")))
+    return events
+
+
+@cli.command()
+@STORE
+@click.option("--file", "-f", "source", type=click.File("rb"), default="-",
+              help="JSON lines to append (default: stdin), one event per line, appended as one batch.")
+@click.option("--fail-if-type", multiple=True, help="Condition: fail if an event of this type (any of) ...")
+@click.option("--fail-if-tag", multiple=True, help="... carrying all these tags ...")
+@click.option("--after", type=click.IntRange(min=0), default=None,
+              help="... exists after this position (default: anywhere).")
+@click.option("--no-fsync", is_flag=True, help="Skip fsync (bulk loads you can redo; never for real data).")
+def append(store: str, source: IO[bytes], fail_if_type: tuple[str, ...], fail_if_tag: tuple[str, ...],
+           after: int | None, no_fsync: bool) -> None:
+    """Append JSON-lines events to STORE as one atomic batch; print the last position.
+
+    Exit 3 when the condition matched an event committed after --after.
+    """
+    events = _parse_events(source)
+    condition = None
+    if fail_if_type or fail_if_tag:
+        condition = AppendCondition(_query(fail_if_type, fail_if_tag), after)
+    elif after is not None:
+        raise click.UsageError("--after needs --fail-if-type or --fail-if-tag")
+    with EventStore(store, create=False, durable=not no_fsync) as s:
+        click.echo(s.append(events, condition))
+
+
+
+@cli.command()
+@STORE
+@click.option("--type", "types", multiple=True, help="Only events of this type (repeat: any of).")
+@click.option("--tag", "tags", multiple=True, help="Only events carrying this tag (repeat: all of).")
+@click.option("--start", type=click.IntRange(min=0), default=None, help="First position (inclusive).")
+@click.option("--backwards", is_flag=True, help="Newest first.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many events.")
+@json_option
+def read(store: str, types: tuple[str, ...], tags: tuple[str, ...], start: int | None, backwards: bool,
+         limit: int | None, as_json: bool) -> None:
+    """Print the events of STORE that match (all by default)."""
+    with EventStore(store, create=False) as s:
+        result = s.read(_query(types, tags), start=start, backwards=backwards, limit=limit)
+        count = 0
+        for e in result:
+            count += 1
+            if as_json:
+                emit_json(_event_json(e))
+            else:
+                data = orjson.dumps(e.data).decode()
+                click.echo(f"{e.position}\t{e.type}\t{','.join(e.tags)}\t{data}")
+        if as_json:
+            emit_json({"kind": "summary", "exit_code": 0, "head": result.head, "events": count})
+
+
+
+@cli.command()
+@STORE
+def head(store: str) -> None:
+    """Print the last committed position of STORE (0 when empty)."""
+    with EventStore(store, create=False) as s:
+        click.echo(s.head())
+
+
+
+@cli.command()
+@STORE
+@json_option
+def stats(store: str, as_json: bool) -> None:
+    """Counts and sizes: events, loose vs packed, index, lost-found (like git count-objects -v)."""
+    report = store_stats(store)
+    if as_json:
+        emit_json({"kind": "stats", **report.as_dict()})
+    else:
+        for key, value in report.as_dict().items():
+            click.echo(f"{key}: {value}")
+
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False), default="kroniko-demo-store")
+def demo(folder: str) -> None:
+    """Build a sample shop store in FOLDER, run conditional appends and reads, say what happened."""
+    for line in run_demo(folder):
+        click.echo(line)
+    sys.stdout.flush()
+

@@ -1,0 +1,109 @@
+"""Canonical JSON for events: validation, encoding, decoding and ids (format layer).
+
+An event file holds ``{"data", "id", "metadata", "tags", "type"}`` as orjson writes it with
+sorted keys: UTF-8, no insignificant whitespace. Those exact bytes are what the log hashes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+
+from .errors import InvalidEvent
+from .model import Event
+
+ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+_SCALARS = (str, int, bool, type(None))
+
+
+def new_id() -> str:
+    """A fresh UUID4 id: 36 characters, valid under the id rule."""
+    return str(uuid.uuid4())
+
+
+def check_id(event_id: object) -> str:
+    """Return ``event_id`` if it is a valid id, else raise :class:`InvalidEvent`."""
+    if not isinstance(event_id, str) or not ID_RE.match(event_id):
+        raise InvalidEvent(
+            f"invalid event id {event_id!r}: use 1-64 characters of A-Z a-z 0-9 . _ -"
+        )
+    return event_id
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Refuse anything that would not come back from JSON as the same Python value."""
+    stack = [(value, where)]
+    while stack:
+        v, w = stack.pop()
+        t = type(v)
+        if t is float:
+            if v != v or v in (float("inf"), float("-inf")):
+                raise InvalidEvent(f"{w} is {v!r}: JSON has no NaN or Infinity")
+        elif t is int:
+            if not -(2**63) <= v < 2**64:
+                raise InvalidEvent(f"{w} is an integer outside the 64-bit range JSON readers accept")
+        elif t in _SCALARS:
+            continue
+        elif t is dict:
+            for k, item in v.items():
+                if type(k) is not str:
+                    raise InvalidEvent(f"{w} has a key {k!r} that is not a string")
+                stack.append((item, f"{w}.{k}"))
+        elif t is list:
+            stack.extend((item, f"{w}[{i}]") for i, item in enumerate(v))
+        else:
+            raise InvalidEvent(
+                f"{w} is a {t.__name__}, which is not JSON "
+                "(use dict, list, str, int, float, bool or None)"
+            )
+
+
+def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> tuple[str, bytes]:
+    """Validate ``event`` and return its id (generated if absent) and canonical bytes."""
+    if not isinstance(event, Event):
+        raise InvalidEvent(f"expected an Event, got {type(event).__name__}")
+    if not isinstance(event.type, str) or not event.type:
+        raise InvalidEvent(f"event type must be a non-empty string, got {event.type!r}")
+    tags = event.tags
+    if isinstance(tags, str) or not isinstance(tags, (tuple, list)):
+        raise InvalidEvent(f"event tags must be a list of strings, got {tags!r}")
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise InvalidEvent(f"event tag {tag!r} is a {type(tag).__name__}, not a string")
+    if event.metadata is not None and type(event.metadata) is not dict:
+        raise InvalidEvent("event metadata must be a dict or None")
+    event_id = new_id() if event.id is None else check_id(event.id)
+    _check_json(event.data, "data")
+    _check_json(event.metadata, "metadata")
+    doc = {
+        "data": event.data,
+        "id": event_id,
+        "metadata": event.metadata,
+        "tags": list(tags),
+        "type": event.type,
+    }
+    try:
+        raw = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise InvalidEvent(f"event {event_id} cannot be written as JSON: {exc}") from None
+    if len(raw) > max_bytes:
+        raise InvalidEvent(
+            f"event {event_id} is {len(raw)} bytes, over the store's limit of {max_bytes}; "
+            "store large payloads elsewhere and reference them"
+        )
+    return event_id, raw
+
+
+def decode_event(raw: bytes) -> Event:
+    """Parse an event file's bytes. Raises ``ValueError`` when they are not a valid event."""
+    doc = orjson.loads(raw)
+    if type(doc) is not dict or not isinstance(doc.get("type"), str) or "id" not in doc:
+        raise ValueError("not an event object")
+    tags = doc.get("tags", [])
+    if type(tags) is not list:
+        raise ValueError("tags is not a list")
+    return Event(doc["type"], doc.get("data"), tuple(tags), doc.get("metadata"), doc["id"])

@@ -1,0 +1,84 @@
+"""One exception tree, rooted at :class:`KronikoError`.
+
+Every class carries the CLI exit code it maps to (DESIGN section 6), so the command line maps
+exceptions to exit codes in one place, the way click's ``ClickException.exit_code`` does.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_REPAIRED = 1
+EXIT_USAGE = 2
+EXIT_CONFLICT = 3
+EXIT_PROBLEMS = 4
+EXIT_OPERATIONAL = 8
+
+
+class KronikoError(Exception):
+    """Base of every error kroniko-ops raises on purpose; an operational failure by default."""
+
+    exit_code = EXIT_OPERATIONAL
+
+
+class InvalidEvent(KronikoError, ValueError):
+    """An event or a batch was refused before anything was written (bad type, tags, data, id, size)."""
+
+    exit_code = EXIT_USAGE
+
+
+class InvalidArgument(KronikoError, ValueError):
+    """A caller passed a malformed query, option or path; nothing was written."""
+
+    exit_code = EXIT_USAGE
+
+
+class AppendConditionFailed(KronikoError):
+    """An append's condition matched an event committed after ``after``; nothing was written.
+
+    ``position`` is the first conflicting position.
+    """
+
+    exit_code = EXIT_CONFLICT
+
+    def __init__(self, position: int, message: str | None = None) -> None:
+        self.position = position
+        super().__init__(
+            message
+            or f"append condition failed: position {position} matches the condition's query; "
+            "read again, decide again, and retry with the new head as 'after'"
+        )
+
+
+class StoreLocked(KronikoError):
+    """A lock could not be taken within its timeout."""
+
+
+class StoreNotFound(KronikoError):
+    """The path names no store (and the operation does not create one)."""
+
+
+class StoreCorrupted(KronikoError):
+    """The store is damaged in a way the operation cannot work around; run ``kroniko-ops fsck``."""
+
+    exit_code = EXIT_PROBLEMS
+
+
+class LegacyStore(KronikoError):
+    """The path holds a store written by the Ruby kroniko (format 1), which is never written to."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is a legacy Ruby kroniko store (format 1), which kroniko-ops never writes; "
+            f"migrate it first: kroniko-ops migrate {path} NEW_STORE"
+        )
+
+
+class DurabilityError(KronikoError):
+    """A write or fsync failed: the outcome of the operation is unknown and the handle is unusable.
+
+    A failed fsync is never retried (the kernel may already have dropped the dirty pages); open a
+    new :class:`~kroniko_ops.EventStore`, which recovers the log tail, and read to learn what
+    was committed.
+    """

@@ -1,0 +1,127 @@
+"""The file operations the engine and the maintenance tools write through.
+
+Every write, fsync, link, rename, truncate and open-for-writing goes through this module, so a
+test (or the torture harness) can install a fault injector that fails the Nth call with EIO or
+ENOSPC (:func:`set_fault_injector`). Reads use plain ``os`` calls: they never change the store.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+
+FaultInjector = Callable[[str, str], None]
+_injector: FaultInjector | None = None
+
+
+def set_fault_injector(injector: FaultInjector | None) -> FaultInjector | None:
+    """Install ``injector(op, path)``, called before each mutating call; return the previous one.
+
+    The injector raises ``OSError`` to make that call fail. ``op`` is one of ``open``, ``write``,
+    ``fsync``, ``link``, ``rename``, ``unlink``, ``truncate``, ``mkdir``.
+    """
+    global _injector
+    previous, _injector = _injector, injector
+    return previous
+
+
+def _hook(op: str, path: str) -> None:
+    if _injector is not None:
+        _injector(op, path)
+
+
+def open_write(path: str, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` for writing (``flags`` must include a write mode)."""
+    _hook("open", path)
+    return os.open(path, flags | os.O_CLOEXEC, mode)
+
+
+def write_all(fd: int, data: bytes, path: str = "") -> None:
+    """Write all of ``data`` to ``fd`` (looping over short writes)."""
+    _hook("write", path)
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - os.write raises rather than return 0 on regular files
+            raise OSError(errno.EIO, "short write", path)
+        view = view[n:]
+
+
+def fsync(fd: int, path: str = "") -> None:
+    """fsync ``fd``."""
+    _hook("fsync", path)
+    os.fsync(fd)
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so that the names created or removed in it are durable."""
+    _hook("fsync", path)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def link(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst``; raises ``FileExistsError`` rather than replace ``dst``."""
+    _hook("link", dst)
+    os.link(src, dst)
+
+
+def rename(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` (replacing ``dst``: use only for derived or temp files)."""
+    _hook("rename", dst)
+    os.rename(src, dst)
+
+
+def unlink(path: str) -> None:
+    """Remove a file name."""
+    _hook("unlink", path)
+    os.unlink(path)
+
+
+def truncate(fd: int, size: int, path: str = "") -> None:
+    """Truncate the open file ``fd`` to ``size`` bytes."""
+    _hook("truncate", path)
+    os.ftruncate(fd, size)
+
+
+def makedirs(path: str) -> None:
+    """Create ``path`` and its parents if missing."""
+    _hook("mkdir", path)
+    os.makedirs(path, exist_ok=True)
+
+
+def write_file_atomic(path: str, data: bytes, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` through a temp file and a rename (readers see old or new)."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
+    fd = open_write(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        write_all(fd, data, tmp)
+        if durable:
+            fsync(fd, tmp)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    rename(tmp, path)
+    if durable:
+        fsync_dir(directory)
+
+
+def read_file(path: str) -> bytes:
+    """The whole content of ``path``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)

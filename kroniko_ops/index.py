@@ -1,0 +1,300 @@
+"""Derived indexes: per-type and per-tag position lists, id buckets, and their checkpoint.
+
+Layout under ``index/``::
+
+    types/<name>.pos   tags/<name>.pos   one position per line, "%012d\\n", ascending
+    ids/<xyz>.ids      "%012d <id>\\n" for ids whose SHA-256 starts with xyz (4096 buckets)
+    CHECKPOINT         written=N durable=N boot=<boot id>
+
+``<name>`` is :func:`encode_name` of the type or tag. Index lines are appended after the log
+commit and not fsynced; ``written`` says how far they were written, ``durable`` how far they were
+also fsynced. ``written`` is trusted only on the boot that wrote it (a power loss may drop
+unsynced lines), otherwise ``durable``. Past the trusted checkpoint, readers use the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import fileio
+
+POS_LEN = 13
+MAX_LITERAL_NAME = 180
+DURABLE_EVERY = 1024
+_LITERAL = re.compile(r"[A-Za-z0-9_:-]|(?<=.)\.")
+_ENCODED = re.compile(r"\A(?:[A-Za-z0-9_:-]|%[0-9A-F]{2}|(?<=.)\.)+\Z")
+KINDS = ("types", "tags")
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+BOOT_ID = _boot_id()
+
+
+def encode_name(name: str) -> str:
+    """File name (without suffix) for a type or tag: safe and reversible.
+
+    ``A-Z a-z 0-9 _ - :`` stay as they are, ``.`` too except in front; every other byte of
+    the UTF-8 text becomes ``%XX``; ``""`` is ``=``. No result contains ``/`` or NUL or is
+    ``.``/``..``. Names whose encoding is over 180 characters become ``~`` + SHA-256 of the name,
+    with the name itself kept beside it in ``~<hash>.name``.
+    """
+    if name == "":
+        return "="
+    out = []
+    for i, ch in enumerate(name):
+        if ch.isascii() and (ch.isalnum() or ch in "_:-" or (ch == "." and i > 0)):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+    enc = "".join(out)
+    if len(enc) > MAX_LITERAL_NAME:
+        return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+    return enc
+
+
+def decode_name(encoded: str) -> str | None:
+    """The name behind :func:`encode_name` output, or None if ``encoded`` is not a valid one.
+
+    Hashed names (``~<hash>``) return None: their name is in the ``.name`` file beside them.
+    """
+    if encoded == "=":
+        return ""
+    if not _ENCODED.match(encoded):
+        return None
+    raw = bytearray()
+    i = 0
+    while i < len(encoded):
+        if encoded[i] == "%":
+            raw.append(int(encoded[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw.extend(encoded[i].encode())
+            i += 1
+    try:
+        name = raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return None
+    return name if encode_name(name) == encoded else None
+
+
+def id_bucket(event_id: str) -> str:
+    """The bucket file name of an id."""
+    return hashlib.sha256(event_id.encode()).hexdigest()[:3] + ".ids"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far the index was written and fsynced, and on which boot."""
+
+    written: int = 0
+    durable: int = 0
+    boot: str = ""
+
+    @property
+    def trusted(self) -> int:
+        """The last position whose index lines are certainly all present."""
+        return self.written if self.boot == BOOT_ID and BOOT_ID != "unknown" else self.durable
+
+    def render(self) -> bytes:
+        """The file's text."""
+        return f"written={self.written} durable={self.durable} boot={self.boot}\n".encode()
+
+
+class Index:
+    """The index folder of one store."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.checkpoint_path = os.path.join(root, "CHECKPOINT")
+
+    def path(self, kind: str, name: str) -> str:
+        """Path of the position list of a type (``kind="types"``) or tag (``"tags"``)."""
+        return os.path.join(self.root, kind, encode_name(name) + ".pos")
+
+    def read_checkpoint(self) -> Checkpoint:
+        """The checkpoint; an absent or unreadable one counts as nothing indexed."""
+        try:
+            with open(self.checkpoint_path, "rb") as f:
+                text = f.read(400).decode("ascii")
+            fields = dict(part.split("=", 1) for part in text.split())
+            return Checkpoint(int(fields["written"]), int(fields["durable"]), fields["boot"])
+        except (OSError, ValueError, KeyError, UnicodeDecodeError):
+            return Checkpoint()
+
+    def write_checkpoint(self, cp: Checkpoint, durable: bool) -> None:
+        """Replace the checkpoint atomically."""
+        fileio.write_file_atomic(self.checkpoint_path, cp.render(), durable)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def positions(self, kind: str, name: str, after: int, upto: int) -> list[int]:
+        """Positions in ``(after, upto]`` listed for ``name``, ascending.
+
+        Finds the range by bisection over the fixed-width lines, so the cost follows the
+        matches returned. Raises ``ValueError`` on a damaged line.
+        """
+        try:
+            fd = os.open(self.path(kind, name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return []
+        try:
+            n = os.fstat(fd).st_size // POS_LEN
+            lo = _bisect(fd, n, after)
+            hi = _bisect(fd, n, upto)
+            if hi <= lo:
+                return []
+            raw = os.pread(fd, (hi - lo) * POS_LEN, lo * POS_LEN)
+        finally:
+            os.close(fd)
+        return _parse_positions(raw)
+
+    def id_position(self, event_id: str, upto: int) -> int | None:
+        """The position of ``event_id`` if the index lists it at or below ``upto``."""
+        path = os.path.join(self.root, "ids", id_bucket(event_id))
+        try:
+            raw = fileio.read_file(path)
+        except FileNotFoundError:
+            return None
+        needle = b" " + event_id.encode() + b"\n"
+        at = raw.find(needle)
+        while at >= 0:
+            start = raw.rfind(b"\n", 0, at) + 1
+            if at - start == 12:
+                pos = int(raw[start:at])
+                if pos <= upto:
+                    return pos
+            at = raw.find(needle, at + 1)
+        return None
+
+    # -- writing (under the append lock) ---------------------------------------------------
+
+    def add(self, entries: Iterable[tuple[int, str, str, Iterable[str]]], base: int,
+            cp: Checkpoint) -> Checkpoint:
+        """Index ``(position, id, type, tags)`` entries that follow ``base`` and advance the
+        checkpoint (not fsynced) to the last of them.
+
+        Unless the checkpoint shows this boot wrote exactly through ``base``, lines a dead writer
+        may have left past ``base`` in the touched files are cut first, so catching up twice never
+        lists a position twice.
+        """
+        files: dict[str, list[bytes]] = {}
+        hashed: dict[str, str] = {}
+        last = base
+        for pos, eid, type_, tags in entries:
+            line = b"%012d\n" % pos
+            for kind, name in (("types", type_), *(("tags", t) for t in dict.fromkeys(tags))):
+                path = self.path(kind, name)
+                files.setdefault(path, []).append(line)
+                if os.path.basename(path).startswith("~"):
+                    hashed[path] = name
+            files.setdefault(os.path.join(self.root, "ids", id_bucket(eid)), []).append(
+                b"%012d %s\n" % (pos, eid.encode())
+            )
+            last = pos
+        if last == base:
+            return cp
+        cut = not (cp.boot == BOOT_ID and cp.written == base)
+        for path, lines in files.items():
+            self._append(path, b"".join(lines), base if cut else None, hashed.get(path))
+        new = Checkpoint(last, min(cp.durable, base), BOOT_ID)
+        self.write_checkpoint(new, durable=False)
+        return new
+
+    def mark_durable(self, cp: Checkpoint, paths: Iterable[str]) -> Checkpoint:
+        """fsync ``paths`` (every index file written since ``cp.durable``) and record that the
+        index is durable through ``cp.written``."""
+        for path in paths:
+            _fsync_path(path)
+        for kind in (*KINDS, "ids"):
+            if os.path.isdir(os.path.join(self.root, kind)):
+                fileio.fsync_dir(os.path.join(self.root, kind))
+        new = Checkpoint(cp.written, cp.written, BOOT_ID)
+        self.write_checkpoint(new, durable=True)
+        return new
+
+    def touched_paths(self, entries: Iterable[tuple[int, str, str, Iterable[str]]]) -> set[str]:
+        """The index files that ``entries`` write to."""
+        out: set[str] = set()
+        for _pos, eid, type_, tags in entries:
+            out.add(self.path("types", type_))
+            out.update(self.path("tags", t) for t in tags)
+            out.add(os.path.join(self.root, "ids", id_bucket(eid)))
+        return out
+
+    def _append(self, path: str, data: bytes, cut_after: int | None, hashed_name: str | None) -> None:
+        try:
+            fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            fileio.makedirs(os.path.dirname(path))
+            fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        try:
+            if hashed_name is not None and not os.path.exists(path[:-4] + ".name"):
+                # A hashed file name: keep the full name beside it so the index stays reversible.
+                fileio.write_file_atomic(
+                    path[:-4] + ".name", hashed_name.encode("utf-8", "surrogatepass"), durable=False
+                )
+            if cut_after is not None:
+                cut_tail(fd, path, cut_after)
+            fileio.write_all(fd, data, path)
+        finally:
+            os.close(fd)
+
+
+def _bisect(fd: int, n: int, value: int) -> int:
+    """Index of the first line whose position is > ``value``."""
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if int(os.pread(fd, 12, mid * POS_LEN)) <= value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _parse_positions(raw: bytes) -> list[int]:
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [int(x) for x in lines]
+
+
+def _line_position(line: bytes) -> int | None:
+    head = line.split(b" ", 1)[0]
+    return int(head) if len(head) == 12 and head.isdigit() else None
+
+
+def cut_tail(fd: int, path: str, base: int) -> None:
+    """Drop trailing lines for positions > ``base``, and any torn or garbled tail."""
+    data = os.pread(fd, os.fstat(fd).st_size, 0)
+    keep = data.rfind(b"\n") + 1
+    while keep > 0:
+        start = data.rfind(b"\n", 0, keep - 1) + 1
+        pos = _line_position(data[start : keep - 1])
+        if pos is not None and pos <= base:
+            break
+        keep = start
+    if keep != len(data):
+        fileio.truncate(fd, keep, path)
+
+
+def _fsync_path(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fileio.fsync(fd, path)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Maintenance operations: plain functions over a store path, each returning a report."""

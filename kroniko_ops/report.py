@@ -1,0 +1,107 @@
+"""Findings and reports: what every maintenance operation returns and the CLI prints.
+
+A finding's ``code`` is an interface (CI jobs grep for it): add codes, never rename one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import fileio
+from .errors import EXIT_OK, EXIT_PROBLEMS, EXIT_REPAIRED
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass
+class Finding:
+    """One broken invariant (or a note): code, severity, where, and whether it was repaired."""
+
+    code: str
+    severity: str
+    path: str
+    message: str
+    position: int | None = None
+    repaired: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        """The DESIGN section 6 finding object."""
+        return {"kind": "finding", "code": self.code, "severity": self.severity, "path": self.path,
+                "position": self.position, "message": self.message, "repaired": self.repaired}
+
+
+@dataclass
+class Report:
+    """Findings plus figures. ``exit_code`` adds bits like e2fsck: 1 repaired, 4 problems remain.
+
+    Info findings never change the exit code.
+    """
+
+    operation: str
+    path: str
+    head: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0
+
+    def add(self, code: str, severity: str, path: str, message: str, position: int | None = None,
+            repaired: bool = False) -> Finding:
+        """Record a finding and return it (so a repair can set ``repaired`` later)."""
+        assert severity in SEVERITIES, severity
+        finding = Finding(code, severity, path, message, position, repaired)
+        self.findings.append(finding)
+        return finding
+
+    def finish(self) -> Report:
+        """Stop the clock."""
+        self.seconds = time.monotonic() - self.started
+        return self
+
+    @property
+    def problems(self) -> list[Finding]:
+        """Errors and warnings that were not repaired."""
+        return [f for f in self.findings if f.severity != "info" and not f.repaired]
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean, 1 everything found was repaired, 4 (or 5) problems remain."""
+        code = EXIT_OK
+        if any(f.repaired for f in self.findings):
+            code |= EXIT_REPAIRED
+        if self.problems:
+            code |= EXIT_PROBLEMS
+        return code
+
+    def counts(self) -> dict[str, int]:
+        """Number of findings per code."""
+        return dict(Counter(f.code for f in self.findings))
+
+    def summary(self) -> dict[str, Any]:
+        """The closing JSON object: exit code, head, counts per code, figures, seconds."""
+        return {"kind": "summary", "operation": self.operation, "path": self.path,
+                "exit_code": self.exit_code, "head": self.head, "counts": self.counts(),
+                "problems": len(self.problems), "repaired": sum(f.repaired for f in self.findings),
+                "seconds": round(self.seconds, 3), **self.figures}
+
+
+def write_metrics(path: str, prefix: str, values: dict[str, float | int], labels: dict[str, str]) -> None:
+    """Write ``values`` in the Prometheus text format to ``path`` (temp file + rename), for a
+    node_exporter textfile collector."""
+    label = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    lines = []
+    for name, value in values.items():
+        metric = f"{prefix}_{name}"
+        lines.append(f"# TYPE {metric} gauge")
+        lines.append(f"{metric}{{{label}}} {float(value):g}")
+    folder = os.path.dirname(os.path.abspath(path))
+    fileio.makedirs(folder)
+    fileio.write_file_atomic(os.path.abspath(path), ("\n".join(lines) + "\n").encode(), durable=False)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -1,0 +1,49 @@
+"""Shared fixtures: temporary stores, the legacy fixtures extracted into temporary folders."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from kroniko_ops import EventStore
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "legacy-kroniko"
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> str:
+    """A path for a new store (not created yet)."""
+    return str(tmp_path / "store")
+
+
+@pytest.fixture(params=[True, False], ids=["durable", "fast"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> EventStore:
+    """A new store, durable and not."""
+    s = EventStore(str(tmp_path / "store"), durable=request.param)
+    yield s
+    s.close()
+
+
+def _extract(name: str, dest: Path) -> str:
+    archive = FIXTURES / name
+    if not archive.exists():
+        pytest.skip(f"legacy fixture {archive} not present")
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    entries = os.listdir(dest)
+    return str(dest / entries[0]) if len(entries) == 1 and (dest / entries[0]).is_dir() else str(dest)
+
+
+@pytest.fixture
+def legacy_clean(tmp_path: Path) -> str:
+    """The clean Ruby kroniko store, extracted into a temporary folder."""
+    return _extract("shop-clean.tar.gz", tmp_path / "legacy-clean")
+
+
+@pytest.fixture
+def legacy_crashed(tmp_path: Path) -> str:
+    """The crashed Ruby kroniko store, extracted into a temporary folder."""
+    return _extract("shop-crashed.tar.gz", tmp_path / "legacy-crashed")
