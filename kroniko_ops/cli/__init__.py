@@ -53,4 +53,4 @@ def main() -> None:
 
 
 # Commands register themselves on import; one module per group of commands.
-from . import store_cmds  # noqa: E402,F401
+from . import backup_cmds, compact_cmds, maintenance_cmds, migrate_cmds, store_cmds, torture_cmds  # noqa: E402,F401

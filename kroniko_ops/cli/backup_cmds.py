@@ -1,0 +1,1 @@
+"""Commands: backup (filled in by its issue's work)."""

@@ -1,0 +1,1 @@
+"""Commands: compact (filled in by its issue's work)."""

@@ -1,0 +1,1 @@
+"""Commands: maintenance (filled in by its issue's work)."""

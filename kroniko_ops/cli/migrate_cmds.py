@@ -1,0 +1,1 @@
+"""Commands: migrate (filled in by its issue's work)."""

@@ -1,0 +1,1 @@
+"""Commands: torture (filled in by its issue's work)."""
