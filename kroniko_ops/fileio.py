@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 FaultInjector = Callable[[str, str], None]
 _injector: FaultInjector | None = None
@@ -48,10 +49,37 @@ def write_all(fd: int, data: bytes, path: str = "") -> None:
         view = view[n:]
 
 
+def pwrite_all(fd: int, data: bytes, offset: int, path: str = "") -> None:
+    """Write all of ``data`` at ``offset`` (for fixed-width records rewritten in place)."""
+    _hook("write", path)
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 def fsync(fd: int, path: str = "") -> None:
     """fsync ``fd``."""
     _hook("fsync", path)
     os.fsync(fd)
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+PARALLEL_FSYNC_MIN = 4
+
+
+def fsync_many(fds: list[int], path: str = "") -> None:
+    """fsync several files; from a thread pool when there are many, so that the filesystem can
+    commit them in one journal transaction instead of one after the other."""
+    global _pool
+    if len(fds) < PARALLEL_FSYNC_MIN:
+        for fd in fds:
+            fsync(fd, path)
+        return
+    if _pool is None or _pool[0] != os.getpid():  # a forked child cannot use its parent's threads
+        _pool = (os.getpid(), ThreadPoolExecutor(16, thread_name_prefix="kroniko-fsync"))
+    for future in [_pool[1].submit(fsync, fd, path) for fd in fds]:
+        future.result()
 
 
 def fsync_dir(path: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -107,8 +108,22 @@ class Checkpoint:
         return self.written if self.boot == BOOT_ID and BOOT_ID != "unknown" else self.durable
 
     def render(self) -> bytes:
-        """The file's text."""
-        return f"written={self.written} durable={self.durable} boot={self.boot}\n".encode()
+        """The file's text: fixed width, with a CRC so a torn in-place rewrite is detected."""
+        body = f"written={self.written:012d} durable={self.durable:012d} boot={self.boot[:36]:<36}"
+        return f"{body} crc={zlib.crc32(body.encode()):08x}\n".encode()
+
+
+CHECKPOINT_LEN = len(Checkpoint().render())
+
+
+def parse_checkpoint(raw: bytes) -> Checkpoint:
+    """Parse :meth:`Checkpoint.render` output; raises ``ValueError`` when damaged."""
+    text = raw.decode("ascii")
+    body, _, crc = text.rstrip("\n").rpartition(" crc=")
+    if len(raw) != CHECKPOINT_LEN or int(crc, 16) != zlib.crc32(body.encode()):
+        raise ValueError("checkpoint fails its CRC")
+    fields = dict(part.split("=", 1) for part in body.split(" ", 2))
+    return Checkpoint(int(fields["written"]), int(fields["durable"]), fields["boot"].strip())
 
 
 class Index:
@@ -124,17 +139,31 @@ class Index:
 
     def read_checkpoint(self) -> Checkpoint:
         """The checkpoint; an absent or unreadable one counts as nothing indexed."""
-        try:
-            with open(self.checkpoint_path, "rb") as f:
-                text = f.read(400).decode("ascii")
-            fields = dict(part.split("=", 1) for part in text.split())
-            return Checkpoint(int(fields["written"]), int(fields["durable"]), fields["boot"])
-        except (OSError, ValueError, KeyError, UnicodeDecodeError):
-            return Checkpoint()
+        for _attempt in range(3):
+            try:
+                with open(self.checkpoint_path, "rb") as f:
+                    return parse_checkpoint(f.read(CHECKPOINT_LEN + 1))
+            except FileNotFoundError:
+                return Checkpoint()
+            except ValueError:
+                continue  # read while a writer rewrote it in place: read again
+        return Checkpoint()
 
     def write_checkpoint(self, cp: Checkpoint, durable: bool) -> None:
-        """Replace the checkpoint atomically."""
-        fileio.write_file_atomic(self.checkpoint_path, cp.render(), durable)
+        """Rewrite the checkpoint in place (one fixed-width pwrite: no new inode per append)."""
+        data = cp.render()
+        try:
+            fd = fileio.open_write(self.checkpoint_path, os.O_WRONLY)
+        except FileNotFoundError:
+            fileio.makedirs(self.root)
+            fileio.write_file_atomic(self.checkpoint_path, data, durable)
+            return
+        try:
+            fileio.pwrite_all(fd, data, 0, self.checkpoint_path)
+            if durable:
+                fileio.fsync(fd, self.checkpoint_path)
+        finally:
+            os.close(fd)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -158,6 +187,26 @@ class Index:
         finally:
             os.close(fd)
         return _parse_positions(raw)
+
+    def count(self, kind: str, name: str) -> int:
+        """How many positions the list of ``name`` holds (from its size: no read)."""
+        try:
+            return os.stat(self.path(kind, name)).st_size // POS_LEN
+        except FileNotFoundError:
+            return 0
+
+    def contains(self, kind: str, name: str, position: int) -> bool:
+        """Whether the list of ``name`` holds ``position`` (by bisection)."""
+        try:
+            fd = os.open(self.path(kind, name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            i = _bisect(fd, os.fstat(fd).st_size // POS_LEN, position - 1)
+            raw = os.pread(fd, 12, i * POS_LEN)
+            return len(raw) == 12 and int(raw) == position
+        finally:
+            os.close(fd)
 
     def id_position(self, event_id: str, upto: int) -> int | None:
         """The position of ``event_id`` if the index lists it at or below ``upto``."""
@@ -204,9 +253,8 @@ class Index:
             last = pos
         if last == base:
             return cp
-        cut = not (cp.boot == BOOT_ID and cp.written == base)
         for path, lines in files.items():
-            self._append(path, b"".join(lines), base if cut else None, hashed.get(path))
+            self._append(path, b"".join(lines), base, hashed.get(path))
         new = Checkpoint(last, min(cp.durable, base), BOOT_ID)
         self.write_checkpoint(new, durable=False)
         return new
@@ -244,7 +292,8 @@ class Index:
                 fileio.write_file_atomic(
                     path[:-4] + ".name", hashed_name.encode("utf-8", "surrogatepass"), durable=False
                 )
-            if cut_after is not None:
+            if cut_after is not None and _tail_after(fd, cut_after):
+                # A writer died (or its index write failed) between these lines and the checkpoint.
                 cut_tail(fd, path, cut_after)
             fileio.write_all(fd, data, path)
         finally:
@@ -273,6 +322,19 @@ def _parse_positions(raw: bytes) -> list[int]:
 def _line_position(line: bytes) -> int | None:
     head = line.split(b" ", 1)[0]
     return int(head) if len(head) == 12 and head.isdigit() else None
+
+
+def _tail_after(fd: int, base: int) -> bool:
+    """Whether the file's last line is torn or lists a position past ``base`` (cheap: one pread)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return False
+    raw = os.pread(fd, min(size, 128), max(0, size - 128))
+    if not raw.endswith(b"\n"):
+        return True
+    start = raw.rfind(b"\n", 0, len(raw) - 1) + 1
+    pos = _line_position(raw[start:-1])
+    return pos is None or pos > base
 
 
 def cut_tail(fd: int, path: str, base: int) -> None:

@@ -117,8 +117,21 @@ def is_legacy(root: str) -> bool:
     return bool(first) and not (first[:12].isdigit() and first[12:13] == b" ")
 
 
+LAYOUT_NAMES = frozenset({"FORMAT", "events", "log", "index", "packs", "locks", "lost-found"})
+
+
 def _is_empty_dir(root: str) -> bool:
     return os.path.isdir(root) and not os.listdir(root)
+
+
+def _is_unfinished_creation(root: str) -> bool:
+    """True for a folder holding only part of a new layout: no FORMAT (it is written last),
+    nothing but layout names, and an empty log. Another process may be creating it right now."""
+    names = set(os.listdir(root))
+    if "FORMAT" in names or not names <= LAYOUT_NAMES:
+        return False
+    log = Layout(root).log
+    return not os.path.exists(log) or os.path.getsize(log) == 0
 
 
 def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, durable: bool = True) -> FormatInfo:
@@ -142,10 +155,17 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
     if os.path.exists(root) and not os.path.isdir(root):
         raise InvalidArgument(f"{root} is a file, not a store folder; give a folder path")
     lay = Layout(root)
-    if not os.path.exists(root) or _is_empty_dir(root):
+    if not os.path.exists(root) or _is_empty_dir(root) or _is_unfinished_creation(root):
         if not create_missing:
             raise StoreNotFound(f"no store at {root}; create one with: kroniko-ops init {root}")
-        return create(root, max_event_bytes or DEFAULT_MAX_EVENT_BYTES, durable)
+        # Several processes may open a new store at once: create it under the append lock and
+        # let whoever comes second find FORMAT (written last) in place.
+        from .locking import held
+
+        fileio.makedirs(lay.locks)
+        with held(lay.append_lock, 60.0, "append"):
+            if not os.path.exists(lay.format_file):
+                return create(root, max_event_bytes or DEFAULT_MAX_EVENT_BYTES, durable)
     try:
         raw = fileio.read_file(lay.format_file)
     except FileNotFoundError:

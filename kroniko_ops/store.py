@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
+import orjson
+
 from . import fileio, layout
 from .codec import decode_event, encode_event
 from .errors import (
@@ -19,7 +21,7 @@ from .errors import (
     StoreCorrupted,
 )
 from .index import DURABLE_EVERY, Checkpoint, Index
-from .locking import acquire, make_lock
+from .locking import AppendLock
 from .log import LogLine, Tail, build_lines, find_head, iter_lines, read_line
 from .model import AppendCondition, Event, Query, SequencedEvent
 from .packs import PackSet
@@ -63,7 +65,7 @@ class EventStore:
         self.packs = PackSet(self.layout.packs)
         self._read_fd = os.open(self.layout.log, os.O_RDONLY | os.O_CLOEXEC)
         self._write_fd: int | None = None
-        self._lock = make_lock(self.layout.append_lock)
+        self._lock: AppendLock | None = None  # opened by the first append: readers never lock
         self._mutex = threading.Lock()
         self._broken: BaseException | None = None
 
@@ -75,6 +77,9 @@ class EventStore:
             if fd is not None and fd >= 0:
                 os.close(fd)
         self._read_fd, self._write_fd = -1, None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> EventStore:
         return self
@@ -139,13 +144,14 @@ class EventStore:
                 lo = max(lo, start)
         if lo > hi:
             return
-        count = 0
         if query.is_all:
-            for line in iter_lines(self._read_fd, lo, hi, backwards):
-                yield self._sequenced(line)
-                count += 1
-                if count == limit:
-                    return
+            # Positions are gap-free, so a limit on all events is a range.
+            if limit is not None:
+                if backwards:
+                    lo = max(lo, hi - limit + 1)
+                else:
+                    hi = min(hi, lo + limit - 1)
+            yield from self._read_range(lo, hi, backwards)
             return
         positions = self.matching(query, lo - 1, hi, trusted)
         if backwards:
@@ -178,18 +184,92 @@ class EventStore:
         return sorted(found)
 
     def _item_positions(self, types: Sequence[str], tags: Sequence[str], after: int, upto: int) -> set[int]:
-        typed: set[int] | None = None
+        """Positions in ``(after, upto]`` of events of any of ``types`` carrying all ``tags``.
+
+        Loads the shortest list and checks the others' membership, so that a condition on a
+        rare tag of a common type costs in proportion to the tag, not the type.
+        """
+        index = self.index
+        sides: list[tuple[int, list[tuple[str, str]]]] = [
+            (index.count("tags", t), [("tags", t)]) for t in tags
+        ]
         if types:
-            typed = set()
-            for t in types:
-                typed.update(self.index.positions("types", t, after, upto))
-        if not tags:
-            return typed or set()
-        lists = sorted((self.index.positions("tags", t, after, upto) for t in tags), key=len)
-        out = set(lists[0])
-        for other in lists[1:]:
-            out.intersection_update(other)
-        return out & typed if typed is not None else out
+            sides.append((sum(index.count("types", t) for t in types), [("types", t) for t in types]))
+        sides.sort(key=lambda side: side[0])
+        _, first = sides[0]
+        found: set[int] = set()
+        for kind, name in first:
+            found.update(index.positions(kind, name, after, upto))
+        for size, names in sides[1:]:
+            if not found:
+                break
+            if len(found) * 24 > size:  # cheaper to load the whole list than to bisect per candidate
+                other: set[int] = set()
+                for kind, name in names:
+                    other.update(index.positions(kind, name, after, upto))
+                found &= other
+            else:
+                found = {p for p in found if any(index.contains(kind, name, p) for kind, name in names)}
+        return found
+
+    def _read_range(self, lo: int, hi: int, backwards: bool) -> Iterator[SequencedEvent]:
+        """Every event of ``lo..hi``: loose ones one by one, packed ones in bulk.
+
+        A packed run is decoded a batch at a time, straight from the pack. Its bytes are trusted
+        without hashing each event when the pack's own checksums were verified (once per
+        handle: the pack was checked against the log's hashes before it was published, and a
+        pack never changes); a short read of a big pack hashes its events against the log instead.
+        """
+        segments = self.packs.segments(lo, hi, refresh=hi - lo >= 64)
+        for a, b, pack in reversed(segments) if backwards else segments:
+            if pack is None:
+                for line in iter_lines(self._read_fd, a, b, backwards):
+                    yield self._sequenced(line)
+                continue
+            verified = self.packs.ensure_verified(pack, b - a + 1)
+            for start, raws in pack.batches(a, b, backwards):
+                if not verified:
+                    self._check_hashes(start, raws)
+                batch = [SequencedEvent(p, e) for p, e in enumerate(self._decode_batch(start, raws), start)]
+                if backwards:
+                    batch.reverse()
+                yield from batch
+
+    def _check_hashes(self, start: int, raws: list[bytes]) -> None:
+        for line, raw in zip(iter_lines(self._read_fd, start, start + len(raws) - 1), raws, strict=True):
+            if hashlib.sha256(raw).hexdigest() != line.event_hash:
+                raise StoreCorrupted(
+                    f"packed event {line.event_id} at position {line.position} does not match its hash "
+                    f"in the log; run: kroniko-ops fsck {self.path}"
+                )
+
+    def _decode_batch(self, start: int, raws: list[bytes]) -> list[Event]:
+        """Decode stored events in one JSON parse (their canonical bytes joined into an array);
+        any doubt falls back to decoding one by one, which names the bad position."""
+        try:
+            docs = orjson.loads(b"[" + b",".join(raws) + b"]")
+        except orjson.JSONDecodeError:
+            docs = None
+        if docs is not None and len(docs) == len(raws):
+            out: list[Event] = []
+            for doc in docs:
+                if type(doc) is not dict or type(doc.get("type")) is not str or "id" not in doc:
+                    break
+                tags = doc.get("tags", [])
+                if type(tags) is not list:
+                    break
+                out.append(Event(doc["type"], doc.get("data"), tuple(tags), doc.get("metadata"), doc["id"]))
+            else:
+                return out
+        events = []
+        for k, raw in enumerate(raws):
+            try:
+                events.append(decode_event(raw))
+            except ValueError:
+                raise StoreCorrupted(
+                    f"the packed event at position {start + k} does not parse; run: kroniko-ops fsck {self.path}"
+                ) from None
+        return events
 
     def _sequenced(self, line: LogLine) -> SequencedEvent:
         return SequencedEvent(line.position, self._event(line))
@@ -205,17 +285,23 @@ class EventStore:
             ) from None
 
     def _load(self, line: LogLine) -> bytes:
-        """The stored bytes of a committed event, loose or packed, checked against the log."""
-        try:
-            raw = fileio.read_file(self.layout.event_file(line.event_id))
-        except FileNotFoundError:
-            packed = self.packs.get(line.position)
-            if packed is None:
-                raise StoreCorrupted(
-                    f"event {line.event_id} at position {line.position} is missing; run: "
-                    f"kroniko-ops fsck {self.path}"
-                ) from None
-            raw = packed
+        """The stored bytes of a committed event, loose or packed, checked against the log.
+
+        A pack already known to hold the position is read first (no failed open of a loose file
+        that compaction removed); otherwise the loose file, then the packs listed afresh (a
+        compaction publishes the pack before it removes the loose file).
+        """
+        raw = self.packs.get(line.position, refresh=False)
+        if raw is None:
+            try:
+                raw = fileio.read_file(self.layout.event_file(line.event_id))
+            except FileNotFoundError:
+                raw = self.packs.get(line.position)
+                if raw is None:
+                    raise StoreCorrupted(
+                        f"event {line.event_id} at position {line.position} is missing; run: "
+                        f"kroniko-ops fsck {self.path}"
+                    ) from None
         if hashlib.sha256(raw).hexdigest() != line.event_hash:
             raise StoreCorrupted(
                 f"event {line.event_id} at position {line.position} does not match its hash in "
@@ -261,12 +347,15 @@ class EventStore:
             except OSError as exc:
                 self._remove_generated(created, explicit, ids)
                 raise self._fatal(exc, "preparing event files") from exc
+            if self._lock is None:
+                self._lock = AppendLock(self.layout.append_lock)
+            lock = self._lock
             try:
-                acquire(self._lock, self.lock_timeout, "append")
+                lock.acquire(self.lock_timeout)
             except BaseException:
                 self._remove_generated(created, explicit, ids)
                 raise
-            committed = False
+            attempted = False  # once the log write starts, the files may be named by the log
             try:
                 tail = self._writable_tail()
                 cp = self._catch_up(tail.head)
@@ -276,14 +365,14 @@ class EventStore:
                 if condition is not None:
                     self._check_condition(condition, tail.head)
                 data, lines = build_lines(tail.head, tail.chain, list(zip(ids, hashes, strict=True)))
+                attempted = True
                 self._commit(data)
-                committed = True
                 self._index_batch(cp, tail.head, lines, batch)
                 return lines[-1].position
             finally:
-                if not committed:
+                if not attempted:
                     self._remove(created)
-                self._lock.release()
+                lock.release()
 
     def _prepare(self, encoded: list[tuple[str, bytes]], created: list[str]) -> None:
         """Write each event to a temp file and publish it under its id without replacing
@@ -305,8 +394,7 @@ class EventStore:
                 finally:
                     fileio.unlink(tmp)
             if self.durable:
-                for fd in fds:
-                    fileio.fsync(fd, self.layout.events)
+                fileio.fsync_many(fds, self.layout.events)
                 fileio.fsync_dir(self.layout.events)
         finally:
             for fd in fds:

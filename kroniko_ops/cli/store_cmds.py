@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import IO, Any
 
@@ -40,6 +41,18 @@ def init(store: str, max_event_bytes: int | None) -> None:
 
 
 
+def _int64(text: str) -> int:
+    # orjson would turn an integer past 64 bits into a float without a word: refuse it instead.
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise ValueError(f"integer {text} is outside the 64-bit range")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _parse_events(stream: IO[bytes]) -> list[Event]:
     """JSON lines ``{"type", "data", "tags", "metadata", "id"}`` into events (all or nothing)."""
     events = []
@@ -47,9 +60,9 @@ def _parse_events(stream: IO[bytes]) -> list[Event]:
         if not line.strip():
             continue
         try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidEvent(f"line {n}: not JSON ({exc})") from None
+            doc = json.loads(line, parse_int=_int64, parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidEvent(f"line {n}: {exc}") from None
         if type(doc) is not dict:
             raise InvalidEvent(f"line {n}: expected a JSON object with a 'type'")
         unknown = set(doc) - {"type", "data", "tags", "metadata", "id"}

@@ -52,14 +52,14 @@ def stats(path: str) -> StatsReport:
     loose = loose_bytes = temps = 0
     with os.scandir(lay.events) as it:
         for entry in it:
-            if entry.name.startswith(TMP_PREFIX):
-                temps += 1
-            elif entry.name.endswith(".json"):
+            if entry.name.endswith(".json"):  # an id may itself start with ".tmp-"
                 loose += 1
                 try:
                     loose_bytes += entry.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
                     loose -= 1
+            elif entry.name.startswith(TMP_PREFIX):
+                temps += 1
     packs = pack_bytes = 0
     if os.path.isdir(lay.packs):
         for name in os.listdir(lay.packs):
