@@ -65,21 +65,30 @@ def fsync(fd: int, path: str = "") -> None:
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
-PARALLEL_FSYNC_MIN = 4
 
 
-def fsync_many(fds: list[int], path: str = "") -> None:
-    """fsync several files; from a thread pool when there are many, so that the filesystem can
-    commit them in one journal transaction instead of one after the other."""
+def _executor() -> ThreadPoolExecutor:
     global _pool
-    if len(fds) < PARALLEL_FSYNC_MIN:
-        for fd in fds:
-            fsync(fd, path)
-        return
     if _pool is None or _pool[0] != os.getpid():  # a forked child cannot use its parent's threads
         _pool = (os.getpid(), ThreadPoolExecutor(16, thread_name_prefix="kroniko-fsync"))
-    for future in [_pool[1].submit(fsync, fd, path) for fd in fds]:
-        future.result()
+    return _pool[1]
+
+
+def fsync_files_and_dir(fds: list[int], directory: str) -> None:
+    """fsync the files ``fds`` and then-or-meanwhile their ``directory``, all at once.
+
+    Each fsync makes its own file's state at the time of the call durable, so issuing them
+    together from a thread pool is as safe as one after the other, and lets the filesystem
+    commit them in one journal transaction instead of one each.
+    """
+    _hook("fsync", directory)
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        futures = [_executor().submit(fsync, fd, directory) for fd in [*fds, dir_fd]]
+        for future in futures:
+            future.result()
+    finally:
+        os.close(dir_fd)
 
 
 def fsync_dir(path: str) -> None:
@@ -96,6 +105,33 @@ def link(src: str, dst: str) -> None:
     """Hard-link ``src`` to ``dst``; raises ``FileExistsError`` rather than replace ``dst``."""
     _hook("link", dst)
     os.link(src, dst)
+
+
+_proc_fd: tuple[int, int] | None = None
+
+
+def open_anonymous(directory: str) -> int | None:
+    """An unnamed writable file in ``directory`` (``O_TMPFILE``), or None where the platform or
+    filesystem has none. It disappears with its descriptor unless :func:`link_anonymous` names it."""
+    if not hasattr(os, "O_TMPFILE"):
+        return None
+    _hook("open", directory)
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+
+
+def link_anonymous(fd: int, path: str) -> None:
+    """Give the unnamed file ``fd`` the name ``path``; raises ``FileExistsError`` rather than
+    replace an existing file (``linkat`` through ``/proc/self/fd`` with ``AT_SYMLINK_FOLLOW``)."""
+    global _proc_fd
+    _hook("link", path)
+    if _proc_fd is None or _proc_fd[0] != os.getpid():
+        _proc_fd = (os.getpid(), os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    os.link(str(fd), path, src_dir_fd=_proc_fd[1], follow_symlinks=True)
 
 
 def rename(src: str, dst: str) -> None:

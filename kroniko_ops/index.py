@@ -229,32 +229,26 @@ class Index:
     # -- writing (under the append lock) ---------------------------------------------------
 
     def add(self, entries: Iterable[tuple[int, str, str, Iterable[str]]], base: int,
-            cp: Checkpoint) -> Checkpoint:
+            cp: Checkpoint, pending: dict[str, int] | None = None) -> Checkpoint:
         """Index ``(position, id, type, tags)`` entries that follow ``base`` and advance the
         checkpoint (not fsynced) to the last of them.
 
-        Unless the checkpoint shows this boot wrote exactly through ``base``, lines a dead writer
-        may have left past ``base`` in the touched files are cut first, so catching up twice never
-        lists a position twice.
+        Lines a dead writer may have left past ``base`` in the touched files are cut first (a
+        one-line look at each file's end), so catching up twice never lists a position twice.
         """
-        files: dict[str, list[bytes]] = {}
-        hashed: dict[str, str] = {}
+        files: dict[str, tuple[str | None, list[bytes]]] = {}
         last = base
         for pos, eid, type_, tags in entries:
             line = b"%012d\n" % pos
             for kind, name in (("types", type_), *(("tags", t) for t in dict.fromkeys(tags))):
-                path = self.path(kind, name)
-                files.setdefault(path, []).append(line)
-                if os.path.basename(path).startswith("~"):
-                    hashed[path] = name
-            files.setdefault(os.path.join(self.root, "ids", id_bucket(eid)), []).append(
-                b"%012d %s\n" % (pos, eid.encode())
-            )
+                files.setdefault(self.path(kind, name), (name, []))[1].append(line)
+            bucket = os.path.join(self.root, "ids", id_bucket(eid))
+            files.setdefault(bucket, (None, []))[1].append(b"%012d %s\n" % (pos, eid.encode()))
             last = pos
         if last == base:
             return cp
-        for path, lines in files.items():
-            self._append(path, b"".join(lines), base, hashed.get(path))
+        for path, (name, lines) in files.items():
+            self._append(path, b"".join(lines), base, name, pending)
         new = Checkpoint(last, min(cp.durable, base), BOOT_ID)
         self.write_checkpoint(new, durable=False)
         return new
@@ -280,18 +274,59 @@ class Index:
             out.add(os.path.join(self.root, "ids", id_bucket(eid)))
         return out
 
-    def _append(self, path: str, data: bytes, cut_after: int | None, hashed_name: str | None) -> None:
+    def prepare(self, types: Iterable[str], tags: Iterable[str]) -> dict[str, int]:
+        """Make unnamed files for the lists a batch would create, before the writer lock is taken.
+
+        Creating a file costs far more than naming one, so writers do it in parallel, outside the
+        lock; :meth:`add` names them under the lock, and a refused batch leaves nothing behind.
+        Returns path -> descriptor; hand it to :meth:`add`, then :meth:`release`.
+        """
+        pending: dict[str, int] = {}
+        for kind, names in (("types", types), ("tags", tags)):
+            for name in names:
+                path = self.path(kind, name)
+                if path in pending or os.path.exists(path):
+                    continue
+                folder = os.path.dirname(path)
+                if not os.path.isdir(folder):
+                    fileio.makedirs(folder)
+                fd = fileio.open_anonymous(folder)
+                if fd is None:
+                    return pending  # no O_TMPFILE here: lists get created under the lock
+                pending[path] = fd
+        return pending
+
+    @staticmethod
+    def release(pending: dict[str, int]) -> None:
+        """Close the descriptors of :meth:`prepare` (unnamed ones vanish with them)."""
+        for fd in pending.values():
+            os.close(fd)
+        pending.clear()
+
+    def _open(self, path: str, name: str, pending: dict[str, int] | None = None) -> int:
+        """Open a list for appending, creating it (and its folder, and the ``.name`` of a hashed
+        file name, which keeps the index reversible) when missing."""
         try:
-            fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND)
+            return fileio.open_write(path, os.O_RDWR | os.O_APPEND)
         except FileNotFoundError:
-            fileio.makedirs(os.path.dirname(path))
-            fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            pass
+        fileio.makedirs(os.path.dirname(path))
+        if os.path.basename(path).startswith("~") and path.endswith(".pos"):
+            fileio.write_file_atomic(path[:-4] + ".name", name.encode("utf-8", "surrogatepass"), durable=False)
+        fd = pending.pop(path, None) if pending else None
+        if fd is not None:
+            try:
+                fileio.link_anonymous(fd, path)
+            except FileExistsError:
+                pass  # named meanwhile by a catch-up of ours: append to that one
+            finally:
+                os.close(fd)
+        return fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+
+    def _append(self, path: str, data: bytes, cut_after: int | None, name: str | None,
+                pending: dict[str, int] | None) -> None:
+        fd = self._open(path, name or "", pending)
         try:
-            if hashed_name is not None and not os.path.exists(path[:-4] + ".name"):
-                # A hashed file name: keep the full name beside it so the index stays reversible.
-                fileio.write_file_atomic(
-                    path[:-4] + ".name", hashed_name.encode("utf-8", "surrogatepass"), durable=False
-                )
             if cut_after is not None and _tail_after(fd, cut_after):
                 # A writer died (or its index write failed) between these lines and the checkpoint.
                 cut_tail(fd, path, cut_after)

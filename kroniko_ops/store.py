@@ -230,7 +230,7 @@ class EventStore:
             for start, raws in pack.batches(a, b, backwards):
                 if not verified:
                     self._check_hashes(start, raws)
-                batch = [SequencedEvent(p, e) for p, e in enumerate(self._decode_batch(start, raws), start)]
+                batch = self._decode_batch(start, raws)
                 if backwards:
                     batch.reverse()
                 yield from batch
@@ -243,28 +243,42 @@ class EventStore:
                     f"in the log; run: kroniko-ops fsck {self.path}"
                 )
 
-    def _decode_batch(self, start: int, raws: list[bytes]) -> list[Event]:
-        """Decode stored events in one JSON parse (their canonical bytes joined into an array);
-        any doubt falls back to decoding one by one, which names the bad position."""
+    def _decode_batch(self, start: int, raws: list[bytes]) -> list[SequencedEvent]:
+        """Decode the stored events of positions ``start, start + 1, ...`` in one JSON parse
+        (their canonical bytes joined into an array). Any doubt falls back to decoding one by
+        one, which names the bad position.
+
+        The events are built without their dataclass ``__init__`` (a third of the cost of a bulk
+        read): the fields are exactly the ones ``decode_event`` passes, already validated here.
+        """
         try:
             docs = orjson.loads(b"[" + b",".join(raws) + b"]")
         except orjson.JSONDecodeError:
             docs = None
         if docs is not None and len(docs) == len(raws):
-            out: list[Event] = []
+            out: list[SequencedEvent] = []
+            append, new, pos = out.append, object.__new__, start
             for doc in docs:
-                if type(doc) is not dict or type(doc.get("type")) is not str or "id" not in doc:
+                try:
+                    type_, tags = doc["type"], doc["tags"]
+                    if type_.__class__ is not str or tags.__class__ is not list:
+                        break
+                    event = new(Event)
+                    fields = event.__dict__
+                    fields["type"], fields["data"], fields["tags"] = type_, doc["data"], tuple(tags)
+                    fields["metadata"], fields["id"] = doc["metadata"], doc["id"]
+                except (KeyError, TypeError):
                     break
-                tags = doc.get("tags", [])
-                if type(tags) is not list:
-                    break
-                out.append(Event(doc["type"], doc.get("data"), tuple(tags), doc.get("metadata"), doc["id"]))
+                seq = new(SequencedEvent)
+                seq.__dict__["position"], seq.__dict__["event"] = pos, event
+                append(seq)
+                pos += 1
             else:
                 return out
         events = []
         for k, raw in enumerate(raws):
             try:
-                events.append(decode_event(raw))
+                events.append(SequencedEvent(start + k, decode_event(raw)))
             except ValueError:
                 raise StoreCorrupted(
                     f"the packed event at position {start + k} does not parse; run: kroniko-ops fsck {self.path}"
@@ -342,37 +356,48 @@ class EventStore:
         hashes = [hashlib.sha256(raw).hexdigest() for _, raw in encoded]
         created: list[str] = []
         with self._mutex:
+            new_lists: dict[str, int] = {}
             try:
-                self._prepare(encoded, created)
-            except OSError as exc:
-                self._remove_generated(created, explicit, ids)
-                raise self._fatal(exc, "preparing event files") from exc
-            if self._lock is None:
-                self._lock = AppendLock(self.layout.append_lock)
-            lock = self._lock
-            try:
-                lock.acquire(self.lock_timeout)
-            except BaseException:
-                self._remove_generated(created, explicit, ids)
-                raise
-            attempted = False  # once the log write starts, the files may be named by the log
-            try:
-                tail = self._writable_tail()
-                cp = self._catch_up(tail.head)
-                done = self._check_ids(encoded, explicit, created, tail.head)
-                if done is not None:
-                    return done
-                if condition is not None:
-                    self._check_condition(condition, tail.head)
-                data, lines = build_lines(tail.head, tail.chain, list(zip(ids, hashes, strict=True)))
-                attempted = True
-                self._commit(data)
-                self._index_batch(cp, tail.head, lines, batch)
-                return lines[-1].position
+                return self._append_locked(batch, condition, encoded, ids, hashes, explicit, created, new_lists)
             finally:
-                if not attempted:
-                    self._remove(created)
-                lock.release()
+                self.index.release(new_lists)
+
+    def _append_locked(self, batch: list[Event], condition: AppendCondition | None,
+                       encoded: list[tuple[str, bytes]], ids: list[str], hashes: list[str],
+                       explicit: list[bool], created: list[str], new_lists: dict[str, int]) -> int:
+        """Steps 2-7 of the commit protocol for one validated batch."""
+        try:
+            new_lists.update(self.index.prepare({e.type for e in batch}, {t for e in batch for t in e.tags}))
+            self._prepare(encoded, created)
+        except OSError as exc:
+            self._remove_generated(created, explicit, ids)
+            raise self._fatal(exc, "preparing event files") from exc
+        if self._lock is None:
+            self._lock = AppendLock(self.layout.append_lock)
+        lock = self._lock
+        try:
+            lock.acquire(self.lock_timeout)
+        except BaseException:
+            self._remove_generated(created, explicit, ids)
+            raise
+        attempted = False  # once the log write starts, the files may be named by the log
+        try:
+            tail = self._writable_tail()
+            cp = self._catch_up(tail.head)
+            done = self._check_ids(encoded, explicit, created, tail.head)
+            if done is not None:
+                return done
+            if condition is not None:
+                self._check_condition(condition, tail.head)
+            data, lines = build_lines(tail.head, tail.chain, list(zip(ids, hashes, strict=True)))
+            attempted = True
+            self._commit(data)
+            self._index_batch(cp, tail.head, lines, batch, new_lists)
+            return lines[-1].position
+        finally:
+            if not attempted:
+                self._remove(created)
+            lock.release()
 
     def _prepare(self, encoded: list[tuple[str, bytes]], created: list[str]) -> None:
         """Write each event to a temp file and publish it under its id without replacing
@@ -394,8 +419,7 @@ class EventStore:
                 finally:
                     fileio.unlink(tmp)
             if self.durable:
-                fileio.fsync_many(fds, self.layout.events)
-                fileio.fsync_dir(self.layout.events)
+                fileio.fsync_files_and_dir(fds, self.layout.events)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -491,12 +515,13 @@ class EventStore:
         except OSError as exc:
             raise self._fatal(exc, "committing to the log") from exc
 
-    def _index_batch(self, cp: Checkpoint, head: int, lines: list[LogLine], batch: list[Event]) -> None:
+    def _index_batch(self, cp: Checkpoint, head: int, lines: list[LogLine], batch: list[Event],
+                     new_lists: dict[str, int]) -> None:
         """Step 6. The append is already committed: an index failure only leaves the index behind,
         which the next writer catches up."""
         entries = [(ln.position, ln.event_id, ev.type, ev.tags) for ln, ev in zip(lines, batch, strict=True)]
         try:
-            cp = self.index.add(entries, head, cp)
+            cp = self.index.add(entries, head, cp, new_lists)
             if self.durable and cp.written - cp.durable >= DURABLE_EVERY:
                 paths = self.index.touched_paths(self._entries(cp.durable + 1, cp.written))
                 self.index.mark_durable(cp, paths)
