@@ -149,3 +149,65 @@ def iter_lines(fd: int, first: int, last: int, backwards: bool = False) -> Itera
             for k in range(count - 1, -1, -1):
                 yield decode_line(raw[k * LINE_LEN : (k + 1) * LINE_LEN])
             pos = lo - 1
+
+
+# -- what follows the committed head ----------------------------------------------------------
+# A writer that died mid-append leaves whole lines without a commit mark or an incomplete last
+# line: both are safe to cut. Anything else after the head means committed lines were damaged or
+# bytes were inserted mid-log; that must never be cut.
+
+CLEAN, UNCOMMITTED, TORN, DAMAGED = "clean", "uncommitted", "torn", "damaged"
+
+
+def _looks_committed(chunk: bytes, position: int) -> bool:
+    """A full line at ``position`` with its commit mark and framing intact: a committed line
+    with a damaged byte, not a torn write."""
+    return chunk[208:209] == b"C" and chunk[:12] == b"%012d" % position and chunk[-1:] == b"\n"
+
+
+def _misaligned_line(raw: bytes) -> int | None:
+    """Offset of a checksum-valid line that starts off the 219-byte grid, if any."""
+    i = raw.find(b"\n", LINE_LEN - 1)
+    while i != -1:
+        start = i - (LINE_LEN - 1)
+        if start % LINE_LEN:
+            try:
+                decode_line(raw[start : i + 1])
+            except BadLine:
+                pass
+            else:
+                return start
+        i = raw.find(b"\n", i + 1)
+    return None
+
+
+def classify_tail(raw: bytes, head: int) -> tuple[str, str]:
+    """What the bytes after the committed head are: ``(kind, explanation)``."""
+    if not raw:
+        return CLEAN, ""
+    uncommitted = 0
+    garbled: int | None = None
+    for k in range(len(raw) // LINE_LEN):
+        chunk = raw[k * LINE_LEN : (k + 1) * LINE_LEN]
+        expected = head + 1 + k
+        try:
+            line = decode_line(chunk)
+        except BadLine:
+            if _looks_committed(chunk, expected):
+                return DAMAGED, (f"line {expected} carries a commit mark but fails its checksum: "
+                                 "a committed line was damaged")
+            garbled = expected if garbled is None else garbled
+            continue
+        if garbled is not None:
+            return DAMAGED, f"line {expected} is valid after garbled line {garbled}"
+        if line.position != expected or line.commit:
+            return DAMAGED, f"line {expected} carries position {line.position}"
+        uncommitted += 1
+    off = _misaligned_line(raw)
+    if off is not None:
+        return DAMAGED, (f"a valid line starts {off} bytes after position {head}, off the 219-byte "
+                         "grid: bytes were inserted or removed in the middle of the log")
+    if garbled is None and len(raw) % LINE_LEN == 0:
+        return UNCOMMITTED, f"{uncommitted} line(s) after position {head} carry no commit mark"
+    return TORN, (f"{len(raw)} byte(s) after position {head} ({uncommitted} whole uncommitted "
+                  "line(s), then an incomplete or garbled line)")

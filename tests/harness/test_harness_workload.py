@@ -1,0 +1,41 @@
+"""Workloads are plain data drawn up front: bounded, replayable from a seed, ids unique."""
+
+from __future__ import annotations
+
+import pickle
+
+from hypothesis import given, settings
+
+from kroniko_ops.codec import check_id
+from kroniko_ops.harness.workload import Limits, Workload, generate, workloads
+
+LIMITS = Limits(min_workers=2, max_workers=8, min_ops=1, max_ops=10, max_batch=20, kill_chance=0.2)
+
+
+def test_the_same_seed_gives_the_same_workload() -> None:
+    assert generate(42, LIMITS) == generate(42, LIMITS)
+    assert generate(42, LIMITS) != generate(43, LIMITS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(workloads(LIMITS))
+def test_drawn_workloads_respect_their_limits(workload: Workload) -> None:
+    assert LIMITS.min_workers <= len(workload.workers) <= LIMITS.max_workers
+    ids: list[str] = []
+    for w, ops in enumerate(workload.workers):
+        assert LIMITS.min_ops <= len(ops) <= LIMITS.max_ops
+        for i, op in enumerate(ops):
+            if op.kind == "retry":
+                target = ops[op.retry_of]
+                assert op.retry_of < i and target.kind in ("append", "conditional")
+                assert workload.event_ids(w, i) == workload.event_ids(w, op.retry_of)
+            elif op.kind in ("append", "conditional"):
+                assert 1 <= len(op.events) <= LIMITS.max_batch
+                ids += workload.event_ids(w, i)
+            if op.kind in ("conditional", "read"):
+                assert op.query is not None
+            if op.kill_at is not None:
+                assert 1 <= op.kill_at <= LIMITS.max_kill_at
+    assert len(ids) == len(set(ids))  # every batch's events are told apart in the log
+    assert all(check_id(i) for i in ids)
+    assert pickle.loads(pickle.dumps(workload)) == workload  # it travels to worker processes as is
