@@ -108,6 +108,13 @@ def is_legacy(root: str) -> bool:
         return False
     if os.path.isdir(os.path.join(root, "index", "type")):
         return True
+    # A Ruby store the gem opened but never wrote to: its bare folders, none of format 2's own.
+    format2_marks = ("packs", "lost-found", "index/CHECKPOINT", "index/types", "index/tags", "index/ids")
+    if all(os.path.isdir(os.path.join(root, d)) for d in ("events", "index", "log")) and not any(
+        os.path.exists(os.path.join(root, m)) for m in format2_marks
+    ) and not os.listdir(os.path.join(root, "events")):
+        log = os.path.join(root, "log", "append.log")
+        return not os.path.exists(log) or os.path.getsize(log) == 0
     try:
         with open(os.path.join(root, "log", "append.log"), "rb") as f:
             first = f.readline(200)
