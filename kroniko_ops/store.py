@@ -82,6 +82,7 @@ class EventStore:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+        self.packs.close()
 
     def __enter__(self) -> EventStore:
         return self

@@ -17,6 +17,7 @@ class StatsReport:
     head: int
     loose_events: int
     loose_bytes: int
+    packed_events: int
     packs: int
     pack_bytes: int
     log_bytes: int
@@ -49,6 +50,7 @@ def stats(path: str) -> StatsReport:
         lay = Layout(store.path)
         head = store.head()
         checkpoint = store.index.read_checkpoint().written
+        packed_events = store.packs.count()
     loose = loose_bytes = temps = 0
     with os.scandir(lay.events) as it:
         for entry in it:
@@ -70,5 +72,5 @@ def stats(path: str) -> StatsReport:
                 pack_bytes += os.path.getsize(full)
     index_files, index_bytes = _walk(lay.index)
     lost = len(os.listdir(lay.lost_found)) if os.path.isdir(lay.lost_found) else 0
-    return StatsReport(store.path, head, loose, loose_bytes, packs, pack_bytes, os.path.getsize(lay.log),
+    return StatsReport(store.path, head, loose, loose_bytes, packed_events, packs, pack_bytes, os.path.getsize(lay.log),
                        index_files, index_bytes, checkpoint, temps, lost)
