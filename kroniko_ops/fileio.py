@@ -211,14 +211,15 @@ def write_file_atomic(path: str, data: bytes, durable: bool = True) -> None:
 
 
 def read_file(path: str) -> bytes:
-    """The whole content of ``path``."""
+    """The whole content of ``path``: one read for a small file, a loop to the end otherwise."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                return b"".join(chunks)
+        data = os.read(fd, 1 << 16)
+        if len(data) < 1 << 16:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)

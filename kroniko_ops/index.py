@@ -14,7 +14,6 @@ unsynced lines), otherwise ``durable``. Past the trusted checkpoint, readers use
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -43,7 +42,6 @@ def _boot_id() -> str:
 BOOT_ID = _boot_id()
 
 
-@functools.lru_cache(maxsize=1 << 16)  # names repeat from event to event; encoding costs more than the append
 def encode_name(name: str) -> str:
     """File name (without suffix) for a type or tag: safe and reversible.
 

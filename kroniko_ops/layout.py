@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -12,6 +13,38 @@ from .errors import InvalidArgument, LegacyStore, StoreCorrupted, StoreNotFound
 
 FORMAT_LINE = "kroniko-ops format 2"
 TMP_PREFIX = ".tmp-"
+LIVE_TEMP_MAX_AGE = 86400.0  # a temp file of a live pid older than this is stale anyway (pid reuse)
+_TEMP_RE = re.compile(r"\A\.tmp-(\d+)-")
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists on this host (ours included)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def stale_temp(name: str, path: str, now: float | None = None) -> bool | None:
+    """For a ``.tmp-<pid>-...`` name: True when its writer is gone (dead pid, or a live pid but
+    older than a day, i.e. a reused pid), False when it may still be written. None when ``name``
+    is not a temp name. A ``.json`` name is an event file even when its id starts with ``.tmp-``:
+    temp names never end in ``.json``."""
+    m = _TEMP_RE.match(name)
+    if m is None or name.endswith(".json"):
+        return None
+    if not pid_alive(int(m.group(1))):
+        return True
+    try:
+        age = (now or time.time()) - os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return False  # gone meanwhile: its writer finished
+    return age > LIVE_TEMP_MAX_AGE
 
 
 @dataclass(frozen=True)

@@ -97,10 +97,16 @@ def write_metrics(path: str, prefix: str, values: dict[str, float | int], labels
     for name, value in values.items():
         metric = f"{prefix}_{name}"
         lines.append(f"# TYPE {metric} gauge")
-        lines.append(f"{metric}{{{label}}} {float(value):g}")
+        lines.append(f"{metric}{{{label}}} {_number(value)}")
     folder = os.path.dirname(os.path.abspath(path))
     fileio.makedirs(folder)
     fileio.write_file_atomic(os.path.abspath(path), ("\n".join(lines) + "\n").encode(), durable=False)
+
+
+def _number(value: float | int) -> str:
+    """Whole numbers as integers, others at full precision (``%g`` would round a Unix time)."""
+    number = float(value)
+    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
 
 
 def _escape(value: str) -> str:

@@ -55,7 +55,8 @@ def sweeps(folder: str) -> dict[str, Any]:
             "fault_sites": len(fault.sites), "fault_violations": len(fault.violations)}
 
 
-def soak(minutes: float, workers: int, kill_rate: float, segment: float, seed: int, folder: str) -> dict[str, Any]:
+def soak(minutes: float, workers: int, kill_rate: float, segment: float, seed: int, folder: str,
+         durable: bool = True) -> dict[str, Any]:
     """Torture in segments until ``minutes`` are up; the totals."""
     rng = random.Random(seed)
     totals: dict[str, Any] = dict.fromkeys(TOTALS, 0)
@@ -66,7 +67,8 @@ def soak(minutes: float, workers: int, kill_rate: float, segment: float, seed: i
         n += 1
         store = str(Path(folder) / f"segment-{n:04d}")
         seg_seed = rng.getrandbits(32)
-        report = torture(store, workers=workers, duration=min(segment, left), kill_rate=kill_rate, seed=seg_seed)
+        report = torture(store, workers=workers, duration=min(segment, left), kill_rate=kill_rate, seed=seg_seed,
+                         durable=durable)
         fig = report.figures
         for key in TOTALS:
             totals[key] += fig[key]
@@ -88,6 +90,8 @@ def main() -> int:
     parser.add_argument("--kill-rate", type=float, default=0.5)
     parser.add_argument("--segment", type=float, default=120.0, help="seconds per store")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="skip fsync (a SIGKILL leaves the page cache intact, so kills test the same thing)")
     parser.add_argument("--dir", default=None, help="where the stores go (default: a temp folder)")
     parser.add_argument("--sweeps", action="store_true", help="also run the full crash and fault sweeps first")
     parser.add_argument("--sweep-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
@@ -106,7 +110,8 @@ def main() -> int:
             result.update(sweeps(sweep_folder))
         finally:
             shutil.rmtree(sweep_folder, ignore_errors=True)
-    result.update(soak(args.minutes, args.workers, args.kill_rate, args.segment, seed, folder))
+    result.update(soak(args.minutes, args.workers, args.kill_rate, args.segment, seed, folder,
+                       durable=not args.no_fsync))
     result["seconds"] = round(time.monotonic() - started, 1)
     print("soak totals: " + " ".join(f"{k}={v}" for k, v in result.items() if k != "failing"))
     for failing in result["failing"]:

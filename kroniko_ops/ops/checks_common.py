@@ -12,21 +12,18 @@ does a check spill both sides to disk, partitioned by hash, to name the exact di
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from ..layout import Layout
+from .. import fileio
+from ..layout import Layout, pid_alive, stale_temp  # noqa: F401  (re-exported for the checks)
 from ..report import Finding, Report
 
 MAX_FINDINGS_PER_CODE = 10_000
 DANGLING_PRUNE_AGE = 3600.0  # seconds; younger dangling events may belong to an append in progress
-LIVE_TEMP_MAX_AGE = 86400.0  # a temp file of a live pid older than this is stale anyway (pid reuse)
 MASK64 = (1 << 64) - 1
-TEMP_RE = re.compile(r"\A\.tmp-(\d+)-")
-READ_CHUNK = 1 << 16
 LOG_PATH = "log/append.log"
 
 
@@ -107,64 +104,9 @@ class Digest:
         return f"Digest(count={self.count}, total={self.total:#x})"
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with this id exists (ours included)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def stale_temp(name: str, path: str, now: float | None = None) -> bool | None:
-    """For a ``.tmp-<pid>-...`` name: True when its writer is gone (dead pid, or a live pid but
-    older than a day, i.e. a reused pid), False when it may still be written. None when ``name``
-    is not a temp name."""
-    m = TEMP_RE.match(name)
-    if m is None:
-        return None
-    if not pid_alive(int(m.group(1))):
-        return True
-    try:
-        age = (now or time.time()) - os.lstat(path).st_mtime
-    except FileNotFoundError:
-        return False  # gone meanwhile: its writer finished
-    return age > LIVE_TEMP_MAX_AGE
-
-
-def read_whole(path: str) -> bytes:
-    """All bytes of ``path`` with as few system calls as possible (one read for small files)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = os.read(fd, READ_CHUNK)
-        if len(data) < READ_CHUNK:
-            return data
-        chunks = [data]
-        while True:
-            more = os.read(fd, 1 << 20)
-            if not more:
-                return b"".join(chunks)
-            chunks.append(more)
-    finally:
-        os.close(fd)
-
-
-def read_exact(path: str) -> bytes:
-    """All bytes of ``path``, looping until end of file (used to confirm a mismatch)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while True:
-            more = os.read(fd, 1 << 20)
-            if not more:
-                return b"".join(chunks)
-            chunks.append(more)
-    finally:
-        os.close(fd)
+# One reader of whole files for the engine and the checks. A short read means end of file for a
+# regular file, so ``read_exact`` (used to confirm a mismatch) is the same function.
+read_whole = read_exact = fileio.read_file
 
 
 def age_of(path: str, now: float | None = None) -> float | None:

@@ -10,8 +10,9 @@ from ..layout import FORMAT_LINE, parse_format
 from .checks_common import Context, stale_temp
 
 FORMAT_OK, FORMAT_MISSING, FORMAT_GARBLED, FORMAT_OTHER = "ok", "missing", "garbled", "other"
+# MANIFEST.json: a backup folder is itself an openable store, with its manifest on top.
 KNOWN_TOP = {"FORMAT": False, "events": True, "log": True, "index": True, "packs": True, "locks": True,
-             "lost-found": True}  # name -> is a folder
+             "lost-found": True, "MANIFEST.json": False}  # name -> is a folder
 
 
 def check_format(ctx: Context) -> str:

@@ -39,7 +39,7 @@ def list_events(ctx: Context) -> Digest:
                 break
             # A name that is not a valid id is caught by the digest: no log line can name it.
             ids = [e.name[:-5] for e in chunk
-                   if e.name[-5:] == ".json" and e.name[0] != "." and e.is_file(follow_symlinks=False)]
+                   if e.name[-5:] == ".json" and e.is_file(follow_symlinks=False)]
             total += sum(map(hash, ids))
             count += len(ids)
             if len(ids) < len(chunk):
@@ -52,7 +52,7 @@ def _others(ctx: Context, chunk: list[os.DirEntry[str]], now: float) -> None:
     """Report the entries of ``events/`` that are not event files."""
     for entry in chunk:
         name = entry.name
-        if name[-5:] == ".json" and name[0] != "." and entry.is_file(follow_symlinks=False):
+        if name[-5:] == ".json" and entry.is_file(follow_symlinks=False):
             continue
         stale = stale_temp(name, entry.path, now)
         if stale is not None:
@@ -101,7 +101,7 @@ def reconcile(ctx: Context, fd: int, last_named: int, find_missing: bool, log_da
             with os.scandir(folder) as it:
                 for entry in it:
                     name = entry.name
-                    if name[-5:] == ".json" and name[0] != "." and entry.is_file(follow_symlinks=False):
+                    if name[-5:] == ".json" and entry.is_file(follow_symlinks=False):
                         if ID_RE.match(name[:-5]):
                             spill.put(name[:-5], [FILE, name[:-5], 0])
                         else:

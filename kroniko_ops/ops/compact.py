@@ -32,7 +32,6 @@ TWO_WEEKS = 14 * 86400.0
 DEFAULT_MIN_LOOSE = 1
 DEFAULT_MAX_PACKS = 32
 DEFAULT_MAX_PACK_BYTES = 32 << 20
-LIVE_TEMP_MAX_AGE = 86400.0
 # What fsck --quick may find without compaction refusing: leftovers that compaction itself
 # clears, a crashed writer's log tail (past the committed head, which is all compaction reads),
 # and index problems (compaction never trusts the index: it checks what it finds there against
@@ -331,33 +330,9 @@ class _Compaction:
         self.counts["index_rebuilt"] = 1
 
 
-def _owner_alive(name: str) -> bool:
-    """Whether the process named in a ``.tmp-<pid>-<hex>`` file name is running on this host."""
-    try:
-        pid = int(name[len(".tmp-"):].split("-", 1)[0])
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stale(name: str, path: str) -> bool:
     """A temp file whose writer is gone: a dead pid, or older than a day (a reused pid)."""
-    if not _owner_alive(name):
-        return True
-    if name.startswith(f"{layout.TMP_PREFIX}{os.getpid()}-"):
-        return False  # this process's own (another thread's append)
-    try:
-        return time.time() - os.lstat(path).st_mtime > LIVE_TEMP_MAX_AGE
-    except FileNotFoundError:
-        return False
+    return bool(layout.stale_temp(name, path))
 
 
 def _unlink_quiet(path: str) -> None:

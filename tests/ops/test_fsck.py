@@ -16,7 +16,7 @@ from fsck_workers import append_batches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kroniko_ops import Event, EventStore, InvalidArgument, StoreNotFound, fsck
+from kroniko_ops import Event, EventStore, InvalidArgument, StoreNotFound, compact, fsck
 from kroniko_ops.log import ZERO_CHAIN
 from kroniko_ops.ops import checks_common, checks_spill
 
@@ -312,3 +312,16 @@ def test_repair_while_another_process_appends(tmp_path: Path) -> None:
     assert report.exit_code == 1, [f.as_json() for f in report.findings]
     final = fsck(path)
     assert final.exit_code == 0 and final.head == 12 + 200
+
+
+def test_an_event_whose_id_looks_like_a_temp_name_is_not_a_temp_file(tmp_path: Path) -> None:
+    # ".tmp-<dead pid>-x" is a legal id; its file ends in ".json", which no temp name does.
+    path = str(tmp_path / "s")
+    with EventStore(path, durable=False) as s:
+        s.append([Event("A", 1, id=".tmp-999999999-x"), Event("B", 2)])
+    report = fsck(path, repair=True)
+    assert report.exit_code == 0, [f.code for f in report.findings]
+    assert compact(path, prune_after=0).exit_code == 0
+    with EventStore(path) as s:
+        assert [e.id for e in s.read()] == [".tmp-999999999-x", next(iter(s.read(start=2))).id]
+    assert fsck(path).exit_code == 0
