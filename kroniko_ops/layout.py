@@ -167,7 +167,7 @@ def _is_empty_dir(root: str) -> bool:
 def _is_unfinished_creation(root: str) -> bool:
     """True for a folder holding only part of a new layout: no FORMAT (it is written last),
     nothing but layout names, and an empty log. Another process may be creating it right now."""
-    names = set(os.listdir(root))
+    names = {n for n in os.listdir(root) if not n.startswith(TMP_PREFIX)}  # FORMAT's own temp file
     if "FORMAT" in names or not names <= LAYOUT_NAMES:
         return False
     log = Layout(root).log

@@ -57,3 +57,14 @@ def race_first_event(path: str, worker: int, rounds: int, barrier: Any, results:
     except BaseException:
         results.put((worker, traceback.format_exc()))
         raise
+
+
+def open_new_and_append(path: str, worker: int, barrier: Any, results: Any) -> None:
+    """Open a store that does not exist yet, all workers at once, and append one event."""
+    try:
+        barrier.wait(BARRIER_TIMEOUT)
+        with EventStore(path, lock_timeout=60.0) as store:
+            results.put((worker, store.append(Event("Opened", {"w": worker}))))
+    except BaseException:
+        results.put((worker, traceback.format_exc()))
+        raise

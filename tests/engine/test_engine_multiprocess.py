@@ -109,3 +109,13 @@ def _check_race(path: str, n: int, rounds: int) -> None:
                 if o == "conflict":
                     assert p == pos, f"round {r}: worker {w} conflicted at {p}, the winner is at {pos}"
         assert store.head() == 1 + rounds
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    # The first to get the lock creates the layout (FORMAT last); the others must wait for it,
+    # not mistake a half-made layout for a damaged store.
+    path = str(tmp_path / "new")
+    reports = _run(workers.open_new_and_append, 8, path)
+    assert sorted(reports.values()) == list(range(1, 9))
+    with EventStore(path) as store:
+        assert store.head() == 8
