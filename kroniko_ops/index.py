@@ -26,6 +26,7 @@ from . import fileio
 POS_LEN = 13
 MAX_LITERAL_NAME = 180
 DURABLE_EVERY = 1024
+SYNCFS_OVER = 32
 _LITERAL = re.compile(r"[A-Za-z0-9_:-]|(?<=.)\.")
 _ENCODED = re.compile(r"\A(?:[A-Za-z0-9_:-]|%[0-9A-F]{2}|(?<=.)\.)+\Z")
 KINDS = ("types", "tags")
@@ -255,9 +256,15 @@ class Index:
 
     def mark_durable(self, cp: Checkpoint, paths: Iterable[str]) -> Checkpoint:
         """fsync ``paths`` (every index file written since ``cp.durable``) and record that the
-        index is durable through ``cp.written``."""
-        for path in paths:
-            _fsync_path(path)
+        index is durable through ``cp.written``. Many files are flushed with one ``syncfs``
+        instead: distinct tags make one list per event, and an fsync each would cost more than
+        the appends that wrote them."""
+        paths = list(paths)
+        if len(paths) > SYNCFS_OVER:
+            fileio.syncfs(self.root)
+        else:
+            for path in paths:
+                _fsync_path(path)
         for kind in (*KINDS, "ids"):
             if os.path.isdir(os.path.join(self.root, kind)):
                 fileio.fsync_dir(os.path.join(self.root, kind))
