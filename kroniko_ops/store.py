@@ -29,6 +29,7 @@ from .packs import PackSet
 
 _log = logging.getLogger("kroniko_ops")
 Entry = tuple[int, str, str, Sequence[str]]
+CATCH_UP_CHUNK = 16384
 LOOSE_BATCH = 64  # loose events a bulk read decodes ahead of its consumer
 
 
@@ -482,9 +483,10 @@ class EventStore:
                 f"the index of {self.path} is ahead of its log (position {cp.written} > {head}); "
                 f"run: kroniko-ops reindex {self.path}"
             )
-        base = cp.trusted
-        if base < head:
-            cp = self.index.add(self._entries(base + 1, head), base, cp)
+        entries = self._entries(cp.trusted + 1, head)
+        # In chunks, so that catching up a long way (a rebuilt or lost index) keeps memory flat.
+        while chunk := list(islice(entries, CATCH_UP_CHUNK)):
+            cp = self.index.add(chunk, chunk[0][0] - 1, cp)
         return cp
 
     def _check_ids(self, encoded: list[tuple[str, bytes]], explicit: list[bool],

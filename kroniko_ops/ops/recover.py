@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from dataclasses import replace
-from itertools import islice
 
 from .. import layout
 from ..errors import StoreCorrupted
@@ -93,14 +91,9 @@ def recover_locked(store: EventStore, report: Report, catch_up: bool = True) -> 
 
 
 def catch_up_index(store: EventStore, head: int) -> int:
-    """Index the positions between the trusted checkpoint and ``head``; return how many.
-
-    Like the engine's own catch-up (``EventStore._catch_up``), but it always cuts the index files
-    it appends to back to the checkpoint first. The engine skips that cut when the checkpoint
-    was written on this boot and still names the last indexed position, yet a writer that died
-    after appending index lines and before advancing the checkpoint leaves exactly that, and its
-    lines would then be listed twice. Works in chunks, so memory stays flat.
-    """
+    """Index the positions between the trusted checkpoint and ``head`` with the engine's own
+    catch-up (which cuts lines a dead writer left past the checkpoint), then make the index
+    durable; return how many positions were indexed."""
     cp = store.index.read_checkpoint()
     if cp.written > head:
         raise CheckpointAhead(
@@ -110,15 +103,7 @@ def catch_up_index(store: EventStore, head: int) -> int:
     base = cp.trusted
     if base >= head:
         return 0
-    entries = store._entries(base + 1, head)
-    done = base
-    while True:
-        chunk = list(islice(entries, CATCH_UP_CHUNK))
-        if not chunk:
-            break
-        # A checkpoint from "no boot" makes Index.add cut each file it touches back to `done`.
-        cp = store.index.add(chunk, done, replace(cp, boot=""))
-        done = cp.written
+    cp = store._catch_up(head)
     if store.durable:
         sync_folder(store.layout.index)
         store.index.write_checkpoint(Checkpoint(cp.written, cp.written, cp.boot), durable=True)
