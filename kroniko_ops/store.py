@@ -199,7 +199,7 @@ class EventStore(ReadPath):
 
     def _prepare(self, encoded: list[tuple[str, bytes]], created: list[str]) -> None:
         """Write each event to a temp file and publish it under its id without replacing
-        anything; fsync the files and then the folder (step 2: outside the lock)."""
+        anything; fsync the files and the folder, all at once (step 2: outside the lock)."""
         fds = []
         try:
             for eid, raw in encoded:
