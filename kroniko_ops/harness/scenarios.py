@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .. import index as index_module
 from .. import store as store_module
 from ..errors import AppendConditionFailed, DurabilityError, KronikoError
 from ..index import BOOT_ID, Checkpoint
@@ -53,6 +54,7 @@ class Shape:
     setup: str = "some"
     long_tag: bool = False
     durable_every: int | None = None
+    syncfs_over: int | None = None
     action: str = "append"
 
 
@@ -75,6 +77,7 @@ def default_shapes(full: bool = False) -> list[Shape]:
         Shape("retry-committed-3", 3, durable=True, setup="committed"),
         Shape("long-tag-2", 2, durable=True, long_tag=True),
         Shape("durable-step-5", 5, durable=True, durable_every=8),
+        Shape("durable-step-syncfs-5", 5, durable=True, durable_every=8, syncfs_over=0),
         Shape("some-20-fast-pass", 20, condition="pass"),
         Shape("generated-20-fail", 20, durable=True, condition="fail", explicit=False),
     ]
@@ -100,16 +103,19 @@ def maintenance_shapes() -> list[Shape]:
 
 @contextmanager
 def engine_tuned(shape: Shape) -> Iterator[None]:
-    """Apply the shape's engine tuning (the index durability step) for the ``with`` body."""
+    """Apply the shape's engine tuning (the index durability step, and how many lists it flushes
+    one by one before it flushes the file system instead) for the ``with`` body."""
     if shape.durable_every is None:
         yield
         return
-    saved = store_module.DURABLE_EVERY
+    saved = store_module.DURABLE_EVERY, index_module.SYNCFS_OVER
     store_module.DURABLE_EVERY = shape.durable_every
+    if shape.syncfs_over is not None:
+        index_module.SYNCFS_OVER = shape.syncfs_over
     try:
         yield
     finally:
-        store_module.DURABLE_EVERY = saved
+        store_module.DURABLE_EVERY, index_module.SYNCFS_OVER = saved
 
 
 @dataclass
