@@ -210,9 +210,10 @@ def write_file_atomic(path: str, data: bytes, durable: bool = True) -> None:
         fsync_dir(directory)
 
 
-def read_file(path: str) -> bytes:
-    """The whole content of ``path``: one read for a small file, a loop to the end otherwise."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def read_file(path: str, dir_fd: int | None = None) -> bytes:
+    """The whole content of ``path`` (relative to ``dir_fd`` when given): one read for a small
+    file, a loop to the end otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         data = os.read(fd, 1 << 16)
         if len(data) < 1 << 16:

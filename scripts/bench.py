@@ -12,7 +12,7 @@ their own workloads through ``scripts/bench_<area>.py`` modules exposing ``run(s
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import multiprocessing as mp
 import os
 import platform
@@ -229,10 +229,10 @@ def area_rows(size: str, only: list[str] | None) -> list[dict[str, Any]]:
         area = module.stem[len("bench_"):]
         if only and area not in only:
             continue
-        spec = importlib.util.spec_from_file_location(module.stem, module)
-        assert spec and spec.loader
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        # Importable by name (scripts/ on sys.path, registered in sys.modules), so that a
+        # benchmark's spawned child processes can unpickle their target functions.
+        sys.path.insert(0, str(module.parent))
+        mod = importlib.import_module(module.stem)
         for row in mod.run(size):
             rows.append({"area": area, **row})
     return rows

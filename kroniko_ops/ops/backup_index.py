@@ -87,21 +87,6 @@ def index_lines(entries: Iterable[Entry]) -> tuple[dict[str, bytearray], dict[st
     return files, names
 
 
-def _read(name: str, dir_fd: int) -> bytes:
-    """A whole (small) file of the folder ``dir_fd`` in as few reads as possible."""
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        data = os.read(fd, 1 << 16)
-        if len(data) < 1 << 16:
-            return data
-        parts = [data]
-        while chunk := os.read(fd, 1 << 20):
-            parts.append(chunk)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
-
-
 def read_index(src_index: str, after: int, upto: int) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """The lines for positions in ``(after, upto]`` of every index file of a store, by
     backup-relative path (files left empty are left out), and its ``.name`` files.
@@ -133,7 +118,7 @@ def _read_folder(kind: str, dir_fd: int, after: int, upto: int, out: dict[str, b
         if not FILE_RE.match(rel):
             raise IndexDamaged(f"unexpected index file {rel}")
         try:
-            data = _read(name, dir_fd)
+            data = fileio.read_file(name, dir_fd)
         except FileNotFoundError:
             raise IndexDamaged(f"{rel} vanished while it was copied") from None
         if name.endswith(".name"):
