@@ -115,6 +115,12 @@ def killed_at(fn: Callable[[], object], n: int, timeout: float = 60.0) -> int:
         except BaseException:
             os._exit(1)
         os._exit(0)
+    return reap(pid, timeout, f"child killed at op {n}")
+
+
+def reap(pid: int, timeout: float, what: str) -> int:
+    """Wait for the forked child ``pid`` and return its exit status; SIGKILL and fail if it
+    outlives ``timeout`` seconds (a hang must not hang the suite)."""
     deadline = time.monotonic() + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -123,5 +129,5 @@ def killed_at(fn: Callable[[], object], n: int, timeout: float = 60.0) -> int:
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise AssertionError(f"child killed at op {n} hung")
+            raise AssertionError(f"{what} hung")
         time.sleep(0.002)

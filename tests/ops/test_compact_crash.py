@@ -7,12 +7,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from backup_helpers import reap
 from compact_helpers import contents, fill, recover_then_problems
 
 from kroniko_ops import Event, EventStore, fileio
@@ -81,16 +81,7 @@ def _run_child(fn: Callable[[], None], timeout: float = 60) -> int:
         except BaseException:
             code = 3
         os._exit(code)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("the compaction child hung")
-        time.sleep(0.005)
+    return reap(pid, timeout, "the compaction child")
 
 
 def _kill_at(path: str, n: int) -> Callable[[], None]:
