@@ -79,7 +79,7 @@ def call_site() -> str:
                 or os.path.dirname(frame.filename).endswith("harness")):
             continue
         return f"{name}:{frame.lineno} ({frame.name})"
-    return "pool thread (fileio.fsync_many)"
+    return "pool thread (fileio.fsync_files_and_dir)"
 
 
 def random_kills(rng: random.Random, workers: int, rate: float, horizon: float) -> list[tuple[int, float]]:
