@@ -1,6 +1,6 @@
 """Canonical JSON for events: validation, encoding, decoding and ids (format layer).
 
-An event file holds ``{"data", "id", "metadata", "tags", "type"}`` as orjson writes it with
+A record's body holds ``{"data", "id", "metadata", "tags", "type"}`` as orjson writes it with
 sorted keys: UTF-8, no insignificant whitespace. Those exact bytes are what the log hashes.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidEvent
-from .model import Event
+from .errors import InvalidEvent, StoreCorrupted
+from .model import Event, SequencedEvent
 
 ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -107,3 +107,46 @@ def decode_event(raw: bytes) -> Event:
     if type(tags) is not list:
         raise ValueError("tags is not a list")
     return Event(doc["type"], doc.get("data"), tuple(tags), doc.get("metadata"), doc["id"])
+
+
+def decode_run(first: int, bodies: list[bytes], where: str = "") -> list[SequencedEvent]:
+    """Decode the stored events of positions ``first, first + 1, ...`` in one JSON parse (their
+    canonical bytes joined into an array). Any doubt falls back to decoding one by one, which
+    names the bad position.
+
+    The events are built without their dataclass ``__init__`` (a third of the cost of a bulk
+    read): the fields are exactly the ones :func:`decode_event` passes, checked here.
+    """
+    try:
+        docs = orjson.loads(b"[" + b",".join(bodies) + b"]")
+    except orjson.JSONDecodeError:
+        docs = None
+    if docs is not None and len(docs) == len(bodies):
+        out: list[SequencedEvent] = []
+        append, new, pos = out.append, object.__new__, first
+        for doc in docs:
+            try:
+                type_, tags = doc["type"], doc["tags"]
+                if type_.__class__ is not str or tags.__class__ is not list:
+                    break
+                event = new(Event)
+                fields = event.__dict__
+                fields["type"], fields["data"], fields["tags"] = type_, doc["data"], tuple(tags)
+                fields["metadata"], fields["id"] = doc["metadata"], doc["id"]
+            except (KeyError, TypeError):
+                break
+            seq = new(SequencedEvent)
+            seq.__dict__["position"], seq.__dict__["event"] = pos, event
+            append(seq)
+            pos += 1
+        else:
+            return out
+    events = []
+    for k, raw in enumerate(bodies):
+        try:
+            events.append(SequencedEvent(first + k, decode_event(raw)))
+        except ValueError:
+            raise StoreCorrupted(
+                f"the event at position {first + k} does not parse; run: kroniko-ops fsck {where}"
+            ) from None
+    return events

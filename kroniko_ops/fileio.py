@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
+import stat
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 FaultInjector = Callable[[str, str], None]
+_FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None) if sys.platform == "darwin" else None
 _injector: FaultInjector | None = None
 
 
@@ -224,3 +228,55 @@ def read_file(path: str, dir_fd: int | None = None) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def open_read(path: str, dir_fd: int | None = None) -> int:
+    """Open a store file for reading without following a symlink or blocking on a FIFO; raises
+    ``OSError`` (``EINVAL``) when it is not a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def read_small(path: str, limit: int, dir_fd: int | None = None) -> bytes:
+    """The whole content of a small regular file, refusing one over ``limit`` bytes (a store
+    file grown past what the format allows is damage, never read into memory)."""
+    fd = open_read(path, dir_fd)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise OSError(errno.EFBIG, f"{size} bytes, over the {limit} this file may hold", path)
+        return os.pread(fd, size + 1, 0)[:limit]
+    finally:
+        os.close(fd)
+
+
+class Syncer:
+    """Every fsync decision of a store handle in one place: ``durable=False`` makes each call a
+    no-op (tests and bulk loads); macOS gets ``F_FULLFSYNC``, whose plain fsync leaves data in
+    the disk's cache."""
+
+    def __init__(self, durable: bool) -> None:
+        self.durable = durable
+
+    def file(self, fd: int, path: str = "") -> None:
+        """Make a file's written bytes (and its size) durable."""
+        if not self.durable:
+            return
+        _hook("fsync", path)
+        if _FULLFSYNC is not None:
+            fcntl.fcntl(fd, _FULLFSYNC)
+        else:
+            os.fsync(fd)
+
+    def dir(self, path: str) -> None:
+        """Make the names created, renamed or removed in a folder durable."""
+        if self.durable:
+            fsync_dir(path)
+
+    def fs(self, path: str) -> None:
+        """Flush the whole file system holding ``path`` (after writing many files at once)."""
+        if self.durable:
+            syncfs(path)

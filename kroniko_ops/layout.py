@@ -1,4 +1,5 @@
-"""Where things live in a store folder, the ``FORMAT`` file, and telling format 1 from 2."""
+"""Where things live in a store folder (format 3), the ``FORMAT`` file, and telling a legacy
+Ruby store (format 1) apart."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from . import fileio
 from .codec import DEFAULT_MAX_EVENT_BYTES
 from .errors import InvalidArgument, LegacyStore, StoreCorrupted, StoreNotFound
 
-FORMAT_LINE = "kroniko-ops format 2"
+FORMAT_LINE = "kroniko-ops format 3"
 TMP_PREFIX = ".tmp-"
 LIVE_TEMP_MAX_AGE = 86400.0  # a temp file of a live pid older than this is stale anyway (pid reuse)
 _TEMP_RE = re.compile(r"\A\.tmp-(\d+)-")
@@ -49,7 +50,7 @@ def stale_temp(name: str, path: str, now: float | None = None) -> bool | None:
 
 @dataclass(frozen=True)
 class Layout:
-    """The paths of one store (format 2)."""
+    """The paths of one store (format 3). Every name a store may hold is spelled here."""
 
     root: str
 
@@ -59,24 +60,19 @@ class Layout:
         return os.path.join(self.root, "FORMAT")
 
     @property
-    def events(self) -> str:
-        """``events/``: loose event files."""
-        return os.path.join(self.root, "events")
-
-    @property
     def log_dir(self) -> str:
-        """``log/``."""
+        """``log/``: the segments and their offset indexes."""
         return os.path.join(self.root, "log")
-
-    @property
-    def log(self) -> str:
-        """``log/append.log``: the commit log."""
-        return os.path.join(self.root, "log", "append.log")
 
     @property
     def index(self) -> str:
         """``index/``: derived, rebuildable."""
         return os.path.join(self.root, "index")
+
+    @property
+    def index_db(self) -> str:
+        """``index/index.sqlite3``: type, tag and id lookups."""
+        return os.path.join(self.root, "index", INDEX_DB)
 
     @property
     def packs(self) -> str:
@@ -94,8 +90,13 @@ class Layout:
         return os.path.join(self.root, "locks", "append.lock")
 
     @property
+    def synced_file(self) -> str:
+        """``locks/synced``: the synced position, the boot it was written in, the poison flag."""
+        return os.path.join(self.root, "locks", "synced")
+
+    @property
     def maintenance_lock(self) -> str:
-        """``locks/maintenance.lock``: held by compact, repair and restore."""
+        """``locks/maintenance.lock``: held by compact, repair, reindex and restore."""
         return os.path.join(self.root, "locks", "maintenance.lock")
 
     @property
@@ -103,9 +104,11 @@ class Layout:
         """``lost-found/``: what recovery and pruning set aside."""
         return os.path.join(self.root, "lost-found")
 
-    def event_file(self, event_id: str) -> str:
-        """The loose file of one event."""
-        return os.path.join(self.root, "events", event_id + ".json")
+
+INDEX_DB = "index.sqlite3"
+DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+MIN_SEGMENT_BYTES = 4096  # tests roll segments often; stores use a few MiB to 64 MiB
+MAX_SEGMENT_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -113,51 +116,50 @@ class FormatInfo:
     """What ``FORMAT`` says: the format line and the options fixed at creation."""
 
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
     created: str = ""
 
     def render(self) -> bytes:
         """The file's text."""
         return (
-            f"{FORMAT_LINE}\nmax_event_bytes={self.max_event_bytes}\ncreated={self.created}\n"
+            f"{FORMAT_LINE}\nmax_event_bytes={self.max_event_bytes}\nsegment_bytes={self.segment_bytes}\n"
+            f"created={self.created}\n"
         ).encode()
 
 
 def parse_format(text: bytes) -> FormatInfo:
-    """Parse a ``FORMAT`` file; raises ``ValueError`` when it is not format 2."""
+    """Parse a ``FORMAT`` file; raises ``ValueError`` when it is not format 3."""
     lines = text.decode("utf-8").splitlines()
     if not lines or lines[0].strip() != FORMAT_LINE:
         raise ValueError(f"first line is not {FORMAT_LINE!r}")
     opts = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
-    return FormatInfo(int(opts.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)), opts.get("created", ""))
+    info = FormatInfo(int(opts.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)),
+                      int(opts.get("segment_bytes", DEFAULT_SEGMENT_BYTES)), opts.get("created", ""))
+    if not 1 <= info.max_event_bytes <= 64 * 1024 * 1024 or not MIN_SEGMENT_BYTES <= info.segment_bytes <= MAX_SEGMENT_BYTES:
+        raise ValueError("max_event_bytes or segment_bytes out of range")
+    return info
 
 
 def is_legacy(root: str) -> bool:
     """True when ``root`` looks like a store written by the Ruby kroniko (format 1).
 
-    Format 1 has no ``FORMAT`` file; its log holds one bare event id per line and its type
-    index lives in ``index/type/``.
+    Format 1 has no ``FORMAT`` file; its log is ``log/append.log`` with one bare event id per
+    line, its events are ``events/<id>.json`` and its type index lives in ``index/type/``.
     """
-    if os.path.exists(os.path.join(root, "FORMAT")):
+    if os.path.lexists(os.path.join(root, "FORMAT")):
         return False
     if os.path.isdir(os.path.join(root, "index", "type")):
         return True
-    # A Ruby store the gem opened but never wrote to: its bare folders, none of format 2's own.
-    format2_marks = ("packs", "lost-found", "index/CHECKPOINT", "index/types", "index/tags", "index/ids")
-    if all(os.path.isdir(os.path.join(root, d)) for d in ("events", "index", "log")) and not any(
-        os.path.exists(os.path.join(root, m)) for m in format2_marks
-    ) and not os.listdir(os.path.join(root, "events")):
+    # A Ruby store the gem opened but never wrote to: its bare folders, empty.
+    if all(os.path.isdir(os.path.join(root, d)) for d in ("events", "index", "log")) and not os.listdir(
+        os.path.join(root, "events")
+    ):
         log = os.path.join(root, "log", "append.log")
         return not os.path.exists(log) or os.path.getsize(log) == 0
-    try:
-        with open(os.path.join(root, "log", "append.log"), "rb") as f:
-            first = f.readline(200)
-    except OSError:
-        return False
-    # A format-2 line starts with a 12-digit position and a space; a Ruby id has a '.' or '-' early.
-    return bool(first) and not (first[:12].isdigit() and first[12:13] == b" ")
+    return os.path.isfile(os.path.join(root, "log", "append.log"))
 
 
-LAYOUT_NAMES = frozenset({"FORMAT", "events", "log", "index", "packs", "locks", "lost-found"})
+LAYOUT_NAMES = frozenset({"FORMAT", "log", "index", "packs", "locks", "lost-found"})
 
 
 def _is_empty_dir(root: str) -> bool:
@@ -166,32 +168,51 @@ def _is_empty_dir(root: str) -> bool:
 
 def _is_unfinished_creation(root: str) -> bool:
     """True for a folder holding only part of a new layout: no FORMAT (it is written last),
-    nothing but layout names, and an empty log. Another process may be creating it right now."""
+    nothing but layout names, and no segment. Another process may be creating it right now."""
     names = {n for n in os.listdir(root) if not n.startswith(TMP_PREFIX)}  # FORMAT's own temp file
     if "FORMAT" in names or not names <= LAYOUT_NAMES:
         return False
-    log = Layout(root).log
-    return not os.path.exists(log) or os.path.getsize(log) == 0
+    log_dir = Layout(root).log_dir
+    return not os.path.isdir(log_dir) or not any(n.endswith(".seg") for n in os.listdir(log_dir))
 
 
-def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, durable: bool = True) -> FormatInfo:
-    """Lay out a new store in ``root`` (missing or empty)."""
+def check_no_symlinks(root: str) -> None:
+    """Refuse a store whose own folders or files are symbolic links: writing through one would
+    write outside the store."""
+    for name in sorted(LAYOUT_NAMES):
+        path = os.path.join(root, name)
+        if os.path.islink(path):
+            raise StoreCorrupted(
+                f"{path} is a symbolic link; a store's own files and folders must not be links "
+                f"(writing through it would write outside the store). Run: kroniko-ops fsck {root}"
+            )
+
+
+def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+           segment_bytes: int = DEFAULT_SEGMENT_BYTES, durable: bool = True) -> FormatInfo:
+    """Lay out a new store in ``root`` (missing or empty): folders, the first segment, FORMAT last."""
+    from .format.segment import seg_name
+
+    if not MIN_SEGMENT_BYTES <= segment_bytes <= MAX_SEGMENT_BYTES:
+        raise InvalidArgument(f"segment_bytes must be {MIN_SEGMENT_BYTES}..{MAX_SEGMENT_BYTES}, got {segment_bytes}")
+    if not 1 <= max_event_bytes <= 64 * 1024 * 1024:
+        raise InvalidArgument(f"max_event_bytes must be 1..{64 * 1024 * 1024}, got {max_event_bytes}")
     lay = Layout(root)
-    for d in (root, lay.events, lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found):
+    for d in (root, lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found):
         fileio.makedirs(d)
-    info = FormatInfo(max_event_bytes, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    # The log exists from the start so that an empty store is told apart from a damaged one.
-    fd = fileio.open_write(lay.log, os.O_WRONLY | os.O_CREAT)
+    info = FormatInfo(max_event_bytes, segment_bytes, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    fd = fileio.open_write(os.path.join(lay.log_dir, seg_name(1)), os.O_WRONLY | os.O_CREAT)
     os.close(fd)
     fileio.write_file_atomic(lay.format_file, info.render(), durable)
     if durable:
-        for d in (lay.log_dir, root):
+        for d in (lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found, root):
             fileio.fsync_dir(d)
     return info
 
 
-def open_store(root: str, create_missing: bool, max_event_bytes: int | None, durable: bool) -> FormatInfo:
-    """Check that ``root`` is a format-2 store (creating it if allowed) and return its options."""
+def open_store(root: str, create_missing: bool, max_event_bytes: int | None, durable: bool,
+               segment_bytes: int | None = None) -> FormatInfo:
+    """Check that ``root`` is a format-3 store (creating it if allowed) and return its options."""
     if os.path.exists(root) and not os.path.isdir(root):
         raise InvalidArgument(f"{root} is a file, not a store folder; give a folder path")
     lay = Layout(root)
@@ -205,19 +226,23 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
         fileio.makedirs(lay.locks)
         with held(lay.append_lock, 60.0, "append"):
             if not os.path.exists(lay.format_file):
-                return create(root, max_event_bytes or DEFAULT_MAX_EVENT_BYTES, durable)
+                return create(root, max_event_bytes or DEFAULT_MAX_EVENT_BYTES,
+                              segment_bytes or DEFAULT_SEGMENT_BYTES, durable)
+    check_no_symlinks(root)
     try:
-        raw = fileio.read_file(lay.format_file)
+        raw = fileio.read_small(lay.format_file, 4096)
     except FileNotFoundError:
         if is_legacy(root):
             raise LegacyStore(root) from None
-        if os.path.exists(lay.log):
+        if os.path.isdir(lay.log_dir):
             raise StoreCorrupted(
                 f"{root} has a log but no FORMAT file; run: kroniko-ops fsck {root}"
             ) from None
         raise InvalidArgument(
             f"{root} is a non-empty folder that is not a kroniko-ops store; use an empty folder"
         ) from None
+    except OSError as exc:
+        raise StoreCorrupted(f"{lay.format_file} is unreadable ({exc}); run: kroniko-ops fsck {root}") from None
     try:
         return parse_format(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -1,4 +1,11 @@
-"""The event store engine: the commit protocol of DESIGN section 4 (reads: :mod:`.reading`)."""
+"""The event store engine: the commit protocol of format 3 (reads: :mod:`.reading`).
+
+One append: validate and encode outside the lock; under ``locks/append.lock`` bring the tail up
+to date (cutting a dead writer's leftovers), check ids and the condition against everything
+written, roll the segment if full, ``write()`` the batch's records once, index in batches;
+release the lock; fsync the segment written to (concurrent writers share these fsyncs: group
+commit); advance the synced position; acknowledge. ``docs/FORMAT.md`` tells every step.
+"""
 
 from __future__ import annotations
 
@@ -6,65 +13,77 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable, Iterator
-from itertools import islice
 
 from . import fileio, layout
 from .codec import encode_event
-from .errors import (
-    AppendConditionFailed,
-    DurabilityError,
-    InvalidArgument,
-    InvalidEvent,
-    StoreCorrupted,
-)
-from .index import DURABLE_EVERY, Checkpoint, Index
+from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent
+from .format import record as recfmt
+from .index import Index
 from .locking import AppendLock
-from .log import DAMAGED, LogLine, Tail, build_lines, classify_tail, find_head
-from .model import AppendCondition, Event, Query, SequencedEvent
-from .packs import PackSet
+from .logview import LogView
+from .model import AppendCondition, Event
 from .reading import ReadPath, ReadResult
+from .synced import SyncedFile, SyncedState
+from .writer import Tail, Writer
 
 _log = logging.getLogger("kroniko_ops")
-CATCH_UP_CHUNK = 16384
+INDEX_EVERY = 256  # records the index may lag the log by before the writer indexes them
+__all__ = ["EventStore", "ReadResult"]
 
 
 class EventStore(ReadPath):
-    """A DCB event store in a folder (format 2), created when the folder is new or empty.
+    """A DCB event store in a folder (format 3), created when the folder is new or empty.
 
     ``durable=False`` skips every fsync: for tests and bulk imports only. ``lock_timeout`` is how
     long an append waits for the writer lock before raising :class:`StoreLocked`.
+    ``segment_bytes`` and ``max_event_bytes`` apply when the store is created.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, durable: bool = True, create: bool = True,
-                 max_event_bytes: int | None = None, lock_timeout: float = 30.0) -> None:
+                 max_event_bytes: int | None = None, lock_timeout: float = 30.0,
+                 segment_bytes: int | None = None) -> None:
         self.path = os.fspath(path)
         self.durable = durable
-        info = layout.open_store(self.path, create, max_event_bytes, durable)
+        info = layout.open_store(self.path, create, max_event_bytes, durable, segment_bytes)
         self.max_event_bytes = max_event_bytes or info.max_event_bytes
+        self.segment_bytes = info.segment_bytes
         self.lock_timeout = lock_timeout
         self.layout = layout.Layout(self.path)
+        self.syncer = fileio.Syncer(durable)
+        self.view = LogView(self.layout)
+        self.synced = SyncedFile(self.layout.synced_file)
         self.index = Index(self.layout.index)
-        self.packs = PackSet(self.layout.packs)
-        self._read_fd = os.open(self.layout.log, os.O_RDONLY | os.O_CLOEXEC)
-        self._write_fd: int | None = None
-        self._lock: AppendLock | None = None  # opened by the first append: readers never lock
-        self._mutex = threading.Lock()
+        self._writer = Writer(self.layout, self.view, self.syncer, self.segment_bytes)
+        self._lock: AppendLock | None = None
+        self._mutex = threading.RLock()
         self._broken: BaseException | None = None
+        self._index_checked: tuple[int, bytes] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the file descriptors; the handle is unusable afterwards."""
-        for fd in (self._read_fd, self._write_fd):
-            if fd is not None and fd >= 0:
-                os.close(fd)
-        self._read_fd, self._write_fd = -1, None
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-        self.packs.close()
+        """Index what this handle left unindexed if the lock is free, then release every file."""
+        with self._mutex:
+            if self._writer.pending and self._broken is None and self._lock is not None:
+                try:
+                    self._lock.acquire(0)
+                except Exception:
+                    pass
+                else:
+                    try:
+                        self._flush_index(self._writer.tail)
+                    except Exception as exc:  # the next writer catches the index up anyway
+                        _log.debug("index flush on close failed: %s", exc)
+                    finally:
+                        self._lock.release()
+            self._writer.close()
+            self.view.close()
+            self.synced.close()
+            self.index.close()
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
 
     def __enter__(self) -> EventStore:
         return self
@@ -75,47 +94,68 @@ class EventStore(ReadPath):
     def __repr__(self) -> str:
         return f"EventStore({self.path!r}, durable={self.durable})"
 
-    # -- reading ---------------------------------------------------------------------------
+    # -- the synced position ---------------------------------------------------------------
 
-    def head(self) -> int:
-        """The last committed position (0 when the store is empty)."""
-        return find_head(self._read_fd).head
+    def _state(self) -> SyncedState:
+        """The synced position readers may see, re-verified under the lock when it was written
+        before a reboot or cannot be read."""
+        state = self.synced.read()
+        if state is not None and self.synced.current(state):
+            return state
+        if state is None and self.view.active_first == 1 and os.fstat(self.view.active.fd).st_size == 0:  # type: ignore[union-attr]
+            return SyncedState(boot=self.synced.boot)  # a new, empty store
+        with self._mutex, self._locked():
+            self._writable_tail()
+            state = self.synced.read()
+        assert state is not None
+        return state
 
-    def read(self, query: Query | None = None, *, start: int | None = None, backwards: bool = False,
-             limit: int | None = None) -> ReadResult:
-        """Events matching ``query`` (all when None), up to the head as of now (``.head``).
+    def sync_idle(self) -> int:
+        """Make records that a writer left unsynced (it died before its fsync) durable and
+        visible, if no writer holds the lock; return the synced position."""
+        with self._mutex:
+            if self._lock is None:
+                self._lock = AppendLock(self.layout.append_lock)
+            try:
+                self._lock.acquire(0)
+            except Exception:
+                return self._state().position
+            try:
+                tail = self._writable_tail()
+                self._sync_and_advance(self._writer.fd, tail)
+            finally:
+                self._lock.release()
+            return self._state().position
 
-        ``start`` is inclusive: the first position returned is >= start going forwards,
-        <= start going backwards. ``limit`` caps how many are returned.
-        """
-        query = Query.all() if query is None else query
-        if not isinstance(query, Query):
-            raise InvalidArgument(f"query must be a Query, got {type(query).__name__}")
-        for name, value in (("start", start), ("limit", limit)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
-        # Checkpoint before head: whatever the checkpoint covers is then at or below the head.
-        trusted = self.index.read_checkpoint().trusted
-        head = self.head()
-        return ReadResult(self, query, start, backwards, limit, head, min(trusted, head))
+    # -- for the maintenance tools ---------------------------------------------------------
 
-    def subscribe(self, query: Query | None = None, *, after: int = 0,
-                  poll_interval: float = 0.01, max_interval: float = 0.5) -> Iterator[SequencedEvent]:
-        """Yield matching events after ``after``, then wait for new ones, forever.
+    def locked(self) -> _Held:
+        """Hold ``locks/append.lock`` for a ``with`` body (no append can commit meanwhile)."""
+        return self._locked()
 
-        Polls the log's head, backing off from ``poll_interval`` to ``max_interval`` while
-        nothing arrives. Close the generator to stop.
-        """
-        pos = after
-        delay = poll_interval
-        while True:
-            result = self.read(query, start=pos + 1)
-            yield from result
-            pos = result.head
-            while self.head() == pos:
-                time.sleep(delay)
-                delay = min(delay * 2, max_interval)
-            delay = poll_interval
+    def writable_tail(self) -> Tail:
+        """Under :meth:`locked`: the committed tail, after cutting a dead writer's leftovers into
+        ``lost-found/``, re-verifying after a reboot and fixing an index ahead of the log."""
+        return self._writable_tail()
+
+    def synced_state(self) -> SyncedState:
+        """The synced position readers stop at (with its segment, end offset and chain)."""
+        return self._state()
+
+    def records(self, lo: int, hi: int) -> Iterator[recfmt.Record]:
+        """The parsed records of positions ``lo..hi`` (at most the synced head), in order."""
+        self._see(self._state())
+        for _first, raw in self.view.runs(lo, hi):
+            yield from recfmt.iter_records(raw)
+
+    def flush_index(self) -> None:
+        """Under :meth:`locked`: index every record the index has not reached yet."""
+        from .rebuild import catch_up
+
+        tail = self._writable_tail()
+        self._flush_index(tail)
+        catch_up(self.index, self, tail)
+        self._writer.pending = []
 
     # -- appending -------------------------------------------------------------------------
 
@@ -123,14 +163,14 @@ class EventStore(ReadPath):
         """Append one event or a batch atomically; return the last position written.
 
         Raises :class:`AppendConditionFailed` if ``condition`` matches an event after its
-        ``after``, :class:`InvalidEvent` for bad input (nothing written) and
-        :class:`StoreLocked` when the writer lock is not free within ``lock_timeout``.
+        ``after``, :class:`InvalidEvent` for bad input (nothing written), :class:`StoreLocked`
+        when the writer lock is not free within ``lock_timeout`` and :class:`DurabilityError`
+        when a write or fsync failed.
         """
         if self._broken is not None:
             raise DurabilityError(
-                f"this handle on {self.path} saw a failed write or fsync ({self._broken}); "
-                "open a new EventStore"
-            )
+                f"this handle on {self.path} saw a failed write or fsync ({self._broken}); open a new "
+                f"EventStore after running: kroniko-ops recover {self.path}")
         batch = [events] if isinstance(events, Event) else list(events)
         if not batch:
             raise InvalidEvent("an append needs at least one event; the batch is empty")
@@ -140,218 +180,180 @@ class EventStore(ReadPath):
         ids = [eid for eid, _ in encoded]
         if len(set(ids)) != len(ids):
             raise InvalidEvent("the batch holds the same event id twice")
-        explicit = [e.id is not None for e in batch]
-        hashes = [hashlib.sha256(raw).hexdigest() for _, raw in encoded]
-        created: list[str] = []
+        explicit = any(e.id is not None for e in batch)
+        hashes = [hashlib.sha256(raw).digest() for _, raw in encoded]
         with self._mutex:
-            new_lists: dict[str, int] = {}
-            try:
-                return self._append_locked(batch, condition, encoded, ids, hashes, explicit, created, new_lists)
-            finally:
-                self.index.release(new_lists)
+            with self._locked():
+                tail = self._writable_tail()
+                if explicit:
+                    done = self._check_ids(ids, tail)
+                    if done is not None:
+                        fd, synced_tail = self._writer.fd, tail
+                        return self._acknowledge(fd, synced_tail, done)
+                if condition is not None:
+                    self._check_condition(condition, tail)
+                data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes)
+                if self._writer.needs_roll(len(data)):
+                    self._guard(self._writer.seal_and_roll, "sealing the full segment")
+                    tail = self._writer.tail
+                    assert tail is not None
+                fd = self._writer.fd
+                assert fd is not None
+                self._write(fd, data, tail)
+                new_tail = Tail(tail.position + len(batch), chain, self._writer.first, tail.end + len(data))
+                self._writer.tail = new_tail
+                self._writer.pending.extend(
+                    (new_tail.position - len(batch) + 1 + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch))
+                if len(self._writer.pending) >= INDEX_EVERY:
+                    self._flush_index(new_tail)
+            return self._acknowledge(fd, new_tail, new_tail.position)
 
-    def _append_locked(self, batch: list[Event], condition: AppendCondition | None,
-                       encoded: list[tuple[str, bytes]], ids: list[str], hashes: list[str],
-                       explicit: list[bool], created: list[str], new_lists: dict[str, int]) -> int:
-        """Steps 2-7 of the commit protocol for one validated batch."""
-        try:
-            new_lists.update(self.index.prepare({e.type for e in batch}, {t for e in batch for t in e.tags}))
-            self._prepare(encoded, created)
-        except OSError as exc:
-            self._remove_generated(created, explicit, ids)
-            raise self._fatal(exc, "preparing event files") from exc
+    def _locked(self) -> _Held:
         if self._lock is None:
             self._lock = AppendLock(self.layout.append_lock)
-        lock = self._lock
-        try:
-            lock.acquire(self.lock_timeout)
-        except BaseException:
-            self._remove_generated(created, explicit, ids)
-            raise
-        attempted = False  # once the log write starts, the files may be named by the log
-        try:
-            tail = self._writable_tail()
-            cp = self._catch_up(tail.head)
-            done = self._check_ids(encoded, explicit, created, tail.head)
-            if done is not None:
-                return done
-            if condition is not None:
-                self._check_condition(condition, tail.head)
-            data, lines = build_lines(tail.head, tail.chain, list(zip(ids, hashes, strict=True)))
-            attempted = True
-            self._commit(data)
-            self._index_batch(cp, tail.head, lines, batch, new_lists)
-            return lines[-1].position
-        except OSError as exc:
-            if attempted:
-                raise
-            # Recovery or index catch-up failed under the lock: nothing was committed, but the
-            # failing call may have been an fsync, which is never retried on this handle.
-            self._broken = exc
-            raise DurabilityError(
-                f"preparing the commit in {self.path} failed: {exc}. Nothing was committed; this "
-                "handle is closed for writing: open a new EventStore (it recovers) and retry"
-            ) from exc
-        finally:
-            if not attempted:
-                self._remove(created)
-            lock.release()
-
-    def _prepare(self, encoded: list[tuple[str, bytes]], created: list[str]) -> None:
-        """Write each event to a temp file and publish it under its id without replacing
-        anything; fsync the files and the folder, all at once (step 2: outside the lock)."""
-        fds = []
-        try:
-            for eid, raw in encoded:
-                name = f"{layout.TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
-                tmp = os.path.join(self.layout.events, name)
-                fd = fileio.open_write(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-                fds.append(fd)
-                try:
-                    fileio.write_all(fd, raw, tmp)
-                    try:
-                        fileio.link(tmp, self.layout.event_file(eid))
-                        created.append(eid)
-                    except FileExistsError:
-                        pass  # decided under the lock: a retry, a reuse, or a concurrent twin
-                finally:
-                    fileio.unlink(tmp)
-            if self.durable:
-                fileio.fsync_files_and_dir(fds, self.layout.events)
-        finally:
-            for fd in fds:
-                os.close(fd)
+        return _Held(self._lock, self.lock_timeout)
 
     def _writable_tail(self) -> Tail:
-        """The committed tail, after cutting a dead writer's torn or uncommitted lines (set aside
-        into lost-found). Runs under the writer lock, so no live writer is mid-write."""
-        if self._write_fd is None:
-            self._write_fd = fileio.open_write(self.layout.log, os.O_WRONLY | os.O_APPEND)
-        tail = find_head(self._read_fd)
-        if tail.clean:
-            return tail
-        cut = os.pread(self._read_fd, tail.file_size - tail.committed_bytes, tail.committed_bytes)
-        kind, why = classify_tail(cut, tail.head)
-        if kind == DAMAGED:
-            # Committed lines were damaged, not left half-written: cutting would drop them.
-            raise StoreCorrupted(
-                f"the log of {self.path} is damaged after position {tail.head} ({why}); appends are "
-                f"refused until it is repaired: run kroniko-ops fsck {self.path}, then restore from a backup"
-            )
-        layout.set_aside(
-            self.path, "log-tail",
-            f"Bytes {tail.committed_bytes}..{tail.file_size} of log/append.log, cut by recovery: a "
-            f"torn or uncommitted tail after position {tail.head}, left by a writer that died "
-            "before its commit mark was written. No append was acknowledged for them.",
-            files={"append.log.tail": cut}, durable=self.durable,
-        )
-        try:
-            fileio.truncate(self._write_fd, tail.committed_bytes, self.layout.log)
-            if self.durable:
-                fileio.fsync(self._write_fd, self.layout.log)
-        except OSError as exc:
-            raise self._fatal(exc, "cutting the log tail") from exc
-        return find_head(self._read_fd)
+        """Under the lock: refuse a poisoned store, verify after a reboot, bring the tail and
+        the unindexed records up to date, and check the index against the log."""
+        state = self.synced.read()
+        if state is not None and state.poisoned:
+            raise DurabilityError(
+                f"an fsync failed earlier in {self.path}; appends are refused until the unsynced part of the "
+                f"log is re-read from disk: run kroniko-ops recover {self.path}")
+        reboot = state is None or not self.synced.current(state)
+        if self.index.stale():
+            self.index.reopen()
+        cp = self.index.checkpoint()
+        tail = self._guard(lambda: self._writer.sync_tail(state, cp, verify_all=reboot), "recovering the log tail")
+        if reboot:
+            self._guard(lambda: self._writer.syncer.file(self._writer.fd, "active segment"), "syncing the log")
+            self.synced.reset(SyncedState(tail.position, tail.segment, tail.end, tail.chain))
+        self._check_index(cp, tail)
+        return tail
 
-    def _catch_up(self, head: int) -> Checkpoint:
-        """Bring the index up to ``head`` from its trusted checkpoint (step 3)."""
-        cp = self.index.read_checkpoint()
-        if cp.written > head:
-            raise StoreCorrupted(
-                f"the index of {self.path} is ahead of its log (position {cp.written} > {head}); "
-                f"run: kroniko-ops reindex {self.path}"
-            )
-        entries = self._entries(cp.trusted + 1, head)
-        # In chunks, so that catching up a long way (a rebuilt or lost index) keeps memory flat.
-        while chunk := list(islice(entries, CATCH_UP_CHUNK)):
-            cp = self.index.add(chunk, chunk[0][0] - 1, cp)
-        return cp
-
-    def _check_ids(self, encoded: list[tuple[str, bytes]], explicit: list[bool],
-                   created: list[str], head: int) -> int | None:
-        """Refuse a reused id; return the existing last position for an idempotent retry."""
-        if not any(explicit):
-            return None
-        found = [self.index.id_position(eid, head) if exp else None
-                 for (eid, _), exp in zip(encoded, explicit, strict=True)]
-        if all(p is not None for p in found):
-            first = found[0]
-            assert first is not None
-            if found == list(range(first, first + len(found))):
-                return found[-1]
-        if any(p is not None for p in found):
-            pos, eid = next((p, e) for p, (e, _) in zip(found, encoded, strict=True) if p is not None)
-            raise InvalidEvent(
-                f"event id {eid} is already committed at position {pos}; a retry must repeat the "
-                "whole batch in order, anything else needs new ids"
-            )
-        mine = set(created)
-        for eid, raw in encoded:
-            if eid in mine:
-                continue
-            path = self.layout.event_file(eid)
-            try:
-                same = fileio.read_file(path) == raw
-            except FileNotFoundError:
-                # Its twin's writer gave up and removed it: publish ours, now under the lock.
-                self._prepare([(eid, raw)], created)
-                continue
-            if not same:
-                raise InvalidEvent(
-                    f"event id {eid} is in use by an uncommitted event with other content; "
-                    "use another id"
-                )
-        return None
-
-    def _check_condition(self, condition: AppendCondition, head: int) -> None:
-        after = condition.after or 0
-        if after >= head:
+    def _check_index(self, cp: tuple[int, bytes], tail: Tail) -> None:
+        """The index may be ahead of the log (a power cut took back records it had seen) or
+        describe another history (chain mismatch): fix it before anything relies on it."""
+        if cp == self._index_checked:
             return
-        matches = self.matching(condition.fail_if_events_match, after, head, head)
-        if matches:
-            raise AppendConditionFailed(matches[0])
+        if cp[0] > tail.position:
+            _log.warning("index of %s is ahead of its log (%d > %d); dropping the rows past the log",
+                         self.path, cp[0], tail.position)
+            self.index.truncate(tail.position, tail.chain)
+            cp = (tail.position, tail.chain)
+            self._writer.pending = []
+            self._writer.sync_tail(self.synced.read(), cp)
+        elif cp[0] > 0 and self.view.record(cp[0]).chain != cp[1]:
+            from .rebuild import rebuild_index
 
-    def _commit(self, data: bytes) -> None:
-        """Step 5: one write of the batch's lines and one fsync of the log."""
-        assert self._write_fd is not None
+            _log.warning("index of %s does not match its log; rebuilding it", self.path)
+            rebuild_index(self, tail)
+            cp = self.index.checkpoint()
+        self._index_checked = cp
+
+    def _check_ids(self, ids: list[str], tail: Tail) -> int | None:
+        """Refuse a reused id; return the existing last position for an idempotent retry."""
+        found = self.index.id_positions(ids)
+        pend = {e[1]: e[0] for e in self._writer.pending}
+        found.update((i, pend[i]) for i in ids if i in pend)
+        if not found:
+            return None
+        got = [found.get(i) for i in ids]
+        first = got[0]
+        if first is not None and got == list(range(first, first + len(ids))):
+            return got[-1]
+        pos, eid = next((p, i) for p, i in zip(got, ids, strict=True) if p is not None)
+        raise InvalidEvent(
+            f"event id {eid} is already committed at position {pos}; a retry must repeat the whole batch "
+            "in order, anything else needs new ids")
+
+    def _check_condition(self, condition: AppendCondition, tail: Tail) -> None:
+        after = condition.after or 0
+        if after >= tail.position:
+            return
+        query = condition.fail_if_events_match
+        cp = self.index.checkpoint()[0]
+        hit: int | None = None
+        if after < cp:
+            hit = next(iter(self._positions(query, after + 1, min(cp, tail.position))), None)
+        if hit is None:
+            for pos, _eid, type_, tags in self._writer.pending:
+                if pos > after and query.matches(type_, tags):
+                    hit = pos
+                    break
+        if hit is not None:
+            # Raised only once the conflicting event is durable, so the caller can read it.
+            if self.synced.read() is None or self.synced.read().position < hit:  # type: ignore[union-attr]
+                self._sync_and_advance(self._writer.fd, tail)
+            raise AppendConditionFailed(hit)
+
+    def _write(self, fd: int, data: bytes, tail: Tail) -> None:
         try:
-            fileio.write_all(self._write_fd, data, self.layout.log)
-            if self.durable:
-                fileio.fsync(self._write_fd, self.layout.log)
+            fileio.write_all(fd, data, "active segment")
         except OSError as exc:
-            raise self._fatal(exc, "committing to the log") from exc
-
-    def _index_batch(self, cp: Checkpoint, head: int, lines: list[LogLine], batch: list[Event],
-                     new_lists: dict[str, int]) -> None:
-        """Step 6. The append is already committed: an index failure only leaves the index behind,
-        which the next writer catches up."""
-        entries = [(ln.position, ln.event_id, ev.type, ev.tags) for ln, ev in zip(lines, batch, strict=True)]
-        try:
-            cp = self.index.add(entries, head, cp, new_lists)
-            if self.durable and cp.written - cp.durable >= DURABLE_EVERY:
-                paths = self.index.touched_paths(self._entries(cp.durable + 1, cp.written))
-                self.index.mark_durable(cp, paths)
-        except OSError as exc:
-            _log.warning("index update of %s failed after commit (%s); it will be caught up", self.path, exc)
-
-    def _remove(self, created: list[str]) -> None:
-        for eid in created:
+            # A failed write leaves no whole commit mark: nothing was committed. Take the partial
+            # bytes back now; if that fails too, the next writer cuts them.
             try:
-                fileio.unlink(self.layout.event_file(eid))
+                fileio.truncate(fd, tail.end, "active segment")
             except OSError:
-                pass  # left dangling: fsck reports it, compaction prunes it
-        created.clear()
+                self._writer.tail = None
+            raise DurabilityError(
+                f"writing to the log of {self.path} failed ({exc}); nothing was committed: fix the cause "
+                "(disk full, permissions) and retry") from exc
 
-    def _remove_generated(self, created: list[str], explicit: list[bool], ids: list[str]) -> None:
-        """Outside the lock only files with generated ids may go: an explicit id's file may
-        already be reused by a concurrent writer of the same event."""
-        generated = {eid for eid, exp in zip(ids, explicit, strict=True) if not exp}
-        self._remove([eid for eid in created if eid in generated])
+    def _flush_index(self, tail: Tail | None) -> None:
+        if tail is None or not self._writer.pending:
+            return
+        try:
+            self.index.add(self._writer.pending, (tail.position, tail.chain))
+            self._writer.pending = []
+            self._index_checked = (tail.position, tail.chain)
+        except Exception as exc:  # derived data: conditions still see the records through `pending`
+            _log.warning("indexing %s failed (%s); it will be caught up", self.path, exc)
 
-    def _fatal(self, exc: OSError, doing: str) -> DurabilityError:
-        self._broken = exc
-        return DurabilityError(
-            f"{doing} in {self.path} failed: {exc}. The append may or may not be committed; this "
-            "handle is closed for writing: open a new EventStore and read to find out"
-        )
+    def _acknowledge(self, fd: int | None, tail: Tail, result: int) -> int:
+        """After the lock: fsync what was written, advance the synced position, return."""
+        self._sync_and_advance(fd, tail)
+        return result
 
+    def _sync_and_advance(self, fd: int | None, tail: Tail) -> None:
+        state = self.synced.read()
+        if state is not None and state.position >= tail.position and self.synced.current(state):
+            return
+        try:
+            if fd is not None:
+                self.syncer.file(fd, "active segment")
+        except OSError as exc:
+            self._broken = exc
+            self.synced.poison()
+            raise DurabilityError(
+                f"fsync of the log of {self.path} failed ({exc}); the append may or may not be committed. "
+                f"The store refuses appends until you run: kroniko-ops recover {self.path}") from exc
+        if not self.synced.advance(tail.position, tail.segment, tail.end, tail.chain):
+            raise DurabilityError(
+                f"an fsync failed in another process using {self.path}; this append may or may not be committed. "
+                f"Run: kroniko-ops recover {self.path}")
+
+    def _guard(self, fn, doing: str):  # type: ignore[no-untyped-def]
+        """Run a step under the lock whose I/O failure leaves this handle unusable."""
+        try:
+            return fn()
+        except OSError as exc:
+            self._broken = exc
+            raise DurabilityError(
+                f"{doing} in {self.path} failed: {exc}. Nothing new was committed by this append; this handle "
+                "is closed for writing: open a new EventStore and retry") from exc
+
+
+class _Held:
+    """The append lock held for a ``with`` body."""
+
+    def __init__(self, lock: AppendLock, timeout: float) -> None:
+        self.lock, self.timeout = lock, timeout
+
+    def __enter__(self) -> None:
+        self.lock.acquire(self.timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()

@@ -1,0 +1,229 @@
+"""Where each position's record lives: a pack, a sealed segment or the active segment.
+
+:class:`LogView` is how the engine and every tool find records; it reads segments through
+:mod:`.format.segment` and packs through :mod:`.format.pack` and never slices their bytes
+itself. Files that compaction removes while a view holds them stay readable through the open
+descriptor; a file gone before it was opened makes the view list the folders again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from array import array
+from collections.abc import Iterator
+
+from .errors import StoreCorrupted
+from .format import pack as packfmt
+from .format import record as recfmt
+from .format import segment as segfmt
+from .layout import Layout
+
+RUN_BYTES = 1 << 20  # raw bytes handed out per run: bulk enough to decode fast, flat in memory
+
+
+class ActiveSegment:
+    """The last segment, read up to a bound the caller gives (the synced end for readers, the
+    committed tail for the writer); keeps the offsets of the records it has seen."""
+
+    def __init__(self, directory: str, first: int) -> None:
+        self.first = first
+        self.path = os.path.join(directory, segfmt.seg_name(first))
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        self.offsets = array("Q", [0])  # record starts, then the end of the last record seen
+        self.last = first - 1
+
+    def close(self) -> None:
+        """Close the descriptor."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def extend(self, end: int) -> None:
+        """Learn the offsets of the records in bytes ``..end`` (whole, committed records)."""
+        have = self.offsets[-1]
+        if end <= have:
+            return
+        data = os.pread(self.fd, end - have, have)
+        if len(data) != end - have:
+            raise StoreCorrupted(f"{self.path} is shorter ({have + len(data)} bytes) than its synced end {end}")
+        pos = have
+        for line in data.split(b"\n")[:-1]:
+            pos += len(line) + 1
+            self.offsets.append(pos)
+        self.last = self.first + len(self.offsets) - 2
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """The byte range of positions ``lo..hi`` (already seen through :meth:`extend`)."""
+        return self.offsets[lo - self.first], self.offsets[hi - self.first + 1]
+
+    def read_run(self, lo: int, hi: int) -> bytes:
+        """The raw bytes of records ``lo..hi``."""
+        a, b = self.span(lo, hi)
+        return os.pread(self.fd, b - a, a)
+
+
+Container = "segfmt.SealedSegment | packfmt.PackReader | ActiveSegment"
+
+
+class LogView:
+    """The containers of one store, refreshed as segments roll and compaction publishes packs."""
+
+    def __init__(self, lay: Layout) -> None:
+        self.layout = lay
+        self._firsts: list[int] = []
+        self._entries: list[tuple[int, str, str]] = []  # (first, kind, name): "pack" | "sealed" | "active"
+        self._open: dict[str, object] = {}
+        self.active: ActiveSegment | None = None
+        self.refresh()
+
+    def close(self) -> None:
+        """Close every open file."""
+        for c in self._open.values():
+            c.close()  # type: ignore[attr-defined]
+        self._open.clear()
+        if self.active is not None:
+            self.active.close()
+            self.active = None
+
+    def refresh(self) -> None:
+        """List ``log/`` and ``packs/`` again."""
+        segs: dict[int, set[str]] = {}
+        for name in os.listdir(self.layout.log_dir):
+            parsed = segfmt.parse_name(name)
+            if parsed is not None:
+                segs.setdefault(parsed[0], set()).add(parsed[1])
+        packs = []
+        try:
+            names = os.listdir(self.layout.packs)
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            rng = packfmt.parse_name(name)
+            if rng is not None:
+                packs.append((rng[0], rng[1], name))
+        packs.sort()
+        entries: list[tuple[int, str, str]] = []
+        covered = 0
+        pack_iter = iter(packs)
+        next_pack = next(pack_iter, None)
+        seg_firsts = sorted(f for f, kinds in segs.items() if "seg" in kinds)
+        active_first = seg_firsts[-1] if seg_firsts else 1
+        for first in seg_firsts:
+            while next_pack is not None and next_pack[0] <= first:
+                if next_pack[0] > covered:
+                    entries.append((next_pack[0], "pack", next_pack[2]))
+                    covered = next_pack[1]
+                next_pack = next(pack_iter, None)
+            if first <= covered:
+                continue  # a pack already holds it (compaction removes the segment next)
+            kind = "active" if first == active_first else "sealed"
+            entries.append((first, kind, segfmt.seg_name(first)))
+        while next_pack is not None:
+            if next_pack[0] > covered:
+                entries.append((next_pack[0], "pack", next_pack[2]))
+                covered = next_pack[1]
+            next_pack = next(pack_iter, None)
+        entries.sort()
+        self._entries = entries
+        self._firsts = [e[0] for e in entries]
+        if self.active is None or self.active.first != active_first:
+            if self.active is not None:
+                self.active.close()
+            self.active = ActiveSegment(self.layout.log_dir, active_first) if seg_firsts else None
+
+    @property
+    def active_first(self) -> int:
+        """The first position of the active segment."""
+        return self.active.first if self.active is not None else 1
+
+    def _container(self, entry: tuple[int, str, str]) -> object:
+        first, kind, name = entry
+        if kind == "active":
+            assert self.active is not None
+            return self.active
+        c = self._open.get(name)
+        if c is None:
+            if kind == "pack":
+                c = packfmt.PackReader(os.path.join(self.layout.packs, name))
+            else:
+                c = segfmt.SealedSegment(self.layout.log_dir, first)
+            self._open[name] = c
+        return c
+
+    def locate(self, position: int) -> tuple[object, int]:
+        """The container holding ``position`` and the last position it holds."""
+        for attempt in (0, 1):
+            i = bisect.bisect_right(self._firsts, position) - 1
+            if i >= 0:
+                entry = self._entries[i]
+                nxt = self._entries[i + 1][0] - 1 if i + 1 < len(self._entries) else None
+                if nxt is None or position <= nxt:
+                    try:
+                        c = self._container(entry)
+                    except FileNotFoundError:
+                        if attempt:
+                            raise
+                        self.refresh()
+                        continue
+                    last = c.last if nxt is None else nxt  # type: ignore[attr-defined]
+                    if position <= last:
+                        return c, last
+            if attempt == 0:
+                self.refresh()
+        raise StoreCorrupted(f"no segment or pack of {self.layout.root} holds position {position}; "
+                             f"run: kroniko-ops fsck {self.layout.root}")
+
+    def runs(self, lo: int, hi: int, backwards: bool = False) -> Iterator[tuple[int, bytes]]:
+        """``(first position, raw record bytes)`` covering ``lo..hi`` in order (or in reverse
+        order of runs when ``backwards``; each run's records stay in ascending order)."""
+        if backwards:
+            pos = hi
+            while pos >= lo:
+                c, _ = self.locate(pos)
+                first = max(lo, c.first)  # type: ignore[attr-defined]
+                step = max(1, RUN_BYTES // 512)
+                a = max(first, pos - step + 1)
+                yield a, self._read(c, a, pos)
+                pos = a - 1
+            return
+        pos = lo
+        while pos <= hi:
+            c, last = self.locate(pos)
+            b = min(hi, last)
+            yield from self._chunks(c, pos, b)
+            pos = b + 1
+
+    def _chunks(self, c: object, lo: int, hi: int) -> Iterator[tuple[int, bytes]]:
+        if isinstance(c, packfmt.PackReader):
+            pos = lo
+            for raw in c.read_range(lo, hi):
+                yield pos, raw
+                pos += raw.count(b"\n")
+            return
+        step = max(1, RUN_BYTES // 512)
+        for a in range(lo, hi + 1, step):
+            yield a, self._read(c, a, min(hi, a + step - 1))
+
+    def _read(self, c: object, lo: int, hi: int) -> bytes:
+        if isinstance(c, packfmt.PackReader):
+            return b"".join(c.read_range(lo, hi))
+        return c.read_run(lo, hi)  # type: ignore[attr-defined]
+
+    def read_positions(self, positions: list[int]) -> list[tuple[int, bytes]]:
+        """Runs covering exactly ``positions`` (ascending), consecutive ones read together."""
+        out: list[tuple[int, bytes]] = []
+        i, n = 0, len(positions)
+        while i < n:
+            c, last = self.locate(positions[i])
+            j = i
+            while j + 1 < n and positions[j + 1] == positions[j] + 1 and positions[j + 1] <= last:
+                j += 1
+            out.append((positions[i], self._read(c, positions[i], positions[j])))
+            i = j + 1
+        return out
+
+    def record(self, position: int) -> recfmt.Record:
+        """The parsed record at ``position``."""
+        c, _ = self.locate(position)
+        return recfmt.parse_at(self._read(c, position, position))

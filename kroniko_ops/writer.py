@@ -1,0 +1,267 @@
+"""The writer's side of the log, used only under ``locks/append.lock``: the committed tail of the
+active segment, cutting what a dead writer left, sealing and rolling segments, and the records
+past the index checkpoint that conditions and idempotent retries must still see.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import orjson
+
+from . import fileio, layout
+from .errors import StoreCorrupted
+from .format import record as recfmt
+from .format import segment as segfmt
+from .index import Entry
+from .logview import LogView
+from .synced import SyncedState
+
+MAX_TAIL_SLACK = 64 * 1024 * 1024  # bytes past the synced end a tail may hold before it is damage
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The end of the committed log: its last position and chain, where that record ends."""
+
+    position: int
+    chain: bytes
+    segment: int
+    end: int
+
+
+def entry_of(rec: recfmt.Record) -> Entry:
+    """``(position, id, type, tags)`` of a record, for the index and condition checks."""
+    doc = orjson.loads(rec.body)
+    return rec.position, rec.event_id, doc["type"], tuple(doc.get("tags") or ())
+
+
+class Writer:
+    """One handle's write descriptor on the active segment and what it knows of the tail."""
+
+    def __init__(self, lay: layout.Layout, view: LogView, syncer: fileio.Syncer, segment_bytes: int) -> None:
+        self.layout = lay
+        self.view = view
+        self.syncer = syncer
+        self.segment_bytes = segment_bytes
+        self.fd: int | None = None
+        self.first = 0
+        self.tail: Tail | None = None
+        self.pending: list[Entry] = []  # committed records past the index checkpoint, in order
+
+    def close(self) -> None:
+        """Close the write descriptor."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    # -- the active segment ------------------------------------------------------------------
+
+    def _open_active(self) -> None:
+        """Point the write descriptor at the newest segment, finishing a seal that a crash
+        interrupted (its offset index written, the next segment not yet created)."""
+        self.view.refresh()
+        first = self.view.active_first
+        idx = os.path.join(self.layout.log_dir, segfmt.idx_name(first))
+        if os.path.lexists(idx):
+            self._finish_interrupted_seal(first, idx)
+            return self._open_active()
+        if self.fd is not None:
+            os.close(self.fd)
+        path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
+        self.fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
+        self.first = first
+
+    def _finish_interrupted_seal(self, first: int, idx: str) -> None:
+        path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
+        fd = fileio.open_read(path)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                seal = segfmt.read_idx(idx, first)
+                ok = seal.size == size
+            except (segfmt.SegmentError, OSError):
+                ok = False
+            if not ok:
+                layout.set_aside(self.layout.root, "torn-seal",
+                                 f"log/{segfmt.idx_name(first)}: an offset index left torn by a crash while "
+                                 "sealing; rebuilt from the segment's records.",
+                                 move=[idx], durable=self.syncer.durable)
+                data = segfmt.build_seal(fd, first, size)
+                self._publish_idx(first, data)
+            last = segfmt.read_idx(idx, first)
+            self._create_next(first + last.count)
+        finally:
+            os.close(fd)
+
+    def _publish_idx(self, first: int, data: bytes) -> None:
+        final = os.path.join(self.layout.log_dir, segfmt.idx_name(first))
+        tmp = os.path.join(self.layout.log_dir, f"{layout.TMP_PREFIX}{os.getpid()}-{segfmt.idx_name(first)}")
+        fd = fileio.open_write(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW)
+        try:
+            fileio.write_all(fd, data, tmp)
+            self.syncer.file(fd, tmp)
+        finally:
+            os.close(fd)
+        fileio.rename(tmp, final)
+
+    def _create_next(self, first: int) -> None:
+        path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
+        fd = fileio.open_write(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            self.syncer.file(fd, path)
+        finally:
+            os.close(fd)
+        # One folder fsync makes the sealed index's name and the new segment's name durable,
+        # before any record goes to the new segment.
+        self.syncer.dir(self.layout.log_dir)
+
+    def seal_and_roll(self) -> None:
+        """Seal the active segment (offset index and trailer, fsynced, together with the
+        segment) and create the next one; the tail must be the segment's committed end."""
+        assert self.fd is not None and self.tail is not None
+        tail = self.tail
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, size, 0)
+        self.syncer.file(self.fd, self.view.active.path if self.view.active else "")
+        self._publish_idx(self.first, segfmt.seal_fast(data, self.first, tail.chain))
+        self._create_next(tail.position + 1)
+        self._open_active()
+        self.tail = Tail(tail.position, tail.chain, self.first, 0)
+
+    def needs_roll(self, nbytes: int) -> bool:
+        """Whether a batch of ``nbytes`` must go to a new segment (a batch never spans two)."""
+        assert self.tail is not None
+        return self.tail.end > 0 and self.tail.end + nbytes > self.segment_bytes
+
+    # -- the committed tail --------------------------------------------------------------------
+
+    def sync_tail(self, state: SyncedState | None, index_cp: tuple[int, bytes], verify_all: bool = False) -> Tail:
+        """Bring :attr:`tail` and :attr:`pending` up to the end of the log, cutting a dead
+        writer's torn or uncommitted bytes into ``lost-found/``. ``verify_all`` re-verifies
+        every record past the synced state (after a reboot, or when it is unreadable)."""
+        if self.fd is None or os.path.lexists(os.path.join(self.layout.log_dir, segfmt.idx_name(self.first))):
+            self._open_active()
+            self.tail = None
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        if self.tail is not None and self.tail.segment == self.first and self.tail.end == size and not verify_all:
+            return self.tail
+        start = self._start_point(state, verify_all)
+        if start.end > size:
+            raise StoreCorrupted(
+                f"log segment {segfmt.seg_name(self.first)} of {self.layout.root} is {size} bytes, shorter than "
+                f"its synced end {start.end}; the store is damaged: run kroniko-ops fsck {self.layout.root}")
+        committed, new = self._scan(start, size)
+        if committed.end < size:
+            if not verify_all:
+                self._refuse_damage(committed, size)
+            self._cut(committed, size)
+        self._extend_pending(index_cp, committed, new)
+        self.tail = committed
+        return committed
+
+    def _start_point(self, state: SyncedState | None, verify_all: bool) -> Tail:
+        if self.tail is not None and self.tail.segment == self.first and not verify_all:
+            return self.tail
+        if state is not None and state.segment == self.first and not state.poisoned:
+            return Tail(state.position, state.chain, state.segment, state.end)
+        if self.first == 1:
+            return Tail(0, recfmt.GENESIS, 1, 0)
+        prev, _ = self.view.locate(self.first - 1)
+        return Tail(self.first - 1, self._last_chain(prev), self.first, 0)
+
+    def _last_chain(self, container: object) -> bytes:
+        seal = getattr(container, "seal", None)
+        if seal is not None:
+            return seal.last_chain
+        return container.last_chain  # type: ignore[attr-defined]
+
+    def _scan(self, start: Tail, size: int) -> tuple[Tail, list[recfmt.Record]]:
+        """Verify records from ``start`` on; return the last committed point and its records."""
+        assert self.fd is not None
+        if size - start.end > MAX_TAIL_SLACK:
+            raise StoreCorrupted(
+                f"log segment {segfmt.seg_name(self.first)} of {self.layout.root} holds {size - start.end} bytes "
+                "past its synced end, more than any batch could leave; run kroniko-ops fsck and recover")
+        data = os.pread(self.fd, size - start.end, start.end)
+        committed, chain, pos = start, start.chain, start.position
+        records: list[recfmt.Record] = []
+        good: list[recfmt.Record] = []
+        try:
+            for rec in recfmt.iter_records(data, 0, start.end):
+                if rec.position != pos + 1 or not recfmt.body_hash_ok(rec) or recfmt.chain_of(chain, rec.event_hash) != rec.chain:
+                    break
+                records.append(rec)
+                pos, chain = rec.position, rec.chain
+                if rec.commit:
+                    committed = Tail(pos, chain, self.first, rec.end)
+                    good.extend(records)
+                    records = []
+        except recfmt.RecordError:
+            pass
+        return committed, good
+
+    def _refuse_damage(self, committed: Tail, size: int) -> None:
+        """Within one boot, bytes past the commit point come from a writer that died mid-batch;
+        a whole, checksummed record with a commit mark among them means committed records were
+        damaged instead, and cutting would reassign acknowledged positions."""
+        assert self.fd is not None
+        lines = os.pread(self.fd, size - committed.end, committed.end).split(b"\n")[:-1]
+        for line in lines:
+            try:
+                rec = recfmt.parse_at(line + b"\n")
+            except recfmt.RecordError:
+                continue
+            if rec.commit and rec.position > committed.position:
+                raise StoreCorrupted(
+                    f"the log of {self.layout.root} is damaged after position {committed.position} (a committed "
+                    f"record at position {rec.position} follows bytes that do not verify); appends are refused "
+                    f"until it is repaired: run kroniko-ops fsck {self.layout.root}, then restore from a backup")
+
+    def _cut(self, committed: Tail, size: int) -> None:
+        """Set aside and truncate the bytes after the last commit mark (a dead writer's)."""
+        assert self.fd is not None
+        cut = os.pread(self.fd, size - committed.end, committed.end)
+        name = segfmt.seg_name(self.first)
+        layout.set_aside(
+            self.layout.root, "log-tail",
+            f"Bytes {committed.end}..{size} of log/{name}, cut by recovery: a torn or uncommitted tail after "
+            f"position {committed.position}, left by a writer that died (or a power cut) before its batch's "
+            "commit mark was whole. No append was acknowledged for them.",
+            files={f"{name}.tail": cut}, durable=self.syncer.durable)
+        fileio.truncate(self.fd, committed.end, name)
+        self.syncer.file(self.fd, name)
+
+    def _extend_pending(self, index_cp: tuple[int, bytes], tail: Tail, new: list[recfmt.Record]) -> None:
+        """Keep :attr:`pending` equal to the records in (index checkpoint, tail]."""
+        cp = index_cp[0]
+        if self.pending and self.pending[0][0] != cp + 1:
+            self.pending = []
+        have = self.pending[-1][0] if self.pending else cp
+        if new and new[0].position == have + 1:
+            self.pending.extend(entry_of(r) for r in new)
+        elif have < tail.position:
+            self.pending = self._entries(cp + 1, tail.position)
+
+    def _entries(self, lo: int, hi: int) -> list[Entry]:
+        out: list[Entry] = []
+        if lo > hi:
+            return out
+        if self.view.active is not None and self.view.active.first <= hi:
+            self.view.active.extend(self.tail_end_hint(hi))
+        for first, raw in self.view.runs(lo, hi):
+            for rec in recfmt.iter_records(raw):
+                out.append(entry_of(rec))
+            del first
+        return out
+
+    def tail_end_hint(self, position: int) -> int:
+        """The byte end of the active segment up to ``position`` (the writer's file size)."""
+        assert self.fd is not None
+        return os.fstat(self.fd).st_size
+
+    def reset_pending(self, index_cp: tuple[int, bytes]) -> None:
+        """Forget pending records up to the index checkpoint (they were just indexed)."""
+        self.pending = [e for e in self.pending if e[0] > index_cp[0]]
