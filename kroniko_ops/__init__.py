@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 # stays cheap for applications that only append and read.
 _OPERATIONS = {
     "fsck": "kroniko_ops.ops.fsck",
-    "recover": "kroniko_ops.ops.recover",
-    "reindex": "kroniko_ops.ops.reindex",
+    "recover": "kroniko_ops.ops.recovery",
+    "reindex": "kroniko_ops.ops.recovery",
     "compact": "kroniko_ops.ops.compact",
     "backup": "kroniko_ops.ops.backup",
     "verify_backup": "kroniko_ops.ops.backup",

@@ -1,275 +1,330 @@
 #!/usr/bin/env python3
-"""Benchmarks: kroniko-ops against a SQLite baseline doing the same work, in the same run.
+"""Benchmarks: the project's required figures, kroniko-ops against SQLite doing the same work in the same run.
 
-    python scripts/bench.py [--size ci|full] [--json OUT] [--only NAME ...]
+    python scripts/bench.py [--size ci|full] [--only GROUP ...] [--json OUT] [--dir DIR]
 
-Prints a table of rates and ratios. The baseline is SQLite in WAL mode with synchronous=FULL,
-one transaction per conditional append (check the condition with a SELECT, then INSERT), and the
-raw ceiling is a bare append + fsync loop on one file. Areas other than the engine contribute
-their own workloads through ``scripts/bench_<area>.py`` modules exposing ``run(size)``.
+GROUP is one of engine, read, tags, open, fsck, reindex (all by default). Every row prints its rate,
+the baseline it is compared with, the ratio, the required and goal figures and whether they are met:
+
+    durable conditional append, 1 process, 1 event       >= 0.8x SQLite       goal >= 1.0x
+    the same, a new tag (entity) per event               <= 1.2x slower than the line above
+    durable conditional append, 8 processes              >= 2.0x SQLite       goal >= 3x
+    durable batches of 100 events, per event             >= 0.7x SQLite       goal >= 1.5x
+    read all, decoded (log segments; packs)              >= 500k events/s     goal >= 1M/s
+    read one tag's 100 events: 10k vs N events,
+      and 100 vs N distinct tags                         <= 1.5x              goal flat (<= 1.1x)
+    open an N-event store and append one event           <= 50 ms             goal <= 10 ms
+    fsck full                                            >= 200k events/s     goal >= 500k/s
+      peak memory from 100k to N events                  flat (<= 1.25x)
+    reindex                                              >= 100k events/s     goal >= 300k/s
+
+N is 1,000,000 with ``--size full`` and 50,000 with ``--size ci`` (a smoke run of about a minute).
+The SQLite baseline (scripts/bench_engine.py) is WAL + synchronous=FULL with an events table and an
+indexed event_tags table. Comparative pairs run twice, alternating (kroniko, SQLite, kroniko, SQLite),
+and the ratio uses the better run of each. Big stores are built with ``durable=False`` in batches of
+1000. The raw fsync latency of the work folder's disk is printed too: the 8-process figure depends on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import multiprocessing as mp
+import itertools
 import os
 import platform
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
-import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_engine, bench_stores (also in spawned children)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kroniko_ops import AppendCondition, Event, EventStore, Query, QueryItem
+from bench_engine import BATCH, PROCS, appends, batches, parallel, raw_fsync_ms
+from bench_stores import (
+    HOT,
+    Fixtures,
+    fsck_child,
+    head,
+    in_child,
+    kroniko_read_all,
+    open_append_kroniko,
+    open_append_sqlite,
+    sqlite_read_all,
+    sqlite_seconds,
+    tag_read_ms,
+    timed,
+)
+
+import kroniko_ops
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Size:
+    """The sizes of one ``--size``."""
+
+    seconds: float  # each timed append run
+    procs_seconds: float  # each timed run of the PROCS appenders
+    small: int  # events in the small store of the tag-read comparison
+    big: int  # events in the big stores (N)
+    fsck_small: int  # the smaller fsck size, for the memory comparison
+    tag_reps: int  # tag reads per store (the median is kept)
+    opens: int  # fresh processes opening the big store, per side (the median is kept)
+
 
 SIZES = {
-    "ci": {"single": 300, "procs_each": 60, "batches": 10, "read_all": 5_000, "tag_small": 5_000,
-           "tag_big": 20_000},
-    "full": {"single": 3_000, "procs_each": 500, "batches": 100, "read_all": 100_000,
-             "tag_small": 100_000, "tag_big": 1_000_000},
+    "ci": Size(seconds=1.0, procs_seconds=2.0, small=10_000, big=50_000, fsck_small=10_000, tag_reps=50, opens=3),
+    "full": Size(seconds=5.0, procs_seconds=10.0, small=10_000, big=1_000_000, fsck_small=100_000, tag_reps=300,
+                 opens=7),
 }
-PROCS = 8
 
 
-# -- SQLite baseline ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spec:
+    """A required figure: ``field`` of the row compared with ``op`` to ``required`` and ``goal``."""
 
-def _sqlite(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=60)
-    db.execute("pragma journal_mode=wal")
-    db.execute("pragma synchronous=FULL")
-    db.execute("create table if not exists events(pos integer primary key, type text, data text)")
-    db.execute("create table if not exists tags(tag text, pos integer)")
-    db.execute("create index if not exists tags_i on tags(tag, pos)")
-    return db
-
-
-def _sqlite_append(db: sqlite3.Connection, events: list[tuple[str, str, list[str]]],
-                   cond_tag: str | None, after: int) -> int:
-    """A DCB conditional append in one transaction: fail if cond_tag has an event after `after`."""
-    db.execute("begin immediate")
-    try:
-        if cond_tag is not None:
-            row = db.execute("select pos from tags where tag=? and pos>? limit 1", (cond_tag, after)).fetchone()
-            if row:
-                db.execute("rollback")
-                return -row[0]
-        pos = 0
-        for type_, data, tags in events:
-            pos = db.execute("insert into events(type, data) values(?, ?)", (type_, data)).lastrowid
-            db.executemany("insert into tags values(?, ?)", [(t, pos) for t in tags])
-        db.execute("commit")
-        return pos
-    except BaseException:
-        db.execute("rollback")
-        raise
+    required_text: str
+    goal_text: str
+    field: str = ""
+    op: str = ">="
+    required: float = 0.0
+    goal: float = 0.0
 
 
-def _sqlite_worker(path: str, worker: int, count: int, barrier: Any) -> None:
-    db = _sqlite(path)
-    barrier.wait(timeout=120)
-    for i in range(count):
-        tag = f"cart:{worker}-{i}"
-        _sqlite_append(db, [("ItemAdded", '{"sku": "x"}', [tag])], tag, 0)
-    db.close()
+SPECS = {  # in the table's order
+    "fsync": Spec("", ""),
+    "single": Spec(">= 0.8x SQLite", ">= 1.0x", "ratio", ">=", 0.8, 1.0),
+    "new_tag": Spec("<= 1.2x line above", "same", "ratio", "<=", 1.2, 1.2),
+    "procs": Spec(">= 2.0x SQLite", ">= 3x", "ratio", ">=", 2.0, 3.0),
+    "batch": Spec(">= 0.7x SQLite", ">= 1.5x", "ratio", ">=", 0.7, 1.5),
+    "read_segments": Spec(">= 500k/s", ">= 1M/s", "rate", ">=", 500_000, 1_000_000),
+    "read_packs": Spec(">= 500k/s", ">= 1M/s", "rate", ">=", 500_000, 1_000_000),
+    "tag_size": Spec("<= 1.5x", "flat <= 1.1x", "ratio", "<=", 1.5, 1.1),
+    "tag_distinct": Spec("<= 1.5x", "flat <= 1.1x", "ratio", "<=", 1.5, 1.1),
+    "open": Spec("<= 50 ms", "<= 10 ms", "rate", "<=", 50, 10),
+    "fsck": Spec(">= 200k/s", ">= 500k/s", "rate", ">=", 200_000, 500_000),
+    "fsck_memory": Spec("flat <= 1.25x", "same", "ratio", "<=", 1.25, 1.25),
+    "reindex": Spec(">= 100k/s", ">= 300k/s", "rate", ">=", 100_000, 300_000),
+}
+_SEQ = itertools.count()
 
 
-def _kroniko_worker(path: str, worker: int, count: int, barrier: Any) -> None:
-    store = EventStore(path)
-    barrier.wait(timeout=120)
-    for i in range(count):
-        tag = f"cart:{worker}-{i}"
-        cond = AppendCondition(Query([QueryItem(types=["ItemAdded"], tags=[tag])]), after=0)
-        store.append(Event("ItemAdded", {"sku": "x"}, [tag]), cond)
-    store.close()
+def row(key: str, workload: str, rate: float, unit: str, baseline: float | None = None,
+        ratio: float | None = None, note: str = "") -> Row:
+    """One table row; ``ratio`` is the figure the requirement is about when it is a ratio."""
+    return {"key": key, "workload": workload, "rate": rate, "unit": unit, "baseline": baseline, "ratio": ratio,
+            "note": note}
 
 
-def _parallel(target: Any, path: str, each: int) -> float:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(PROCS + 1)
-    procs = [ctx.Process(target=target, args=(path, w, each, barrier)) for w in range(PROCS)]
-    for p in procs:
-        p.start()
-    barrier.wait(timeout=120)
-    t0 = time.perf_counter()
-    for p in procs:
-        p.join(600)
-        if p.is_alive():
-            p.kill()
-            raise RuntimeError("benchmark worker hung")
-        if p.exitcode != 0:
-            raise RuntimeError(f"benchmark worker failed with {p.exitcode}")
-    return PROCS * each / (time.perf_counter() - t0)
+def fresh(tmp: str, name: str) -> str:
+    """A new path in ``tmp``."""
+    return os.path.join(tmp, f"{name}-{next(_SEQ)}")
 
 
-# -- workloads ---------------------------------------------------------------------------------
-
-def bench_raw_fsync(tmp: str, n: int) -> float:
-    fd = os.open(os.path.join(tmp, "raw.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    line = b"x" * 218 + b"\n"
-    t0 = time.perf_counter()
-    for _ in range(n):
-        os.write(fd, line)
-        os.fsync(fd)
-    dt = time.perf_counter() - t0
-    os.close(fd)
-    return n / dt
+def pair(ours: Callable[[], float], theirs: Callable[[], float], lower: bool = False) -> tuple[float, float, str]:
+    """Run ours, theirs, ours, theirs; return the better of each and a note with every run."""
+    k1, s1, k2, s2 = ours(), theirs(), ours(), theirs()
+    best = min if lower else max
+    return best(k1, k2), best(s1, s2), f"runs {k1:,.1f} / {k2:,.1f} vs SQLite {s1:,.1f} / {s2:,.1f}"
 
 
-def bench_single(tmp: str, n: int) -> tuple[float, float]:
-    store = EventStore(os.path.join(tmp, "single"))
-    t0 = time.perf_counter()
-    for i in range(n):
-        tag = f"cart:{i}"
-        store.append(Event("ItemAdded", {"sku": "x"}, [tag]),
-                     AppendCondition(Query([QueryItem(types=["ItemAdded"], tags=[tag])]), after=0))
-    ours = n / (time.perf_counter() - t0)
-    store.close()
-    db = _sqlite(os.path.join(tmp, "single.db"))
-    t0 = time.perf_counter()
-    for i in range(n):
-        tag = f"cart:{i}"
-        _sqlite_append(db, [("ItemAdded", '{"sku": "x"}', [tag])], tag, 0)
-    theirs = n / (time.perf_counter() - t0)
-    db.close()
-    return ours, theirs
+# -- engine: appends ---------------------------------------------------------------------------
 
+def engine_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Durable conditional appends (1 and PROCS processes, existing and new entities), batches."""
+    secs = size.seconds
+    k_one, s_one, note = pair(lambda: appends("kroniko", fresh(tmp, "k"), secs, False),
+                              lambda: appends("sqlite", fresh(tmp, "s.db"), secs, False))
+    rows = [row("single", "durable conditional append, 1 process, 1 event", k_one, "ev/s", s_one, k_one / s_one,
+                note)]
+    k_new, s_new, note = pair(lambda: appends("kroniko", fresh(tmp, "k"), secs, True),
+                              lambda: appends("sqlite", fresh(tmp, "s.db"), secs, True))
+    rows.append(row("new_tag", "the same, a new tag (entity) per event (baseline: line above)", k_new, "ev/s",
+                    k_one, k_one / k_new, f"SQLite {s_new:,.0f} ev/s (x{k_new / s_new:.2f}); {note}"))
+    conflicts: list[int] = []
 
-def bench_batches(tmp: str, batches: int) -> tuple[float, float]:
-    store = EventStore(os.path.join(tmp, "batches"))
-    t0 = time.perf_counter()
-    for b in range(batches):
-        store.append([Event("ItemAdded", {"sku": "x", "n": i}, [f"cart:{b}"]) for i in range(100)])
-    ours = batches * 100 / (time.perf_counter() - t0)
-    store.close()
-    db = _sqlite(os.path.join(tmp, "batches.db"))
-    t0 = time.perf_counter()
-    for b in range(batches):
-        _sqlite_append(db, [("ItemAdded", orjson.dumps({"sku": "x", "n": i}).decode(), [f"cart:{b}"])
-                            for i in range(100)], None, 0)
-    theirs = batches * 100 / (time.perf_counter() - t0)
-    db.close()
-    return ours, theirs
+    def run(kind: str) -> float:
+        rate, lost = parallel(kind, fresh(tmp, kind), size.procs_seconds)
+        conflicts.append(lost)
+        return rate
 
-
-def build_store(path: str, n: int, tag_every: int) -> None:
-    """n events in batches of 1000, fsync off; every tag_every-th event carries tag 'hot'
-    so that exactly n // tag_every events match it."""
-    store = EventStore(path, durable=False)
-    for start in range(0, n, 1000):
-        store.append([
-            Event("ItemAdded", {"sku": f"s{i}", "qty": i % 7},
-                  [f"cart:{i // 10}"] + (["hot"] if i % tag_every == 0 else []))
-            for i in range(start, min(n, start + 1000))
-        ])
-    store.close()
-
-
-def bench_read_all(path: str) -> float:
-    store = EventStore(path)
-    t0 = time.perf_counter()
-    count = sum(1 for _ in store.read())
-    dt = time.perf_counter() - t0
-    store.close()
-    return count / dt
-
-
-def bench_tag(path: str, repeat: int = 20) -> float:
-    store = EventStore(path)
-    q = Query([QueryItem(tags=["hot"])])
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        got = sum(1 for _ in store.read(q))
-        best = min(best, time.perf_counter() - t0)
-    store.close()
-    assert got == 100, got
-    return best
-
-
-def engine_rows(size: str, tmp: str) -> list[dict[str, Any]]:
-    cfg = SIZES[size]
-    rows: list[dict[str, Any]] = []
-    raw = bench_raw_fsync(tmp, cfg["single"])
-    rows.append({"workload": "raw append+fsync ceiling (1 line)", "rate": raw, "unit": "ops/s"})
-    ours, theirs = bench_single(tmp, cfg["single"])
-    rows.append({"workload": "durable conditional append, 1 process, 1 event", "rate": ours, "unit": "ev/s",
-                 "baseline": theirs, "ratio": ours / theirs, "target": 0.4})
-    ours = _parallel(_kroniko_worker, os.path.join(tmp, "procs"), cfg["procs_each"])
-    theirs = _parallel(_sqlite_worker, os.path.join(tmp, "procs.db"), cfg["procs_each"])
-    rows.append({"workload": f"durable conditional append, {PROCS} processes", "rate": ours, "unit": "ev/s",
-                 "baseline": theirs, "ratio": ours / theirs, "target": 1.5})
-    ours, theirs = bench_batches(tmp, cfg["batches"])
-    rows.append({"workload": "durable batches of 100", "rate": ours, "unit": "ev/s", "baseline": theirs,
-                 "ratio": ours / theirs, "target": 2.0})
-    small = os.path.join(tmp, "small")
-    build_store(small, cfg["tag_small"], cfg["tag_small"] // 100)
-    rows.append({"workload": f"read all {cfg['tag_small']:,} loose events", "rate": bench_read_all(small),
-                 "unit": "ev/s", "target_rate": 25_000})
-    t_small = bench_tag(small)
-    big = os.path.join(tmp, "big")
-    build_store(big, cfg["tag_big"], cfg["tag_big"] // 100)
-    t_big = bench_tag(big)
-    rows.append({"workload": f"read one tag's 100 events: {cfg['tag_small']:,} vs {cfg['tag_big']:,}",
-                 "rate": 100 / t_big, "unit": "ev/s", "note": f"{t_small * 1e3:.2f} ms vs {t_big * 1e3:.2f} ms",
-                 "ratio": t_big / t_small, "target_max": 1.5})
+    k, s, note = pair(lambda: run("kroniko"), lambda: run("sqlite"))
+    rows.append(row("procs", f"durable conditional append, {PROCS} processes", k, "ev/s", s, k / s,
+                    f"conflicts kroniko {conflicts[0] + conflicts[2]}, SQLite {conflicts[1] + conflicts[3]}; {note}"))
+    k, s, note = pair(lambda: batches("kroniko", fresh(tmp, "k"), secs),
+                      lambda: batches("sqlite", fresh(tmp, "s.db"), secs))
+    rows.append(row("batch", f"durable batches of {BATCH} events, per event", k, "ev/s", s, k / s, note))
     return rows
 
 
-def area_rows(size: str, only: list[str] | None) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for module in sorted(Path(__file__).parent.glob("bench_*.py")):
-        area = module.stem[len("bench_"):]
-        if only and area not in only:
-            continue
-        # Importable by name (scripts/ on sys.path, registered in sys.modules), so that a
-        # benchmark's spawned child processes can unpickle their target functions.
-        sys.path.insert(0, str(module.parent))
-        mod = importlib.import_module(module.stem)
-        for row in mod.run(size):
-            rows.append({"area": area, **row})
+# -- reads -------------------------------------------------------------------------------------
+
+def read_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Read all, in log segments and then in packs (after compact): run last, it compacts the big store."""
+    n = size.big
+    path, db = fx.store(n, n), fx.sqlite(n, n)
+    k, s, note = pair(lambda: kroniko_read_all(path), lambda: sqlite_read_all(db))
+    rows = [row("read_segments", f"read all {n:,} events, decoded (log segments)", k, "ev/s", s, k / s, note)]
+    seconds = timed(kroniko_ops.compact, path)
+    k, s, note = pair(lambda: kroniko_read_all(path), lambda: sqlite_read_all(db))
+    rows.append(row("read_packs", f"read all {n:,} events, decoded (packs, after compact)", k, "ev/s", s, k / s,
+                    f"compact took {seconds:.1f} s; {note}"))
     return rows
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'workload':<62} {'rate':>12} {'unit':<6} {'baseline':>10} {'ratio':>7} {'target':>7}")
+def tag_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """One tag's HOT events: small vs big store (100 cart tags), 100 vs N distinct tags (N events)."""
+    small, big = size.small, size.big
+    paths = [fx.store(small, 100), fx.store(big, 100), fx.store(big, big)]
+    t_small, t_big, t_many = tag_read_ms(paths, size.tag_reps)
+    note = f"median of {size.tag_reps}; baseline is the smaller case (kroniko), ratio bigger / smaller"
+    return [
+        row("tag_size", f"read one tag's {HOT} events: {small:,} vs {big:,} events", t_big, "ms", t_small,
+            t_big / t_small, note),
+        row("tag_distinct", f"read one tag's {HOT} events: 100 vs {big:,} distinct tags", t_many, "ms", t_big,
+            t_many / t_big, note),
+    ]
+
+
+# -- open, fsck, reindex ---------------------------------------------------------------------------
+
+def open_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Open the big store and append one event, each time in a fresh process."""
+    n = size.big
+    path, db = fx.store(n, n), fx.sqlite(n, n)
+    k: list[float] = []
+    s: list[float] = []
+    for _ in range(size.opens):
+        k.append(in_child(open_append_kroniko, path))
+        s.append(in_child(open_append_sqlite, db))
+    km, sm = statistics.median(k), statistics.median(s)
+    return [row("open", f"open a {n:,}-event store and append one event", km, "ms", sm, km / sm,
+                f"median of {size.opens} fresh processes each (import excluded); runs {min(k):.1f}-{max(k):.1f} ms")]
+
+
+def fsck_figures(fx: Fixtures, n: int) -> dict[str, Any]:
+    """fsck full of an n-event store (unique tag per event), each run in a fresh process: the best rate
+    of two runs alternating with SQLite's integrity_check, peak RSS and the peak Python heap."""
+    path, db = fx.store(n, n), fx.sqlite(n, n)
+    count = head(path)
+    runs: list[tuple[float, float, Any]] = []
+
+    def ours() -> float:
+        runs.append(in_child(fsck_child, path, False))
+        return count / runs[-1][0]
+
+    k, s, note = pair(ours, lambda: count / sqlite_seconds(db, "PRAGMA integrity_check"))
+    return {"n": count, "rate": k, "sqlite": s, "note": note, "heap": in_child(fsck_child, path, True)[1],
+            "rss": max(r[1] for r in runs), "exit": runs[-1][2]}
+
+
+def fsck_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """fsck full at two sizes: the rate at the bigger, and peak memory at both."""
+    a, b = fsck_figures(fx, size.fsck_small), fsck_figures(fx, size.big)
+    return [
+        row("fsck", f"fsck full, {b['n']:,} events (baseline: SQLite integrity_check)", b["rate"], "ev/s",
+            b["sqlite"], b["rate"] / b["sqlite"], f"exit {b['exit']}; at {a['n']:,} events {a['rate']:,.0f} ev/s "
+            f"(exit {a['exit']}); {b['note']}"),
+        row("fsck_memory", f"fsck full peak Python heap, {a['n']:,} vs {b['n']:,} events", b["heap"], "MiB",
+            a["heap"], b["heap"] / a["heap"],
+            f"tracemalloc peak; process peak RSS {a['rss']:.0f} vs {b['rss']:.0f} MiB"),
+    ]
+
+
+def reindex_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """reindex of the big store, against SQLite's REINDEX of its tag index."""
+    path, db = fx.store(size.big, size.big), fx.sqlite(size.big, size.big)
+    n = head(path)
+    k, s, note = pair(lambda: n / timed(kroniko_ops.reindex, path), lambda: n / sqlite_seconds(db, "REINDEX"))
+    return [row("reindex", f"reindex, {n:,} events (baseline: SQLite REINDEX)", k, "ev/s", s, k / s, note)]
+
+
+# -- table -------------------------------------------------------------------------------------
+
+GROUPS: dict[str, Callable[[Size, str, Fixtures], list[Row]]] = {  # run order: read compacts the big store
+    "engine": engine_rows, "tags": tag_rows, "open": open_rows, "fsck": fsck_rows, "reindex": reindex_rows,
+    "read": read_rows,
+}
+
+
+def judge(r: Row) -> Row:
+    """Add the row's required and goal figures and whether they are met (goal, yes, NO)."""
+    spec = SPECS.get(r["key"], Spec("", ""))
+    value = r.get(spec.field) if spec.field else None
+    met = ""
+    if value is not None:
+        ok = (lambda t: value >= t) if spec.op == ">=" else (lambda t: value <= t)
+        met = "goal" if ok(spec.goal) else "yes" if ok(spec.required) else "NO"
+    return {**r, "required": spec.required_text, "goal": spec.goal_text, "met": met}
+
+
+def _num(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.2f}" if unit in ("ms", "MiB") else f"{value:,.0f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    """The rows in the required table's order, each with its note indented below."""
+    order = list(SPECS)
+    rows = sorted(rows, key=lambda r: order.index(r["key"]) if r["key"] in order else len(order))
+    print(f"{'workload':<66} {'rate':>11} {'unit':<5} {'baseline':>11} {'ratio':>6}  {'required':<19} "
+          f"{'goal':<13} met?")
     for r in rows:
-        base = f"{r['baseline']:,.0f}" if "baseline" in r else ""
-        ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
-        target = r.get("target", r.get("target_max", r.get("target_rate", "")))
-        name = (f"[{r['area']}] " if "area" in r else "") + r["workload"]
-        print(f"{name:<62} {r['rate']:>12,.0f} {r['unit']:<6} {base:>10} {ratio:>7} {target!s:>7}")
+        ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else ""
+        print(f"{r['workload']:<66} {_num(r.get('rate'), r['unit']):>11} {r['unit']:<5} "
+              f"{_num(r.get('baseline'), r['unit']):>11} {ratio:>6}  {r['required']:<19} {r['goal']:<13} {r['met']}")
         if r.get("note"):
             print(f"    {r['note']}")
 
 
-def main() -> None:
+def run_groups(size: Size, tmp: str, only: list[str]) -> list[Row]:
+    """The raw fsync row, then the selected groups' rows; a failing group gives an ERROR row."""
+    fx = Fixtures(tmp)
+    ms = raw_fsync_ms(tmp, 0.5 if size.seconds < 2 else 2.0)
+    rows = [row("fsync", "raw append one line + fsync, same folder", ms, "ms", note=f"{1e3 / ms:,.0f} fsyncs/s")]
+    for name, group in GROUPS.items():
+        if name not in only:
+            continue
+        try:
+            rows += group(size, tmp, fx)
+        except Exception as exc:
+            traceback.print_exc()
+            rows.append({"key": name, "workload": f"[{name}] failed", "unit": "", "note": repr(exc)[:300],
+                         "error": True})
+    return [judge(r) for r in rows]
+
+
+def main() -> int:
+    """Parse the arguments, run, print; exit 1 when a group failed."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="ci")
+    ap.add_argument("--only", nargs="+", choices=list(GROUPS), metavar="GROUP", help=", ".join(GROUPS))
     ap.add_argument("--json", metavar="OUT", help="also write the rows as JSON to OUT")
-    ap.add_argument("--only", nargs="*", help="run only these areas ('engine' or a bench_<area> name)")
-    ap.add_argument("--dir", help="work folder (default: a temp folder on the same disk as /tmp)")
+    ap.add_argument("--dir", help="parent of the work folder (default: the system temp folder)")
     args = ap.parse_args()
+    machine = {"host": platform.node(), "machine": platform.machine(), "cpus": os.cpu_count(),
+               "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "size": args.size}
+    print("# " + " ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
     tmp = tempfile.mkdtemp(prefix="kroniko-bench-", dir=args.dir)
     try:
-        rows = engine_rows(args.size, tmp) if not args.only or "engine" in args.only else []
-        rows += area_rows(args.size, [a for a in args.only or [] if a != "engine"] or None) \
-            if not args.only or any(a != "engine" for a in args.only) else []
+        rows = run_groups(SIZES[args.size], tmp, args.only or list(GROUPS))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"# {platform.node()} {platform.machine()} cpus={os.cpu_count()} python={platform.python_version()} "
-          f"size={args.size}")
     print_table(rows)
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps({"size": args.size, "rows": rows}, option=orjson.OPT_INDENT_2))
+        Path(args.json).write_bytes(orjson.dumps({"machine": machine, "rows": rows}, option=orjson.OPT_INDENT_2))
+    return 1 if any(r.get("error") for r in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
