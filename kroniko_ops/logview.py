@@ -46,7 +46,9 @@ class ActiveSegment:
             return
         data = os.pread(self.fd, end - have, have)
         if len(data) != end - have:
-            raise StoreCorrupted(f"{self.path} is shorter ({have + len(data)} bytes) than its synced end {end}")
+            root = os.path.dirname(os.path.dirname(self.path))
+            raise StoreCorrupted(f"{self.path} is shorter ({have + len(data)} bytes) than its synced end {end}: "
+                                 f"committed records are missing; run: kroniko-ops fsck {root}")
         pos = have
         for line in data.split(b"\n")[:-1]:
             pos += len(line) + 1

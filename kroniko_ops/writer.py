@@ -160,6 +160,8 @@ class Writer:
             self._cut(committed, size)
         self._extend_pending(index_cp, committed, new)
         self.tail = committed
+        if self.view.active is not None and self.view.active.first == self.first:
+            self.view.active.extend(committed.end)
         return committed
 
     def _start_point(self, state: SyncedState | None, verify_all: bool) -> Tail:

@@ -32,11 +32,13 @@ def _event_json(e: Any) -> dict[str, Any]:
 
 @cli.command()
 @STORE
-@click.option("--max-event-bytes", type=click.IntRange(min=64), default=None,
+@click.option("--max-event-bytes", type=click.IntRange(min=64, max=64 * 1024 * 1024), default=None,
               help="Largest event accepted, fixed in FORMAT (default 1 MiB).")
-def init(store: str, max_event_bytes: int | None) -> None:
+@click.option("--segment-bytes", type=click.IntRange(min=4096, max=1 << 30), default=None,
+              help="Size at which the log rolls to a new segment, fixed in FORMAT (default 16 MiB).")
+def init(store: str, max_event_bytes: int | None, segment_bytes: int | None) -> None:
     """Create an empty store in STORE (a new or empty folder)."""
-    with EventStore(store, max_event_bytes=max_event_bytes) as s:
+    with EventStore(store, max_event_bytes=max_event_bytes, segment_bytes=segment_bytes) as s:
         click.echo(f"initialised {s.path} (head {s.head()})")
 
 
@@ -140,7 +142,7 @@ def head(store: str) -> None:
 @STORE
 @json_option
 def stats(store: str, as_json: bool) -> None:
-    """Counts and sizes: events, loose vs packed, index, lost-found (like git count-objects -v)."""
+    """Counts and sizes: events in segments and packs, index, lost-found (like git count-objects -v)."""
     report = store_stats(store)
     if as_json:
         emit_json({"kind": "stats", **report.as_dict()})

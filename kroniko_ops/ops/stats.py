@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from ..format import pack as packfmt
+from ..format import segment as segfmt
 from ..layout import TMP_PREFIX, Layout
 from ..store import EventStore
 
@@ -15,15 +17,16 @@ class StatsReport:
 
     path: str
     head: int
-    loose_events: int
-    loose_bytes: int
-    packed_events: int
+    segments: int
+    sealed_segments: int
+    segment_bytes: int
+    segment_events: int
     packs: int
+    packed_events: int
     pack_bytes: int
-    log_bytes: int
-    index_files: int
     index_bytes: int
     index_checkpoint: int
+    index_terms: int
     temp_files: int
     lost_found_entries: int
 
@@ -32,45 +35,39 @@ class StatsReport:
         return asdict(self)
 
 
-def _walk(folder: str) -> tuple[int, int]:
-    count = size = 0
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                size += os.lstat(os.path.join(dirpath, name)).st_size
-                count += 1
-            except FileNotFoundError:
-                continue  # removed while we walked (compaction)
-    return count, size
+def _size(path: str) -> int:
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return 0  # removed while we looked (compaction)
 
 
 def stats(path: str) -> StatsReport:
-    """Count loose and packed events, index files and set-aside entries of the store at ``path``."""
+    """Count the events in segments and packs, the index and set-aside entries of ``path``."""
     with EventStore(path, create=False) as store:
         lay = Layout(store.path)
         head = store.head()
-        checkpoint = store.index.read_checkpoint().written
-        packed_events = store.packs.count()
-    loose = loose_bytes = temps = 0
-    with os.scandir(lay.events) as it:
-        for entry in it:
-            if entry.name.endswith(".json"):  # an id may itself start with ".tmp-"
-                loose += 1
-                try:
-                    loose_bytes += entry.stat(follow_symlinks=False).st_size
-                except FileNotFoundError:
-                    loose -= 1
-            elif entry.name.startswith(TMP_PREFIX):
-                temps += 1
-    packs = pack_bytes = 0
-    if os.path.isdir(lay.packs):
-        for name in os.listdir(lay.packs):
-            full = os.path.join(lay.packs, name)
-            if name.endswith(".pack"):
-                packs += 1
-            if not name.startswith(TMP_PREFIX) and os.path.isfile(full):
-                pack_bytes += os.path.getsize(full)
-    index_files, index_bytes = _walk(lay.index)
+        checkpoint = store.index.checkpoint()[0]
+        terms = store.index.counts()["terms"]
+    segments = sealed = seg_bytes = temps = 0
+    for name in os.listdir(lay.log_dir):
+        parsed = segfmt.parse_name(name)
+        if parsed is None:
+            temps += name.startswith(TMP_PREFIX)
+            continue
+        segments += parsed[1] == "seg"
+        sealed += parsed[1] == "idx"
+        seg_bytes += _size(os.path.join(lay.log_dir, name)) if parsed[1] == "seg" else 0
+    packs = packed = pack_bytes = 0
+    for name in os.listdir(lay.packs) if os.path.isdir(lay.packs) else ():
+        rng = packfmt.parse_name(name)
+        if rng is None:
+            temps += name.startswith(TMP_PREFIX)
+            continue
+        packs += 1
+        packed += rng[1] - rng[0] + 1
+        pack_bytes += _size(os.path.join(lay.packs, name))
+    index_bytes = sum(_size(os.path.join(lay.index, n)) for n in os.listdir(lay.index))
     lost = len(os.listdir(lay.lost_found)) if os.path.isdir(lay.lost_found) else 0
-    return StatsReport(store.path, head, loose, loose_bytes, packed_events, packs, pack_bytes, os.path.getsize(lay.log),
-                       index_files, index_bytes, checkpoint, temps, lost)
+    return StatsReport(store.path, head, segments, sealed, seg_bytes, max(0, head - packed), packs, packed,
+                       pack_bytes, index_bytes, checkpoint, terms, temps, lost)
