@@ -79,6 +79,7 @@ class SyncedFile:
             os.close(self.fd)
             raise OSError(f"{path} is not a regular file")
         self.boot = boot_id()
+        self._last: tuple[bytes, SyncedState | None] = (b"", None)  # parsing costs more than comparing
 
     def close(self) -> None:
         """Close the descriptor (the file stays)."""
@@ -93,8 +94,11 @@ class SyncedFile:
             data = os.pread(self.fd, _SIZE, 0)
             if not data:
                 return None
+            if data == self._last[0]:
+                return self._last[1]
             state = decode(data)
             if state is not None:
+                self._last = (data, state)
                 return state
         return None
 
