@@ -115,6 +115,14 @@ class Index:
         cur = self.con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            at = cur.execute("SELECT position FROM checkpoint WHERE k = 0").fetchone()[0]
+            if checkpoint[0] <= at:  # another writer got here first: never move the checkpoint back
+                cur.execute("COMMIT")
+                return
+            entries = [e for e in entries if e[0] > at]
+            if not entries or entries[0][0] != at + 1:
+                raise ValueError(f"index entries start at {entries[0][0] if entries else None}, "
+                                 f"not right after the checkpoint {at}")
             self._term_ids(cur, [(TYPE, e[2]) for e in entries] + [(TAG, t) for e in entries for t in e[3]])
             terms = self._terms
             rows = []

@@ -64,6 +64,8 @@ class ReadPath:
         for name, value in (("start", start), ("limit", limit)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
+        if self.index.stale():  # a rebuild published a newer generation: ours no longer moves
+            self.index.reopen()
         # The checkpoint before the head: what it covers is then at or below the head.
         indexed = self.index.checkpoint()[0]
         state = self._state()
@@ -120,7 +122,7 @@ class ReadPath:
     def _see(self, state: SyncedState) -> None:
         """Let the view read the active segment up to the synced end."""
         active = self.view.active
-        if active is None or active.first != state.segment:
+        if active is None or active.first < state.segment:  # the log rolled since the view looked
             self.view.refresh()
             active = self.view.active
         if active is not None and active.first == state.segment:

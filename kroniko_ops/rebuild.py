@@ -13,7 +13,7 @@ from .index import Index, create_db, db_name, generations, remove_generation
 from .writer import Tail, entry_of
 
 if TYPE_CHECKING:
-    from .store import EventStore
+    from .store import EventStore  # the engine calls in here; only its type is needed
 
 CHUNK = 20000  # entries per index transaction while rebuilding
 

@@ -24,8 +24,9 @@ from .locking import AppendLock
 from .logview import LogView
 from .model import AppendCondition, Event
 from .reading import ReadPath, ReadResult
+from .rebuild import catch_up, rebuild_index
 from .synced import SyncedFile, SyncedState
-from .writer import Tail, Writer
+from .writer import MAX_BATCH_BYTES, Tail, Writer
 
 _log = logging.getLogger("kroniko_ops")
 INDEX_EVERY = 256  # records the index may lag the log by before the writer indexes them
@@ -72,7 +73,7 @@ class EventStore(ReadPath):
                     pass
                 else:
                     try:
-                        self._flush_index(self._writer.tail)
+                        self._flush_index(self._writable_tail())
                     except Exception as exc:  # the next writer catches the index up anyway
                         _log.debug("index flush on close failed: %s", exc)
                     finally:
@@ -148,10 +149,25 @@ class EventStore(ReadPath):
         for _first, raw in self.view.runs(lo, hi):
             yield from recfmt.iter_records(raw)
 
+    def recover_log(self) -> Tail:
+        """Under :meth:`locked`: re-read every record past the synced position from the disk
+        (not the page cache, which may hold pages whose writeback failed), cut what does not
+        verify into ``lost-found/``, fsync, and reset the synced position, clearing the flag a
+        failed fsync set. Then check the index against the log."""
+        state = self.synced.read()
+        self._writer.tail, self._writer.pending = None, []
+        self._writer.drop_cache()
+        cp = self.index.checkpoint()
+        trusted = None if state is None or state.poisoned else state
+        tail = self._writer.sync_tail(trusted, cp, verify_all=True)
+        self.syncer.file(self._writer.fd, "active segment")  # type: ignore[arg-type]
+        self.synced.reset(SyncedState(tail.position, tail.segment, tail.end, tail.chain))
+        self._index_checked = None
+        self._check_index(self.index.checkpoint(), tail)
+        return tail
+
     def flush_index(self) -> None:
         """Under :meth:`locked`: index every record the index has not reached yet."""
-        from .rebuild import catch_up
-
         tail = self._writable_tail()
         self._flush_index(tail)
         catch_up(self.index, self, tail)
@@ -193,6 +209,9 @@ class EventStore(ReadPath):
                 if condition is not None:
                     self._check_condition(condition, tail)
                 data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes)
+                if len(data) > MAX_BATCH_BYTES:
+                    raise InvalidEvent(f"the batch is {len(data)} bytes, over the {MAX_BATCH_BYTES} one append may "
+                                       "write; split it into several appends")
                 if self._writer.needs_roll(len(data)):
                     self._guard(self._writer.seal_and_roll, "sealing the full segment")
                     tail = self._writer.tail
@@ -202,8 +221,8 @@ class EventStore(ReadPath):
                 self._write(fd, data, tail)
                 new_tail = Tail(tail.position + len(batch), chain, self._writer.first, tail.end + len(data))
                 self._writer.tail = new_tail
-                self._writer.pending.extend(
-                    (new_tail.position - len(batch) + 1 + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch))
+                base = tail.position + 1
+                self._writer.pending.extend((base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch))
                 if len(self._writer.pending) >= INDEX_EVERY:
                     self._flush_index(new_tail)
             return self._acknowledge(fd, new_tail, new_tail.position)
@@ -245,8 +264,6 @@ class EventStore(ReadPath):
             self._writer.pending = []
             self._writer.sync_tail(self.synced.read(), cp)
         elif cp[0] > 0 and self.view.record(cp[0]).chain != cp[1]:
-            from .rebuild import rebuild_index
-
             _log.warning("index of %s does not match its log; rebuilding it", self.path)
             rebuild_index(self, tail)
             cp = self.index.checkpoint()

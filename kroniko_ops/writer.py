@@ -18,7 +18,8 @@ from .index import Entry
 from .logview import LogView
 from .synced import SyncedState
 
-MAX_TAIL_SLACK = 64 * 1024 * 1024  # bytes past the synced end a tail may hold before it is damage
+MAX_BATCH_BYTES = 256 * 1024 * 1024  # one batch's records; larger batches are refused before writing
+MAX_TAIL_SLACK = 4 * MAX_BATCH_BYTES  # bytes past the synced end before it is damage, not a tail
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class Writer:
             raise StoreCorrupted(
                 f"log segment {segfmt.seg_name(self.first)} of {self.layout.root} is {size} bytes, shorter than "
                 f"its synced end {start.end}; the store is damaged: run kroniko-ops fsck {self.layout.root}")
-        committed, new = self._scan(start, size)
+        committed, new = self._scan(start, size, verify_all)
         if committed.end < size:
             if not verify_all:
                 self._refuse_damage(committed, size)
@@ -180,20 +181,26 @@ class Writer:
             return seal.last_chain
         return container.last_chain  # type: ignore[attr-defined]
 
-    def _scan(self, start: Tail, size: int) -> tuple[Tail, list[recfmt.Record]]:
-        """Verify records from ``start`` on; return the last committed point and its records."""
+    def _scan(self, start: Tail, size: int, verify: bool) -> tuple[Tail, list[recfmt.Record]]:
+        """Read records from ``start`` on; return the last committed point and its records.
+
+        Records other live writers appended in this boot are checked by position, header CRC
+        and length (enough to find the commit point); ``verify`` also checks every body hash and
+        the chain, as after a reboot, when bytes past the synced point may be old or zeros.
+        """
         assert self.fd is not None
         if size - start.end > MAX_TAIL_SLACK:
             raise StoreCorrupted(
                 f"log segment {segfmt.seg_name(self.first)} of {self.layout.root} holds {size - start.end} bytes "
                 "past its synced end, more than any batch could leave; run kroniko-ops fsck and recover")
-        data = os.pread(self.fd, size - start.end, start.end)
         committed, chain, pos = start, start.chain, start.position
         records: list[recfmt.Record] = []
         good: list[recfmt.Record] = []
         try:
-            for rec in recfmt.iter_records(data, 0, start.end):
-                if rec.position != pos + 1 or not recfmt.body_hash_ok(rec) or recfmt.chain_of(chain, rec.event_hash) != rec.chain:
+            for rec in segfmt.scan(self.fd, start.end, size):
+                if rec.position != pos + 1:
+                    break
+                if verify and (not recfmt.body_hash_ok(rec) or recfmt.chain_of(chain, rec.event_hash) != rec.chain):
                     break
                 records.append(rec)
                 pos, chain = rec.position, rec.chain
@@ -267,3 +274,12 @@ class Writer:
     def reset_pending(self, index_cp: tuple[int, bytes]) -> None:
         """Forget pending records up to the index checkpoint (they were just indexed)."""
         self.pending = [e for e in self.pending if e[0] > index_cp[0]]
+
+    def drop_cache(self) -> None:
+        """Ask the kernel to forget the active segment's cached pages, so that the next read
+        comes from the disk (after a failed fsync the cache may hold bytes the disk lacks)."""
+        if self.fd is None:
+            self._open_active()
+        assert self.fd is not None
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)

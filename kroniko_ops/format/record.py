@@ -91,11 +91,9 @@ def parse_at(buf: bytes | memoryview, offset: int = 0) -> Record:
     if len(buf) < end_header:
         raise RecordError(f"record at byte {offset} is cut short in its header", torn=True)
     head = bytes(buf[offset:end_header])
-    try:
-        crc = int(head[_CRC_END:_CRC_END + 8], 16)
-    except ValueError:
-        raise RecordError(f"record at byte {offset} has no valid header checksum") from None
-    if zlib.crc32(head[:_CRC_END]) != crc or head[227] != 32:
+    # The field must be exactly what encode() writes: int(x, 16) would also take "ABCD", " abc"
+    # or "0_ab", so a changed byte in the field itself would go unnoticed.
+    if head[_CRC_END:_CRC_END + 8] != b"%08x" % zlib.crc32(head[:_CRC_END]) or head[227] != 32:
         raise RecordError(f"record at byte {offset} fails its header checksum")
     length = int(head[210:218])
     end = end_header + length + 1
@@ -162,7 +160,7 @@ class Header:
 
 def parse_header(head: bytes) -> Header:
     """Parse a raw 228-byte header; raises :class:`RecordError` when it fails its checksum."""
-    if len(head) != HEADER or zlib.crc32(head[:_CRC_END]) != int(head[_CRC_END:_CRC_END + 8] or b"x", 16):
+    if len(head) != HEADER or head[_CRC_END:_CRC_END + 8] != b"%08x" % zlib.crc32(head[:_CRC_END]):
         raise RecordError("a record header fails its checksum")
     return Header(int(head[:12]), head[13:77].rstrip().decode("ascii"),
                   bytes.fromhex(head[78:142].decode("ascii")), bytes.fromhex(head[143:207].decode("ascii")),
