@@ -77,6 +77,7 @@ class Index:
         self.path = os.path.join(folder, db_name(self.generation))
         self.con = create_db(self.path) if not gens else connect(self.path)
         self._terms: dict[tuple[int, str], int] = {}
+        self._next = os.path.join(folder, db_name(self.generation + 1))  # checked on every read
 
     def close(self) -> None:
         """Close the connection."""
@@ -84,7 +85,7 @@ class Index:
 
     def stale(self) -> bool:
         """Whether a rebuild has published a newer generation (reopen before writing)."""
-        return os.path.exists(os.path.join(self.folder, db_name(self.generation + 1)))
+        return os.path.exists(self._next)
 
     def reopen(self) -> None:
         """Switch to the newest generation."""

@@ -135,7 +135,8 @@ def parse_format(text: bytes) -> FormatInfo:
     opts = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
     info = FormatInfo(int(opts.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)),
                       int(opts.get("segment_bytes", DEFAULT_SEGMENT_BYTES)), opts.get("created", ""))
-    if not 1 <= info.max_event_bytes <= 64 * 1024 * 1024 or not MIN_SEGMENT_BYTES <= info.segment_bytes <= MAX_SEGMENT_BYTES:
+    if not 1 <= info.max_event_bytes <= 64 * 1024 * 1024 or not (
+            MIN_SEGMENT_BYTES <= info.segment_bytes <= MAX_SEGMENT_BYTES):
         raise ValueError("max_event_bytes or segment_bytes out of range")
     return info
 

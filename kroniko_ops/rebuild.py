@@ -36,6 +36,7 @@ def build_generation(store: EventStore, generation: int, upto: int) -> tuple[str
     new.con = connect(tmp)
     new.con.execute("PRAGMA synchronous=OFF")
     new._terms = {}
+    new._next = os.path.join(folder, db_name(generation + 1))
     chain = recfmt.GENESIS
     pos = 0
     batch: list = []

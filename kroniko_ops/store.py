@@ -294,9 +294,11 @@ class EventStore(ReadPath):
         hit: int | None = None
         if after < cp:
             hit = next(iter(self._positions(query, after + 1, min(cp, tail.position))), None)
-        if hit is None:
-            for pos, _eid, type_, tags in self._writer.pending:
-                if pos > after and query.matches(type_, tags):
+        pending = self._writer.pending
+        if hit is None and pending:
+            # pending holds consecutive positions: start right after `after`, not at its beginning
+            for pos, _eid, type_, tags in pending[max(0, after + 1 - pending[0][0]):]:
+                if query.matches(type_, tags):
                     hit = pos
                     break
         if hit is not None:

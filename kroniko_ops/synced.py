@@ -107,7 +107,9 @@ class SyncedFile:
         return state is not None and state.boot == self.boot
 
     def _write(self, state: SyncedState) -> None:
-        fileio.pwrite_all(self.fd, state.encode(), 0, self.path)
+        data = state.encode()
+        fileio.pwrite_all(self.fd, data, 0, self.path)
+        self._last = (data, state)
 
     def advance(self, position: int, segment: int, end: int, chain: bytes) -> bool:
         """Raise the value to ``position`` unless it is already at or past it, or poisoned.

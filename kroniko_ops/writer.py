@@ -73,6 +73,7 @@ class Writer:
         path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
         self.fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
         self.first = first
+        self._sealed_mark = idx  # appears when another writer seals this segment
 
     def _finish_interrupted_seal(self, first: int, idx: str) -> None:
         path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
@@ -142,7 +143,7 @@ class Writer:
         """Bring :attr:`tail` and :attr:`pending` up to the end of the log, cutting a dead
         writer's torn or uncommitted bytes into ``lost-found/``. ``verify_all`` re-verifies
         every record past the synced state (after a reboot, or when it is unreadable)."""
-        if self.fd is None or os.path.lexists(os.path.join(self.layout.log_dir, segfmt.idx_name(self.first))):
+        if self.fd is None or os.path.lexists(self._sealed_mark):
             self._open_active()
             self.tail = None
         assert self.fd is not None
