@@ -2,7 +2,9 @@
 
 Every write, fsync, link, rename, truncate and open-for-writing goes through this module, so a
 test (or the torture harness) can install a fault injector that fails the Nth call with EIO or
-ENOSPC (:func:`set_fault_injector`). Reads use plain ``os`` calls: they never change the store.
+ENOSPC (:func:`set_fault_injector`), and the power-loss simulator can record every change to the
+disk with its file, offset, bytes and time (:func:`set_recorder`). Reads use plain ``os`` calls:
+they never change the store.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import fcntl
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,36 +40,86 @@ def _hook(op: str, path: str) -> None:
         _injector(op, path)
 
 
+Recorder = Callable[[dict], None]
+_recorder: Recorder | None = None
+
+
+def set_recorder(recorder: Recorder | None) -> Recorder | None:
+    """Install ``recorder(op)``, called after each change to the disk succeeded; return the
+    previous one. ``op`` is a dict: ``op`` (``create``, ``write``, ``truncate``, ``link``,
+    ``rename``, ``exchange``, ``unlink``, ``mkdir``, ``fsync``, ``fdatasync``, ``fsync_dir``,
+    ``syncfs``), ``path`` (the real path, resolved from the descriptor), ``t0``/``t1``
+    (``time.monotonic_ns()`` before and after the call: one clock for every process of the
+    machine) and per kind ``offset``/``data``/``size``/``src``."""
+    global _recorder
+    previous, _recorder = _recorder, recorder
+    return previous
+
+
+def _fd_path(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"<fd {fd}>"
+
+
+def _record(op: str, t0: int, path: str | None = None, fd: int | None = None, **fields: object) -> None:
+    assert _recorder is not None
+    where = _fd_path(fd) if fd is not None else os.path.abspath(path or "")
+    _recorder({"op": op, "path": where, "t0": t0, "t1": time.monotonic_ns(), **fields})
+
+
+def _t0() -> int:
+    return time.monotonic_ns() if _recorder is not None else 0
+
+
 def open_write(path: str, flags: int, mode: int = 0o644) -> int:
     """``os.open`` for writing (``flags`` must include a write mode)."""
     _hook("open", path)
-    return os.open(path, flags | os.O_CLOEXEC, mode)
+    if _recorder is None or not flags & os.O_CREAT:
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+    t0, existed = _t0(), os.path.lexists(path)
+    fd = os.open(path, flags | os.O_CLOEXEC, mode)
+    if not existed:
+        _record("create", t0, path)
+    if flags & os.O_TRUNC and existed:
+        _record("truncate", t0, path, size=0)
+    return fd
 
 
 def write_all(fd: int, data: bytes, path: str = "") -> None:
     """Write all of ``data`` to ``fd`` (looping over short writes)."""
     _hook("write", path)
+    t0 = _t0()
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         if n <= 0:  # pragma: no cover - os.write raises rather than return 0 on regular files
             raise OSError(errno.EIO, "short write", path)
         view = view[n:]
+    if _recorder is not None:
+        _record("write", t0, fd=fd, offset=os.lseek(fd, 0, os.SEEK_CUR) - len(data), data=bytes(data))
 
 
 def pwrite_all(fd: int, data: bytes, offset: int, path: str = "") -> None:
     """Write all of ``data`` at ``offset`` (for fixed-width records rewritten in place)."""
     _hook("write", path)
+    t0, start = _t0(), offset
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
+    if _recorder is not None:
+        _record("write", t0, fd=fd, offset=start, data=bytes(data))
 
 
 def fsync(fd: int, path: str = "") -> None:
     """fsync ``fd``."""
     _hook("fsync", path)
+    t0 = _t0()
     os.fsync(fd)
+    if _recorder is not None:
+        _record("fsync", t0, fd=fd)
 
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -99,17 +152,23 @@ def fsync_files_and_dir(fds: list[int], directory: str) -> None:
 def fsync_dir(path: str) -> None:
     """fsync a directory so that the names created or removed in it are durable."""
     _hook("fsync", path)
+    t0 = _t0()
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    if _recorder is not None:
+        _record("fsync_dir", t0, path)
 
 
 def link(src: str, dst: str) -> None:
     """Hard-link ``src`` to ``dst``; raises ``FileExistsError`` rather than replace ``dst``."""
     _hook("link", dst)
+    t0 = _t0()
     os.link(src, dst)
+    if _recorder is not None:
+        _record("link", t0, dst, src=os.path.abspath(src))
 
 
 _proc_fd: tuple[int, int] | None = None
@@ -142,7 +201,10 @@ def link_anonymous(fd: int, path: str) -> None:
 def rename(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` (replacing ``dst``: use only for derived or temp files)."""
     _hook("rename", dst)
+    t0 = _t0()
     os.rename(src, dst)
+    if _recorder is not None:
+        _record("rename", t0, dst, src=os.path.abspath(src))
 
 
 def syncfs(path: str) -> None:
@@ -159,6 +221,8 @@ def syncfs(path: str) -> None:
             raise OSError(err, f"syncfs failed: {os.strerror(err)}", path)
     finally:
         os.close(fd)
+    if _recorder is not None:
+        _record("syncfs", time.monotonic_ns(), path)
 
 
 _RENAME_EXCHANGE = 2
@@ -172,27 +236,47 @@ def exchange(a: str, b: str) -> None:
     fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if fn is None:
         raise OSError(errno.ENOSYS, "renameat2 is not available", b)
+    t0 = _t0()
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), b)
+    if _recorder is not None:
+        _record("exchange", t0, b, src=os.path.abspath(a))
 
 
 def unlink(path: str) -> None:
     """Remove a file name."""
     _hook("unlink", path)
+    t0 = _t0()
     os.unlink(path)
+    if _recorder is not None:
+        _record("unlink", t0, path)
 
 
 def truncate(fd: int, size: int, path: str = "") -> None:
     """Truncate the open file ``fd`` to ``size`` bytes."""
     _hook("truncate", path)
+    t0 = _t0()
     os.ftruncate(fd, size)
+    if _recorder is not None:
+        _record("truncate", t0, fd=fd, size=size)
 
 
 def makedirs(path: str) -> None:
     """Create ``path`` and its parents if missing."""
     _hook("mkdir", path)
+    if _recorder is None:
+        os.makedirs(path, exist_ok=True)
+        return
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    t0 = _t0()
     os.makedirs(path, exist_ok=True)
+    for d in reversed(missing):
+        _record("mkdir", t0, d)
 
 
 def write_file_atomic(path: str, data: bytes, durable: bool = True) -> None:
@@ -266,12 +350,15 @@ class Syncer:
         if not self.durable:
             return
         _hook("fsync", path)
+        t0 = _t0()
         if _FULLFSYNC is not None:
             fcntl.fcntl(fd, _FULLFSYNC)
         elif hasattr(os, "fdatasync"):
             os.fdatasync(fd)  # flushes the data and the size, skips the timestamps: all a reader needs
         else:
             os.fsync(fd)
+        if _recorder is not None:
+            _record("fdatasync", t0, fd=fd)
 
     def dir(self, path: str) -> None:
         """Make the names created, renamed or removed in a folder durable."""

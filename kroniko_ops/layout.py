@@ -206,7 +206,10 @@ def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     os.close(fd)
     fileio.write_file_atomic(lay.format_file, info.render(), durable)
     if durable:
-        for d in (lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found, root):
+        # Each new name is durable only once the folder holding it is synced, the store's own
+        # name in its parent included.
+        parent = os.path.dirname(os.path.abspath(root))
+        for d in (lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found, root, parent):
             fileio.fsync_dir(d)
     return info
 
