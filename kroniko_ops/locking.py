@@ -15,6 +15,7 @@ import fcntl
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +23,8 @@ from filelock import FileLock, Timeout
 
 from . import fileio
 from .errors import StoreLocked
+
+SPINS = 12  # short retries (about 20 ms in all) before a blocking wait
 
 
 def _open_lock_file(path: str) -> int:
@@ -60,6 +63,19 @@ class AppendLock:
             pass
         if timeout == 0:
             raise _locked_out(self.path, timeout, "append")
+        # Writers hold the lock for tens of microseconds (their fsync runs after it), so a busy
+        # lock is usually free again at once: retry for a few milliseconds before starting a
+        # waiter thread, which costs more than the wait it would save.
+        delay = 0.00005
+        for _ in range(SPINS):
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.002)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._held_fd = self._fd
+                return
+            except BlockingIOError:
+                pass
         # Wait on a separate open file description, so that a wait abandoned after its timeout
         # can be released by its own thread without touching this handle's descriptor.
         waiter = _Waiter(self.path)

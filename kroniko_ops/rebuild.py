@@ -95,6 +95,6 @@ def rebuild_index(store: EventStore, tail: Tail) -> None:
     generation = (gens[-1] if gens else 0) + 1
     tmp, _pos, _chain = build_generation(store, generation, tail.position)
     publish(store, tmp, generation)
-    store._writer.pending = []
+    store._writer.pending.clear()
     store._writer.tail = None
     store._writer.sync_tail(store.synced.read(), store.index.checkpoint())

@@ -155,7 +155,8 @@ class EventStore(ReadPath):
         verify into ``lost-found/``, fsync, and reset the synced position, clearing the flag a
         failed fsync set. Then check the index against the log."""
         state = self.synced.read()
-        self._writer.tail, self._writer.pending = None, []
+        self._writer.tail = None
+        self._writer.pending.clear()
         self._writer.drop_cache()
         cp = self.index.checkpoint()
         trusted = None if state is None or state.poisoned else state
@@ -171,7 +172,7 @@ class EventStore(ReadPath):
         tail = self._writable_tail()
         self._flush_index(tail)
         catch_up(self.index, self, tail)
-        self._writer.pending = []
+        self._writer.pending.clear()
 
     # -- appending -------------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class EventStore(ReadPath):
                          self.path, cp[0], tail.position)
             self.index.truncate(tail.position, tail.chain)
             cp = (tail.position, tail.chain)
-            self._writer.pending = []
+            self._writer.pending.clear()
             self._writer.sync_tail(self.synced.read(), cp)
         elif cp[0] > 0 and self.view.record(cp[0]).chain != cp[1]:
             _log.warning("index of %s does not match its log; rebuilding it", self.path)
@@ -272,7 +273,7 @@ class EventStore(ReadPath):
     def _check_ids(self, ids: list[str], tail: Tail) -> int | None:
         """Refuse a reused id; return the existing last position for an idempotent retry."""
         found = self.index.id_positions(ids)
-        pend = {e[1]: e[0] for e in self._writer.pending}
+        pend = self._writer.pending.ids
         found.update((i, pend[i]) for i in ids if i in pend)
         if not found:
             return None
@@ -290,17 +291,12 @@ class EventStore(ReadPath):
         if after >= tail.position:
             return
         query = condition.fail_if_events_match
-        cp = self.index.checkpoint()[0]
+        cp = self._index_checked[0] if self._index_checked is not None else self.index.checkpoint()[0]
         hit: int | None = None
         if after < cp:
             hit = next(iter(self._positions(query, after + 1, min(cp, tail.position))), None)
-        pending = self._writer.pending
-        if hit is None and pending:
-            # pending holds consecutive positions: start right after `after`, not at its beginning
-            for pos, _eid, type_, tags in pending[max(0, after + 1 - pending[0][0]):]:
-                if query.matches(type_, tags):
-                    hit = pos
-                    break
+        if hit is None:
+            hit = self._writer.pending.first_match(query, after)
         if hit is not None:
             # Raised only once the conflicting event is durable, so the caller can read it.
             if self.synced.read() is None or self.synced.read().position < hit:  # type: ignore[union-attr]
@@ -325,8 +321,8 @@ class EventStore(ReadPath):
         if tail is None or not self._writer.pending:
             return
         try:
-            self.index.add(self._writer.pending, (tail.position, tail.chain))
-            self._writer.pending = []
+            self.index.add(self._writer.pending.entries, (tail.position, tail.chain))
+            self._writer.pending.clear()
             self._index_checked = (tail.position, tail.chain)
         except Exception as exc:  # derived data: conditions still see the records through `pending`
             _log.warning("indexing %s failed (%s); it will be caught up", self.path, exc)

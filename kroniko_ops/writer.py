@@ -5,7 +5,9 @@ past the index checkpoint that conditions and idempotent retries must still see.
 
 from __future__ import annotations
 
+import bisect
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -16,6 +18,7 @@ from .format import record as recfmt
 from .format import segment as segfmt
 from .index import Entry
 from .logview import LogView
+from .model import Query
 from .synced import SyncedState
 
 MAX_BATCH_BYTES = 256 * 1024 * 1024  # one batch's records; larger batches are refused before writing
@@ -38,6 +41,68 @@ def entry_of(rec: recfmt.Record) -> Entry:
     return rec.position, rec.event_id, doc["type"], tuple(doc.get("tags") or ())
 
 
+class Pending:
+    """The committed records past the index checkpoint, in position order, with their ids and
+    terms looked up in O(1): conditions and idempotent retries check them on every append."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.ids: dict[str, int] = {}
+        self._terms: dict[tuple[int, str], list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    @property
+    def first(self) -> int:
+        """The first pending position (only when not empty)."""
+        return self.entries[0][0]
+
+    @property
+    def last(self) -> int:
+        """The last pending position (only when not empty)."""
+        return self.entries[-1][0]
+
+    def clear(self) -> None:
+        """Forget everything (indexed, or to be re-read from the log)."""
+        self.entries, self.ids, self._terms = [], {}, {}
+
+    def extend(self, entries: Iterable[Entry]) -> None:
+        """Add entries that follow the last one."""
+        terms = self._terms
+        for e in entries:
+            self.entries.append(e)
+            self.ids[e[1]] = e[0]
+            terms.setdefault((0, e[2]), []).append(e[0])
+            for t in e[3]:
+                terms.setdefault((1, t), []).append(e[0])
+
+    def first_match(self, query: Query, after: int) -> int | None:
+        """The first pending position after ``after`` matching ``query``."""
+        if not self.entries or after >= self.entries[-1][0]:
+            return None
+        first = self.entries[0][0]
+        if query.is_all:
+            return max(after + 1, first)
+        best: int | None = None
+        for item in query.items:
+            if item.tags:
+                candidates = self._terms.get((1, item.tags[0]), ())
+            else:
+                candidates = sorted(p for t in item.types for p in self._terms.get((0, t), ()))
+            for pos in candidates[bisect.bisect_right(candidates, after):]:
+                if best is not None and pos >= best:
+                    break
+                e = self.entries[pos - first]
+                if item.matches(e[2], e[3]):
+                    best = pos
+                    break
+        return best
+
+
 class Writer:
     """One handle's write descriptor on the active segment and what it knows of the tail."""
 
@@ -49,7 +114,7 @@ class Writer:
         self.fd: int | None = None
         self.first = 0
         self.tail: Tail | None = None
-        self.pending: list[Entry] = []  # committed records past the index checkpoint, in order
+        self.pending = Pending()  # committed records past the index checkpoint, in order
 
     def close(self) -> None:
         """Close the write descriptor."""
@@ -149,6 +214,7 @@ class Writer:
         assert self.fd is not None
         size = os.fstat(self.fd).st_size
         if self.tail is not None and self.tail.segment == self.first and self.tail.end == size and not verify_all:
+            self._show(self.tail)
             return self.tail
         start = self._start_point(state, verify_all)
         if start.end > size:
@@ -162,9 +228,13 @@ class Writer:
             self._cut(committed, size)
         self._extend_pending(index_cp, committed, new)
         self.tail = committed
-        if self.view.active is not None and self.view.active.first == self.first:
-            self.view.active.extend(committed.end)
+        self._show(committed)
         return committed
+
+    def _show(self, tail: Tail) -> None:
+        """Let the view read the active segment up to the tail (the writer may read its records)."""
+        if self.view.active is not None and self.view.active.first == self.first == tail.segment:
+            self.view.active.extend(tail.end)
 
     def _start_point(self, state: SyncedState | None, verify_all: bool) -> Tail:
         if self.tail is not None and self.tail.segment == self.first and not verify_all:
@@ -247,13 +317,15 @@ class Writer:
     def _extend_pending(self, index_cp: tuple[int, bytes], tail: Tail, new: list[recfmt.Record]) -> None:
         """Keep :attr:`pending` equal to the records in (index checkpoint, tail]."""
         cp = index_cp[0]
-        if self.pending and self.pending[0][0] != cp + 1:
-            self.pending = []
-        have = self.pending[-1][0] if self.pending else cp
+        pending = self.pending
+        if pending and pending.first != cp + 1:
+            pending.clear()
+        have = pending.last if pending else cp
         if new and new[0].position == have + 1:
-            self.pending.extend(entry_of(r) for r in new)
+            pending.extend(entry_of(r) for r in new)
         elif have < tail.position:
-            self.pending = self._entries(cp + 1, tail.position)
+            pending.clear()
+            pending.extend(self._entries(cp + 1, tail.position))
 
     def _entries(self, lo: int, hi: int) -> list[Entry]:
         out: list[Entry] = []
@@ -272,9 +344,6 @@ class Writer:
         assert self.fd is not None
         return os.fstat(self.fd).st_size
 
-    def reset_pending(self, index_cp: tuple[int, bytes]) -> None:
-        """Forget pending records up to the index checkpoint (they were just indexed)."""
-        self.pending = [e for e in self.pending if e[0] > index_cp[0]]
 
     def drop_cache(self) -> None:
         """Ask the kernel to forget the active segment's cached pages, so that the next read
