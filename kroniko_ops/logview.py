@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 from array import array
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from .errors import StoreCorrupted
@@ -20,6 +21,7 @@ from .format import segment as segfmt
 from .layout import Layout
 
 RUN_BYTES = 1 << 20  # raw bytes handed out per run: bulk enough to decode fast, flat in memory
+MAX_OPEN_SEGMENTS = 32  # sealed segments kept open: descriptors and offset tables stay bounded
 
 
 class ActiveSegment:
@@ -75,7 +77,7 @@ class LogView:
         self.layout = lay
         self._firsts: list[int] = []
         self._entries: list[tuple[int, str, str]] = []  # (first, kind, name): "pack" | "sealed" | "active"
-        self._open: dict[str, object] = {}
+        self._open: OrderedDict[str, object] = OrderedDict()  # least recently used first
         self.active: ActiveSegment | None = None
         self.refresh()
 
@@ -134,6 +136,14 @@ class LogView:
                 self.active.close()
             self.active = ActiveSegment(self.layout.log_dir, active_first) if seg_firsts else None
 
+    def previous_segment(self, first: int) -> int | None:
+        """The first position of the segment right before the one at ``first``, unless a pack
+        holds those positions (or there is none)."""
+        i = bisect.bisect_left(self._firsts, first) - 1
+        if i < 0 or self._entries[i][1] == "pack":
+            return None
+        return self._entries[i][0]
+
     @property
     def active_first(self) -> int:
         """The first position of the active segment."""
@@ -151,7 +161,20 @@ class LogView:
             else:
                 c = segfmt.SealedSegment(self.layout.log_dir, first)
             self._open[name] = c
+            self._evict()
+        else:
+            self._open.move_to_end(name)
         return c
+
+    def _evict(self) -> None:
+        """Forget the least recently used sealed segments past :data:`MAX_OPEN_SEGMENTS` (a read
+        of a whole store would otherwise hold every segment open). A read still running over one
+        keeps it; it closes when the last reference goes (``SealedSegment.__del__``)."""
+        excess = len(self._open) - MAX_OPEN_SEGMENTS
+        if excess > 0:
+            old = [k for k, v in self._open.items() if isinstance(v, segfmt.SealedSegment)][:excess]
+            for name in old:
+                del self._open[name]
 
     def locate(self, position: int) -> tuple[object, int]:
         """The container holding ``position`` and the last position it holds."""

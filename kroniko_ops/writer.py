@@ -6,6 +6,7 @@ past the index checkpoint that conditions and idempotent retries must still see.
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from .logview import LogView
 from .model import Query
 from .synced import SyncedState
 
+_log = logging.getLogger("kroniko_ops")
 MAX_BATCH_BYTES = 256 * 1024 * 1024  # one batch's records; larger batches are refused before writing
 MAX_TAIL_SLACK = 4 * MAX_BATCH_BYTES  # bytes past the synced end before it is damage, not a tail
 
@@ -133,12 +135,34 @@ class Writer:
         if os.path.lexists(idx):
             self._finish_interrupted_seal(first, idx)
             return self._open_active()
+        prev = self.view.previous_segment(first)
+        if prev is not None and not os.path.lexists(os.path.join(self.layout.log_dir, segfmt.idx_name(prev))):
+            self._restore_lost_seal(prev, first)
+            return self._open_active()
         if self.fd is not None:
             os.close(self.fd)
         path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
         self.fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
         self.first = first
         self._sealed_mark = idx  # appears when another writer seals this segment
+
+    def _restore_lost_seal(self, prev: int, first: int) -> None:
+        """A power cut kept the next segment's name but lost the sealed one's offset index (the
+        folder fsync that makes both durable never ran). Nothing can have been written to the
+        next segment before that fsync, so an empty one means: rebuild the index from the
+        sealed segment, whose records were fsynced before the seal began."""
+        size = os.lstat(os.path.join(self.layout.log_dir, segfmt.seg_name(first))).st_size
+        if size:
+            raise StoreCorrupted(
+                f"log/{segfmt.idx_name(prev)} of {self.layout.root} is missing while the next segment holds "
+                f"records; run: kroniko-ops fsck {self.layout.root}")
+        fd = fileio.open_read(os.path.join(self.layout.log_dir, segfmt.seg_name(prev)))
+        try:
+            data = segfmt.build_seal(fd, prev, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        self._publish_idx(prev, data)
+        self.syncer.dir(self.layout.log_dir)
 
     def _finish_interrupted_seal(self, first: int, idx: str) -> None:
         path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
@@ -216,12 +240,18 @@ class Writer:
         if self.tail is not None and self.tail.segment == self.first and self.tail.end == size and not verify_all:
             self._show(self.tail)
             return self.tail
-        start = self._start_point(state, verify_all)
+        # After a reboot nothing past the last seal is trusted: the whole active segment is
+        # verified record by record (once per boot), and the synced position is recomputed.
+        start = self._start_point(None if verify_all else state, verify_all)
         if start.end > size:
             raise StoreCorrupted(
                 f"log segment {segfmt.seg_name(self.first)} of {self.layout.root} is {size} bytes, shorter than "
                 f"its synced end {start.end}; the store is damaged: run kroniko-ops fsck {self.layout.root}")
         committed, new = self._scan(start, size, verify_all)
+        if verify_all and state is not None and state.segment == self.first and committed.position < state.position:
+            _log.error("log segment %s of %s verifies only up to position %d, below the synced position %d written "
+                       "before the reboot: the disk lost data it had acknowledged; recovering from what it kept",
+                       segfmt.seg_name(self.first), self.layout.root, committed.position, state.position)
         if committed.end < size:
             if not verify_all:
                 self._refuse_damage(committed, size)
@@ -325,25 +355,21 @@ class Writer:
             pending.extend(entry_of(r) for r in new)
         elif have < tail.position:
             pending.clear()
+            self._show(tail)
             pending.extend(self._entries(cp + 1, tail.position))
 
     def _entries(self, lo: int, hi: int) -> list[Entry]:
         out: list[Entry] = []
         if lo > hi:
             return out
-        if self.view.active is not None and self.view.active.first <= hi:
-            self.view.active.extend(self.tail_end_hint(hi))
-        for first, raw in self.view.runs(lo, hi):
-            for rec in recfmt.iter_records(raw):
-                out.append(entry_of(rec))
-            del first
+        try:
+            for _first, raw in self.view.runs(lo, hi):
+                out.extend(entry_of(rec) for rec in recfmt.iter_records(raw))
+        except (recfmt.RecordError, ValueError) as exc:
+            raise StoreCorrupted(
+                f"a committed record of {self.layout.root} between positions {lo} and {hi} is damaged ({exc}); "
+                f"run: kroniko-ops fsck {self.layout.root}") from None
         return out
-
-    def tail_end_hint(self, position: int) -> int:
-        """The byte end of the active segment up to ``position`` (the writer's file size)."""
-        assert self.fd is not None
-        return os.fstat(self.fd).st_size
-
 
     def drop_cache(self) -> None:
         """Ask the kernel to forget the active segment's cached pages, so that the next read
