@@ -253,6 +253,15 @@ def unlink(path: str) -> None:
         _record("unlink", t0, path)
 
 
+def rmdir(path: str) -> None:
+    """Remove an empty folder."""
+    _hook("rmdir", path)
+    t0 = _t0()
+    os.rmdir(path)
+    if _recorder is not None:
+        _record("rmdir", t0, path)
+
+
 def truncate(fd: int, size: int, path: str = "") -> None:
     """Truncate the open file ``fd`` to ``size`` bytes."""
     _hook("truncate", path)

@@ -68,6 +68,8 @@ def build(model: Model, state: CrashState, base: str, dest: str, index_dirs: lis
             files[path] = bytearray(files[op["src"]])
         elif kind == "unlink":
             files.pop(path, None)
+        elif kind == "rmdir":
+            dirs.discard(path)
     for d in index_dirs:  # SQLite writes outside fileio: the index is taken whole, in one of three states
         if state.index == "initial":
             continue

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 SECTOR = 512
 DATA_OPS = frozenset({"write", "truncate"})
-NAME_OPS = frozenset({"create", "mkdir", "link", "rename", "unlink", "exchange"})
+NAME_OPS = frozenset({"create", "mkdir", "link", "rename", "unlink", "exchange", "rmdir"})
 FILE_SYNCS = frozenset({"fsync", "fdatasync"})
 
 
@@ -53,7 +53,8 @@ class CrashState:
     def describe(self) -> str:
         """A one-line name for reports."""
         tear = "" if self.torn is None else f" torn={self.torn[0]}:{self.torn[1]}"
-        return f"cut={self.cut} dropped={sorted(self.dropped)}{tear} index={self.index}"
+        dropped = ",".join(map(str, sorted(self.dropped)))
+        return f"cut={self.cut} dropped=[{dropped}]{tear} index={self.index}"
 
 
 @dataclass
@@ -169,3 +170,13 @@ def sampled(model: Model, rng: random.Random) -> CrashState:
         size = len(w.op["data"])
         torn = (w.i, rng.choice([-1, rng.randrange(0, size + 1, SECTOR) if size > SECTOR else rng.randrange(size + 1)]))
     return CrashState(cut, dropped, torn, rng.choice(["final", "initial", "none"]))
+
+
+def parse_state(text: str) -> CrashState:
+    """The inverse of :meth:`CrashState.describe` (for replaying a reported state)."""
+    fields = dict(part.split("=", 1) for part in text.split())
+    dropped = fields.get("dropped", "[]").strip("[]")
+    torn = fields.get("torn")
+    return CrashState(int(fields["cut"]), frozenset(int(x) for x in dropped.split(",") if x.strip()),
+                      tuple(int(x) for x in torn.split(":")) if torn else None,  # type: ignore[arg-type]
+                      fields.get("index", "final"))

@@ -129,3 +129,15 @@ def record(sc: Scenario, base: str, timeout: float = 60.0) -> Recorded:
         with open(os.path.join(base, "hist", name), "rb") as f:
             history.extend({**orjson.loads(line), "who": name} for line in f if line.endswith(b"\n"))
     return Recorded(base, Model.build(ops, root, initial), history)
+
+
+def load_recorded(base: str) -> Recorded:
+    """A run recorded earlier into ``base`` (kept because one of its states failed)."""
+    root = os.path.join(base, "run")
+    snap = os.path.join(base, materialize.SNAPSHOT)
+    initial = {os.path.relpath(os.path.join(d, n), snap) for d, _s, names in os.walk(snap) for n in names}
+    history: list[dict] = []
+    for name in sorted(os.listdir(os.path.join(base, "hist"))):
+        with open(os.path.join(base, "hist", name), "rb") as f:
+            history.extend({**orjson.loads(line), "who": name} for line in f if line.endswith(b"\n"))
+    return Recorded(base, Model.build(load(os.path.join(base, "ops")), root, initial), history)
