@@ -1,11 +1,11 @@
 """``fsck`` for a Ruby kroniko store (format 1): every check that applies without hashes.
 
 Read-only: nothing in the legacy store is ever repaired in place (migrate it instead). The
-codes are the format-2 ones where the meaning is the same, plus ``legacy-*`` and
+codes are the format-3 ones where the meaning is the same, plus ``legacy-*`` and
 ``index-name-collision`` for what only the Ruby layout can get wrong (docs/LEGACY.md lists them).
 
 Levels: ``quick`` walks the log, the tail, repeated ids, whether each event file exists and which
-files no line names; ``full`` also parses every event, checks that it can be stored in format 2,
+files no line names; ``full`` also parses every event, checks that it can be stored in format 3,
 and recomputes every index file the gem should have written, comparing it with what is there.
 """
 
@@ -81,7 +81,8 @@ class _Checker:
 
     def check_log(self, quiet: bool) -> None:
         last_ts: float | None = None
-        for line in progress(self.reader.iter_log(), self.scan.head, "fsck (legacy)", quiet):
+        lines = self.reader.iter_log()
+        for line in lines if quiet else progress(lines, self.scan.head, "fsck (legacy)"):
             if line.event_id is None:
                 what = "is blank" if line.kind == "blank" else f"names no event: {show(line.text)!r}"
                 self.add("log-bad-line", "error", "log/append.log", f"log line {line.position} {what}",

@@ -1,4 +1,4 @@
-"""One legacy log line in, one format-2 event out: tags, placeholders and the decisions taken.
+"""One legacy log line in, one kroniko-ops event out: tags, placeholders and the decisions taken.
 
 Shared by :mod:`.migrate` (which appends the events) and :mod:`.check` (which only wants to know
 whether an event would survive the trip).
@@ -119,7 +119,7 @@ def wants_event(line: LogLine, scan: LogScan) -> bool:
 
 def convert_line(line: LogLine, ev: LegacyEvent | None, scan: LogScan, keep_aside: KeepAside,
                  max_event_bytes: int) -> Outcome:
-    """Decide what the format-2 store holds at ``line.position``, given ``ev``, the event read
+    """Decide what the new store holds at ``line.position``, given ``ev``, the event read
     for it when :func:`wants_event`. The outcome carries the event's canonical encoding
     (:func:`~kroniko_ops.codec.encode_event`)."""
     outcome = _convert(line, ev, scan, keep_aside, max_event_bytes)
@@ -169,7 +169,7 @@ def _convert(line: LogLine, ev: LegacyEvent | None, scan: LogScan, keep_aside: K
     if not ID_RE.match(eid):
         new = new_id()
         metadata = {"legacy_id": as_utf8(eid)}
-        notes.append(("legacy-id-unportable", f"the id {show(eid)!r} (log line {pos}) is not a valid format-2 id",
+        notes.append(("legacy-id-unportable", f"the id {show(eid)!r} (log line {pos}) is not a valid kroniko-ops id",
                       f"the event got the id {new}, metadata.legacy_id keeps the old one"))
     if ev.content_id != eid:
         metadata = {**(metadata or {}), "legacy_content_id": ev.content_id}
@@ -180,11 +180,11 @@ def _convert(line: LogLine, ev: LegacyEvent | None, scan: LogScan, keep_aside: K
     try:
         encoded = encode_event(event, max_event_bytes)
     except InvalidEvent as exc:
-        note = f"events/{eid}.json (legacy log line {pos}) cannot be stored in format 2: {exc}"
+        note = f"events/{eid}.json (legacy log line {pos}) cannot be stored in a kroniko-ops store: {exc}"
         assert ev.raw is not None
         extra = {"error": str(exc), **_raw_fields(ev.raw, "legacy-unportable", note, keep_aside)}
         notes.append(("legacy-event-unportable", f"events/{eid}.json (log line {pos}) cannot be stored in "
-                      f"format 2 ({exc})", "a placeholder keeps the position, the id and the bytes"))
+                      f"a kroniko-ops store ({exc})", "a placeholder keeps the position, the id and the bytes"))
         return Outcome(placeholder("event-unportable", pos, event_id=new, legacy_id=eid, extra=extra), notes,
                        placeholder=True)
     return Outcome(event, notes, untagged=untagged, renamed=renamed, encoded=encoded)

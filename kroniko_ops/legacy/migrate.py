@@ -1,9 +1,11 @@
-"""``migrate``: copy a Ruby kroniko store (format 1) into a new format-2 store, losing nothing.
+"""``migrate``: copy a Ruby kroniko store (format 1) into a new format-3 store, losing nothing.
 
 Every committed legacy log line keeps its position: the event it names is appended with the same
 id, type and data, plus a tag per scalar top-level data property. What cannot be migrated as
 itself keeps its position as a ``kroniko.LegacyEventLost`` placeholder; event files no log line
 names and a torn last line go into the new store's ``lost-found/``. The legacy store is only read.
+The new store is built under a temporary name and appears under the target's name only when it
+is complete and durable (:mod:`.target`).
 
 Memory stays bounded: events stream through in batches, and what is kept per event is a 128-bit
 fingerprint of its id (to find repeated ids and files no line names). See docs/LEGACY.md.
@@ -15,58 +17,82 @@ import os
 from typing import Any
 
 from ..codec import DEFAULT_MAX_EVENT_BYTES
-from ..errors import InvalidArgument, StoreCorrupted
-from ..model import property_tag
+from ..errors import InvalidArgument
+from ..model import Event, property_tag
 from ..progress import progress
 from ..report import Report
 from .convert import KeepAside, Outcome, convert_line, utf8_report, wants_event
-from .durable import make_durable
 from .reader import LegacyReader, LogScan, fingerprint, is_format1, scan_log, show
 from .rubyindex import ruby_float
-from .writer import WRITERS, Sink
+from .target import BATCH_EVENTS, Target, stale_temps
 
 ASIDE_FILES = 1000
 ASIDE_BYTES = 64 << 20
+MAX_EVENT_LIMIT = 64 * 1024 * 1024  # the largest max_event_bytes a store may have (layout.create)
 _MAX_TRACKED_KEYS = 10_000
 _LOG_CODES = ("log-bad-line", "legacy-log-glued-line", "log-duplicate-id")
 
 
-def migrate(legacy: str, target: str, *, dry_run: bool = False, quiet: bool = True, writer: str = "bulk",
-            durable: bool = True) -> Report:
-    """Migrate the legacy store at ``legacy`` into a new format-2 store at ``target``.
+class _DryRun:
+    """The target of a dry run: takes every event, writes nothing."""
+
+    def __init__(self, max_event_bytes: int) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.written = 0
+
+    def add(self, event: Event, encoded: tuple[str, bytes]) -> None:
+        """Count the event."""
+        self.written += 1
+
+    def keep_aside(self, label: str, note: str, files: dict[str, bytes]) -> str:
+        """Keep nothing; say where a real run would have."""
+        return "lost-found/(dry-run)"
+
+
+def migrate(legacy: str, target: str, *, dry_run: bool = False, quiet: bool = True, durable: bool = True,
+            segment_bytes: int | None = None, batch_events: int = BATCH_EVENTS) -> Report:
+    """Migrate the legacy store at ``legacy`` into a new format-3 store at ``target``.
 
     ``target`` must be missing or an empty folder (else :class:`InvalidArgument`, exit 2), and
-    not inside ``legacy``. With ``dry_run`` every decision is made and reported but nothing is
-    written anywhere. The report lists each decision as a finding (damage handled: a warning
-    marked repaired; notes: info) and figures (events, placeholders, orphans, rate).
-    ``writer`` is ``"bulk"`` or ``"engine"`` (:mod:`.writer`; both write the same bytes).
-    ``durable=False`` skips the final durability step (tests and throwaway targets only).
+    not inside ``legacy``. The store is built under a temporary name beside ``target`` and
+    renamed into place when complete, so an interrupted run leaves nothing under ``target``.
+    With ``dry_run`` every decision is made and reported but nothing is written anywhere. The
+    report lists each decision as a finding (damage handled: a warning marked repaired; notes:
+    info) and figures (events, placeholders, orphans, rate). ``durable=False`` skips the final
+    fsyncs (tests and throwaway targets only); ``segment_bytes`` is the new store's segment size
+    and ``batch_events`` the most events appended at once (memory is proportional to it).
     """
     legacy, target = os.fspath(legacy), os.fspath(target)
-    if writer not in WRITERS:
-        raise InvalidArgument(f"writer must be one of {', '.join(WRITERS)}, got {writer!r}")
+    if isinstance(batch_events, bool) or not isinstance(batch_events, int) or batch_events < 1:
+        raise InvalidArgument(f"batch_events must be a positive integer, got {batch_events!r}")
     _check_paths(legacy, target)
+    if os.path.islink(target):
+        target = os.path.realpath(target)  # the store goes where the link points; the link stays
     report = Report("migrate", legacy)
+    for path in stale_temps(target):
+        report.add("stale-temp-file", "info", path,
+                   f"an interrupted migration into {target} left its partial copy {path} (never a store under "
+                   f"{target}'s name): remove it to free its space")
     reader = LegacyReader(legacy)
     log_size = _size(reader.log_path)
     scan = scan_log(reader)
     report.head = scan.head
     largest, outside = _survey(reader, scan)
     # Tags repeat the scalar values, so an event can grow to about twice its legacy file.
-    max_bytes = max(DEFAULT_MAX_EVENT_BYTES, 2 * largest + 65536)
-    sink = Sink(None if dry_run else target, max_bytes, writer)
+    max_bytes = min(MAX_EVENT_LIMIT, max(DEFAULT_MAX_EVENT_BYTES, 2 * largest + 65536))
+    sink: Target | _DryRun = _DryRun(max_bytes) if dry_run else Target(target, max_bytes, segment_bytes, durable,
+                                                                          batch_events)
     try:
         counts = _copy(reader, scan, sink, report, quiet)
         counts["torn_bytes"] = _keep_tail(reader, scan, sink, report)
         counts.update(_keep_orphans(reader, outside, sink, report))
-        sink.finish()
-        if sink.store is not None:
-            if sink.store.head() != scan.head:
-                raise StoreCorrupted(f"{target} ends at position {sink.store.head()}, not {scan.head}")
-            if durable:
-                make_durable(sink.store, quiet)
+        if isinstance(sink, Target):
+            sink.finish(scan.head)
     finally:
-        sink.close()
+        if isinstance(sink, Target):
+            for path in sink.close():
+                report.add("stale-temp-file", "warning", path, f"the partial copy {path} of a failed migration "
+                           "could not be removed: remove it")
     if _size(reader.log_path) != log_size:
         report.add("legacy-changed", "warning", reader.log_path,
                    f"the legacy log changed while it was migrated: lines after {scan.head} were not migrated "
@@ -94,13 +120,16 @@ def _check_paths(legacy: str, target: str) -> None:
         raise InvalidArgument(f"{legacy} is not a folder; give the root folder of a Ruby kroniko store")
     if not is_format1(legacy):
         if os.path.exists(os.path.join(legacy, "FORMAT")):
-            raise InvalidArgument(f"{legacy} is already a kroniko-ops (format 2) store: nothing to migrate")
+            raise InvalidArgument(f"{legacy} is already a kroniko-ops store: nothing to migrate")
         raise InvalidArgument(f"{legacy} does not look like a Ruby kroniko store (no log/append.log or index/type)")
     if os.path.exists(target):
         if not os.path.isdir(target):
             raise InvalidArgument(f"{target} is a file; give a new or empty folder as the target")
-        if os.listdir(target):
-            raise InvalidArgument(f"{target} is not empty; migrate into a new or empty folder")
+        names = os.listdir(target)
+        if names:
+            stale = [n for n in names if n in {os.path.basename(p) for p in stale_temps(target)}]
+            why = f" (it holds {stale[0]}, the partial copy of an interrupted migration: remove it)" if stale else ""
+            raise InvalidArgument(f"{target} is not empty{why}; migrate into a new or empty folder")
     real_legacy = os.path.realpath(legacy)
     real_target = os.path.realpath(target)
     if real_target == real_legacy or real_target.startswith(real_legacy + os.sep):
@@ -125,12 +154,13 @@ def _survey(reader: LegacyReader, scan: LogScan) -> tuple[int, list[tuple[str, b
     return largest, outside
 
 
-def _copy(reader: LegacyReader, scan: LogScan, sink: Sink, report: Report, quiet: bool) -> dict[str, int]:
+def _copy(reader: LegacyReader, scan: LogScan, sink: Target | _DryRun, report: Report, quiet: bool) -> dict[str, int]:
     counts = {"placeholders": 0}
     untagged: dict[str, list[int]] = {}
     renamed: dict[str, list[Any]] = {}
     keep: KeepAside = sink.keep_aside
-    for line in progress(reader.iter_log(), scan.head, "migrate", quiet):
+    lines = reader.iter_log()
+    for line in lines if quiet else progress(lines, scan.head, "migrate"):  # a disabled tqdm still costs 2 us/line
         if line.position > scan.head:
             break  # appended by a live writer after the scan: reported as legacy-changed
         ev = reader.read_event(line.event_id) if wants_event(line, scan) and line.event_id else None
@@ -173,7 +203,7 @@ def _note_properties(outcome: Outcome, position: int, untagged: dict[str, list[i
             renamed[key] = [1, position, property_tag(key, value)[len(key) + 1 :], ruby]
 
 
-def _keep_tail(reader: LegacyReader, scan: LogScan, sink: Sink, report: Report) -> int:
+def _keep_tail(reader: LegacyReader, scan: LogScan, sink: Target | _DryRun, report: Report) -> int:
     """Keep a torn last log line's bytes in lost-found; return how many there were."""
     offset, torn = reader.torn_tail()
     if not torn:
@@ -189,7 +219,7 @@ def _keep_tail(reader: LegacyReader, scan: LogScan, sink: Sink, report: Report) 
     return len(torn)
 
 
-def _keep_orphans(reader: LegacyReader, outside: list[tuple[str, bool]], sink: Sink,
+def _keep_orphans(reader: LegacyReader, outside: list[tuple[str, bool]], sink: Target | _DryRun,
                   report: Report) -> dict[str, int]:
     """Copy the files of ``events/`` no log line names (orphan events, and anything else found
     there) into the target's lost-found, in folders of at most ``ASIDE_FILES`` files."""

@@ -34,7 +34,7 @@ _RUBY_ID = r"\d{1,10}\.\d{1,6}-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-
 RUBY_ID_RE = re.compile(rf"\A{_RUBY_ID}\Z")
 _RUBY_ID_TAIL = re.compile(rf"{_RUBY_ID}\Z")
 # orjson turns integers beyond 64 bits into floats; a run of 19+ digits sends the document to the
-# standard library parser, which keeps them exact (the format-2 codec then refuses them).
+# standard library parser, which keeps them exact (the codec then refuses them).
 _LONG_NUMBER = re.compile(rb"\d{19,}")
 _MAX_NAME_BYTES = 250
 CHUNK = 1 << 20

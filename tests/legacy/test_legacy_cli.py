@@ -3,6 +3,7 @@ refusing a legacy store (exit 2, pointing to migrate, not a byte changed)."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from legacy_helpers import tree_digest
 from kroniko_ops import EventStore
 from kroniko_ops.cli import cli
 from kroniko_ops.errors import LegacyStore
+from kroniko_ops.fileio import set_fault_injector
 
 
 def _json_lines(output: str) -> list[dict]:
@@ -48,6 +50,21 @@ def test_migrate_dry_run_and_refusals(legacy_crashed: str, tmp_path: Path) -> No
     assert os.listdir(tmp_path / "busy") == ["x"]
     res = runner.invoke(cli, ["migrate", str(tmp_path / "busy"), str(tmp_path / "e")])
     assert res.exit_code == 2 and not (tmp_path / "e").exists()
+
+
+def test_migrate_operational_failure_exits_8_and_publishes_nothing(legacy_clean: str, tmp_path: Path) -> None:
+    def full_disk(op: str, path: str) -> None:
+        if op == "write" and path == "active segment":
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    previous = set_fault_injector(full_disk)
+    try:
+        res = CliRunner().invoke(cli, ["migrate", legacy_clean, str(tmp_path / "new")])
+    finally:
+        set_fault_injector(previous)
+    assert res.exit_code == 8, res.output
+    assert "Nothing was published" in res.output and "No space left" in res.output
+    assert os.listdir(tmp_path) == ["legacy-clean"]
 
 
 @pytest.mark.parametrize("args", [

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from legacy_helpers import tree_digest
 
-from kroniko_ops import fsck
+import kroniko_ops
 from kroniko_ops.cli import cli
 from kroniko_ops.legacy.check import check_legacy
 from kroniko_ops.legacy.synth import LegacyWriter
@@ -67,7 +67,7 @@ def test_quick_level_sees_the_structural_damage_only(legacy_crashed: str) -> Non
 
 def test_fsck_entry_point_and_cli_use_the_same_codes_and_exit_codes(legacy_crashed: str) -> None:
     before = tree_digest(legacy_crashed)
-    report = fsck(legacy_crashed)
+    report = kroniko_ops.fsck(legacy_crashed)
     assert {f.code for f in report.problems} == set(CRASHED_DAMAGE)
     res = CliRunner().invoke(cli, ["fsck", legacy_crashed, "--json"])
     assert res.exit_code == 4, res.output

@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from legacy_helpers import committed_lines, scalar, tree_digest
+from migrate_helpers import assert_fsck_clean
 
-from kroniko_ops import EventStore, Query, QueryItem, fsck, property_tag
+from kroniko_ops import EventStore, Query, QueryItem, property_tag
 from kroniko_ops.cli import cli
 from kroniko_ops.legacy import migrate as migrate_module
 from kroniko_ops.legacy.convert import INLINE_RAW_LIMIT, PLACEHOLDER_TAG, PLACEHOLDER_TYPE
@@ -46,8 +47,7 @@ def _append_log(root: str, text: bytes) -> None:
 
 
 def _clean_after(target: str) -> None:
-    report = fsck(target)
-    assert report.exit_code == 0, [(f.code, f.message) for f in report.findings]
+    assert_fsck_clean(target)
 
 
 def test_log_damage_keeps_every_position(legacy_writer: Callable[[str], LegacyWriter], tmp_path: Path) -> None:
