@@ -18,7 +18,7 @@ the baseline it is compared with, the ratio, the required and goal figures and w
       peak memory from 100k to N events                  flat (<= 1.25x)
     reindex                                              >= 100k events/s     goal >= 300k/s
 
-N is 1,000,000 with ``--size full`` and 50,000 with ``--size ci`` (a smoke run of about a minute).
+N is 1,000,000 with ``--size full`` and 50,000 with ``--size ci`` (a smoke run of a minute or two).
 The SQLite baseline (scripts/bench_engine.py) is WAL + synchronous=FULL with an events table and an
 indexed event_tags table. Comparative pairs run twice, alternating (kroniko, SQLite, kroniko, SQLite),
 and the ratio uses the better run of each. Big stores are built with ``durable=False`` in batches of
@@ -139,8 +139,8 @@ def pair(ours: Callable[[], float], theirs: Callable[[], float], lower: bool = F
 
 # -- engine: appends ---------------------------------------------------------------------------
 
-def engine_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
-    """Durable conditional appends (1 and PROCS processes, existing and new entities), batches."""
+def append_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Durable conditional appends of one event from one process, to existing and to new entities."""
     secs = size.seconds
     k_one, s_one, note = pair(lambda: appends("kroniko", fresh(tmp, "k"), secs, False),
                               lambda: appends("sqlite", fresh(tmp, "s.db"), secs, False))
@@ -149,7 +149,12 @@ def engine_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
     k_new, s_new, note = pair(lambda: appends("kroniko", fresh(tmp, "k"), secs, True),
                               lambda: appends("sqlite", fresh(tmp, "s.db"), secs, True))
     rows.append(row("new_tag", "the same, a new tag (entity) per event (baseline: line above)", k_new, "ev/s",
-                    k_one, k_one / k_new, f"SQLite {s_new:,.0f} ev/s (x{k_new / s_new:.2f}); {note}"))
+                    k_one, k_one / k_new, f"vs SQLite {s_new:,.0f} ev/s: {k_new / s_new:.2f}x; {note}"))
+    return rows
+
+
+def procs_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Durable conditional appends from PROCS processes at once."""
     conflicts: list[int] = []
 
     def run(kind: str) -> float:
@@ -158,27 +163,35 @@ def engine_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
         return rate
 
     k, s, note = pair(lambda: run("kroniko"), lambda: run("sqlite"))
-    rows.append(row("procs", f"durable conditional append, {PROCS} processes", k, "ev/s", s, k / s,
-                    f"conflicts kroniko {conflicts[0] + conflicts[2]}, SQLite {conflicts[1] + conflicts[3]}; {note}"))
-    k, s, note = pair(lambda: batches("kroniko", fresh(tmp, "k"), secs),
-                      lambda: batches("sqlite", fresh(tmp, "s.db"), secs))
-    rows.append(row("batch", f"durable batches of {BATCH} events, per event", k, "ev/s", s, k / s, note))
-    return rows
+    return [row("procs", f"durable conditional append, {PROCS} processes", k, "ev/s", s, k / s,
+                f"conflicts kroniko {conflicts[0] + conflicts[2]}, SQLite {conflicts[1] + conflicts[3]}; {note}")]
+
+
+def batch_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Durable appends of BATCH events per call / per transaction."""
+    k, s, note = pair(lambda: batches("kroniko", fresh(tmp, "k"), size.seconds),
+                      lambda: batches("sqlite", fresh(tmp, "s.db"), size.seconds))
+    return [row("batch", f"durable batches of {BATCH} events, per event", k, "ev/s", s, k / s, note)]
 
 
 # -- reads -------------------------------------------------------------------------------------
 
-def read_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
-    """Read all, in log segments and then in packs (after compact): run last, it compacts the big store."""
+def read_segment_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Read all of the big store as built (events in log segments)."""
     n = size.big
     path, db = fx.store(n, n), fx.sqlite(n, n)
     k, s, note = pair(lambda: kroniko_read_all(path), lambda: sqlite_read_all(db))
-    rows = [row("read_segments", f"read all {n:,} events, decoded (log segments)", k, "ev/s", s, k / s, note)]
+    return [row("read_segments", f"read all {n:,} events, decoded (log segments)", k, "ev/s", s, k / s, note)]
+
+
+def read_pack_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Compact the big store (so it runs last), then read all of it (events in packs)."""
+    n = size.big
+    path, db = fx.store(n, n), fx.sqlite(n, n)
     seconds = timed(kroniko_ops.compact, path)
     k, s, note = pair(lambda: kroniko_read_all(path), lambda: sqlite_read_all(db))
-    rows.append(row("read_packs", f"read all {n:,} events, decoded (packs, after compact)", k, "ev/s", s, k / s,
-                    f"compact took {seconds:.1f} s; {note}"))
-    return rows
+    return [row("read_packs", f"read all {n:,} events, decoded (packs, after compact)", k, "ev/s", s, k / s,
+                f"compact took {seconds:.1f} s; {note}")]
 
 
 def tag_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
@@ -250,9 +263,10 @@ def reindex_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
 
 # -- table -------------------------------------------------------------------------------------
 
-GROUPS: dict[str, Callable[[Size, str, Fixtures], list[Row]]] = {  # run order: read compacts the big store
-    "engine": engine_rows, "tags": tag_rows, "open": open_rows, "fsck": fsck_rows, "reindex": reindex_rows,
-    "read": read_rows,
+Step = Callable[[Size, str, Fixtures], list[Row]]
+GROUPS: dict[str, tuple[Step, ...]] = {  # in run order: the last step compacts the big store
+    "engine": (append_rows, procs_rows, batch_rows), "tags": (tag_rows,), "open": (open_rows,),
+    "fsck": (fsck_rows,), "reindex": (reindex_rows,), "read": (read_segment_rows, read_pack_rows),
 }
 
 
@@ -280,7 +294,7 @@ def print_table(rows: list[Row]) -> None:
     print(f"{'workload':<66} {'rate':>11} {'unit':<5} {'baseline':>11} {'ratio':>6}  {'required':<19} "
           f"{'goal':<13} met?")
     for r in rows:
-        ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else ""
+        ratio = f"{r['ratio']:.3g}" if r.get("ratio") is not None else ""
         print(f"{r['workload']:<66} {_num(r.get('rate'), r['unit']):>11} {r['unit']:<5} "
               f"{_num(r.get('baseline'), r['unit']):>11} {ratio:>6}  {r['required']:<19} {r['goal']:<13} {r['met']}")
         if r.get("note"):
@@ -288,19 +302,17 @@ def print_table(rows: list[Row]) -> None:
 
 
 def run_groups(size: Size, tmp: str, only: list[str]) -> list[Row]:
-    """The raw fsync row, then the selected groups' rows; a failing group gives an ERROR row."""
+    """The raw fsync row, then the selected groups' rows; a step that fails gives a "failed" row."""
     fx = Fixtures(tmp)
     ms = raw_fsync_ms(tmp, 0.5 if size.seconds < 2 else 2.0)
     rows = [row("fsync", "raw append one line + fsync, same folder", ms, "ms", note=f"{1e3 / ms:,.0f} fsyncs/s")]
-    for name, group in GROUPS.items():
-        if name not in only:
-            continue
+    for step in (step for name in GROUPS if name in only for step in GROUPS[name]):
         try:
-            rows += group(size, tmp, fx)
+            rows += step(size, tmp, fx)
         except Exception as exc:
             traceback.print_exc()
-            rows.append({"key": name, "workload": f"[{name}] failed", "unit": "", "note": repr(exc)[:300],
-                         "error": True})
+            rows.append({"key": step.__name__, "workload": f"{step.__name__} failed", "unit": "",
+                         "note": str(exc).strip().splitlines()[-1][:200], "error": True})
     return [judge(r) for r in rows]
 
 
@@ -314,8 +326,9 @@ def main() -> int:
     args = ap.parse_args()
     machine = {"host": platform.node(), "machine": platform.machine(), "cpus": os.cpu_count(),
                "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "size": args.size}
-    print("# " + " ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
     tmp = tempfile.mkdtemp(prefix="kroniko-bench-", dir=args.dir)
+    machine["dir"] = os.path.dirname(tmp)
+    print("# " + " ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
     try:
         rows = run_groups(SIZES[args.size], tmp, args.only or list(GROUPS))
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 import sqlite3
 import time
 from contextlib import closing
@@ -153,13 +154,29 @@ def batches(kind: str, path: str, seconds: float) -> float:
 
 # -- PROCS appenders ---------------------------------------------------------------------------
 
-def _worker(kind: str, path: str, worker: int, seconds: float, barrier: Any, results: Any) -> None:
+def _worker(kind: str, path: str, worker: int, seconds: float, start: Any, results: Any) -> None:
     loop = kroniko_loop if kind == "kroniko" else sqlite_loop
     with closing(_open(kind, path)) as handle:
-        barrier.wait(timeout=120)
+        results.put(("ready", worker))
+        start.wait(timeout=120)
         t0 = time.perf_counter()
         done, conflicts = loop(handle, f"cart:{worker}-", t0 + seconds, False)
         results.put((done, conflicts, time.perf_counter() - t0))
+
+
+def _gather(results: Any, procs: list[Any], timeout: float) -> list[Any]:
+    """One message from each of ``procs``; raise as soon as one of them has failed."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < len(procs):
+        try:
+            got.append(results.get(timeout=0.5))
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                raise RuntimeError(f"{len(failed)} of {len(procs)} workers failed (exit codes {failed}), "
+                                   f"or they took over {timeout:.0f} s; see their tracebacks above") from None
+    return got
 
 
 def parallel(kind: str, path: str, seconds: float) -> tuple[float, int]:
@@ -168,14 +185,16 @@ def parallel(kind: str, path: str, seconds: float) -> tuple[float, int]:
     with closing(_open(kind, path)):
         pass  # create the store or database before the workers race to
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(PROCS + 1), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(kind, path, w, seconds, barrier, results)) for w in range(PROCS)]
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(kind, path, w, seconds, start, results)) for w in range(PROCS)]
     for p in procs:
         p.start()
     try:
-        barrier.wait(timeout=120)
-        got = [results.get(timeout=seconds + 120) for _ in procs]
+        _gather(results, procs, 120)  # every handle open
+        start.set()
+        got = _gather(results, procs, seconds + 120)
     finally:
+        start.set()
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():

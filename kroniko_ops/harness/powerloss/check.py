@@ -65,6 +65,11 @@ def check(rec: Recorded, state: CrashState, scratch: str, full_fsck: bool = Fals
         out.problems.append(f"the store does not open and recover: {type(exc).__name__}: {exc}")
     except Exception as exc:  # a crash of the engine on a state a power cut can leave is a finding too
         out.problems.append(f"the engine failed on this state: {type(exc).__name__}: {exc}")
+    action = next((h for h in rec.history if h["ev"] == "action-start"), None)
+    if action is not None and not out.problems:
+        from .run import ACTIONS
+
+        out.problems.extend(ACTIONS[action["name"]].verify(dest))
     if full_fsck and not out.problems:
         from ... import fsck
 

@@ -24,6 +24,20 @@ STORE = "store"
 
 
 @dataclass(frozen=True)
+class Action:
+    """A maintenance operation the simulator cuts the power during: ``prepare(root)`` runs
+    before the recording (its results are durable), ``run(root)`` under it, and
+    ``verify(root)`` on every crash state after the store itself was checked (problems found)."""
+
+    prepare: Callable[[str], None]
+    run: Callable[[str], None]
+    verify: Callable[[str], list[str]]
+
+
+ACTIONS: dict[str, Action] = {}  # filled by :mod:`.actions`
+
+
+@dataclass(frozen=True)
 class Scenario:
     """What the workers of one recorded run do."""
 
@@ -35,6 +49,8 @@ class Scenario:
     segment_bytes: int = 1 << 20
     seed: int = 0
     factory: StoreFactory = field(default=EventStore, compare=False)
+    prefill: int = 0  # events appended (and synced) before the recording starts
+    action: str | None = None  # a maintenance operation of :data:`ACTIONS`, run while recording
 
 
 @dataclass
@@ -99,22 +115,58 @@ def _reader(sc: Scenario, base: str, k: int, stop: float) -> None:
     store.close()
 
 
+def _prefill(sc: Scenario, base: str) -> None:
+    """Events that exist before the run: acknowledged long before any cut."""
+    rng = random.Random(sc.seed)
+    hist = _history(base, "prefill")
+    store = sc.factory(os.path.join(base, "run", STORE), create=False)
+    n = 0
+    while n < sc.prefill:
+        size = min(sc.prefill - n, rng.randint(1, 5))
+        events = [Event("P", {"n": n + i, "pad": "p" * rng.randint(0, 200)}, tags=[f"t{(n + i) % 3}"],
+                        id=f"p-{n + i}") for i in range(size)]
+        last = store.append(events)
+        _log(hist, {"ev": "append", "t0": 0, "t1": 0, "last": last, "ids": [e.id for e in events]})
+        n += size
+    store.close()
+
+
+def _action(sc: Scenario, base: str) -> None:
+    hist = _history(base, "action")
+    t0 = time.monotonic_ns()
+    _log(hist, {"ev": "action-start", "name": sc.action, "t0": t0, "t1": t0})
+    Recorder(os.path.join(base, "ops")).start()
+    try:
+        ACTIONS[sc.action or ""].run(os.path.join(base, "run"))
+        ok = True
+    except Exception as exc:  # recorded: the states still have to be sound
+        ok = False
+        _log(hist, {"ev": "action-error", "t0": t0, "t1": time.monotonic_ns(), "error": repr(exc)})
+    _log(hist, {"ev": "action", "name": sc.action, "t0": t0, "t1": time.monotonic_ns(), "ok": ok})
+
+
 def record(sc: Scenario, base: str, timeout: float = 60.0) -> Recorded:
     """Create a store, snapshot it, run the scenario's processes under recording, and build the
     crash model of what they did."""
     root = os.path.join(base, "run")
     os.makedirs(os.path.join(base, "hist"))
     sc.factory(os.path.join(root, STORE), segment_bytes=sc.segment_bytes).close()
+    if sc.prefill:
+        _prefill(sc, base)
+    if sc.action is not None:
+        ACTIONS[sc.action].prepare(root)
     os.sync()  # the starting point is durable
     initial = materialize.snapshot(root, os.path.join(base, materialize.SNAPSHOT))
     ctx = mp.get_context("fork")  # children inherit the factory, mutants defined in tests included
     stop = time.monotonic() + timeout
     procs = [ctx.Process(target=_writer, args=(sc, base, k)) for k in range(sc.workers)]
+    if sc.action is not None:
+        procs.append(ctx.Process(target=_action, args=(sc, base)))
     procs += [ctx.Process(target=_reader, args=(sc, base, k, stop)) for k in range(sc.readers)]
     for p in procs:
         p.start()
     try:
-        for p in procs[: sc.workers]:
+        for p in procs[: sc.workers + (sc.action is not None)]:
             p.join(max(0.1, stop - time.monotonic()))
     finally:
         for p in procs:
