@@ -25,7 +25,7 @@ _OPERATIONS = {
     "compact": "kroniko_ops.ops.compact",
     "backup": "kroniko_ops.ops.backup",
     "verify_backup": "kroniko_ops.ops.backup",
-    "restore": "kroniko_ops.ops.restore",
+    "restore": "kroniko_ops.ops.backup",
     "migrate": "kroniko_ops.legacy.migrate",
 }
 

@@ -137,7 +137,10 @@ class Writer:
             return self._open_active()
         prev = self.view.previous_segment(first)
         if prev is not None and not os.path.lexists(os.path.join(self.layout.log_dir, segfmt.idx_name(prev))):
-            self._restore_lost_seal(prev, first)
+            # Compaction removes a packed segment's files (.seg first) after the listing: only
+            # a segment still there can have lost its index to a power cut.
+            if os.path.lexists(os.path.join(self.layout.log_dir, segfmt.seg_name(prev))):
+                self._restore_lost_seal(prev, first)
             return self._open_active()
         if self.fd is not None:
             os.close(self.fd)
