@@ -99,7 +99,7 @@ def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> tupl
     # or a datetime as something else. One parse and a C-level comparison prove it for the
     # common case; the walk that names the bad value runs only when they differ.
     back = orjson.loads(raw)
-    if back["data"] != event.data or back["metadata"] != event.metadata or not _same_types(back, event):
+    if back["data"] != event.data or back["metadata"] != event.metadata:
         _check_json(event.data, "data")
         _check_json(event.metadata, "metadata")
         raise InvalidEvent(f"event {event_id} does not read back from JSON as the same value")
@@ -111,15 +111,6 @@ def encode_event(event: Event, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> tupl
     # orjson's bytes keep its whole growth buffer (4 KiB for a tiny event, several times a big
     # one's size): a right-sized copy keeps a batch's memory near its bytes.
     return event_id, bytes(memoryview(raw))
-
-
-def _same_types(back: dict, event: Event) -> bool:
-    """Equality lets ``True == 1`` and ``1.0 == 1`` through; JSON keeps them apart, so a value
-    whose bytes hold ``true``/``false`` or a float where the caller had another type differs."""
-    data = event.data
-    if type(data) is dict:
-        return all(type(v) is type(back["data"][k]) for k, v in data.items())
-    return type(back["data"]) is type(data)
 
 
 def decode_event(raw: bytes) -> Event:

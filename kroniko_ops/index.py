@@ -75,7 +75,14 @@ class Index:
         gens = generations(folder)
         self.generation = gens[-1] if gens else 1
         self.path = os.path.join(folder, db_name(self.generation))
+        if not gens:
+            fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
         self.con = create_db(self.path) if not gens else connect(self.path)
+        if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:
+            # Another process created the file a moment ago and has not run the schema yet; it is
+            # idempotent, so run it here too rather than read a database without tables.
+            self.con.close()
+            self.con = create_db(self.path)
         self._terms: dict[tuple[int, str], int] = {}
         self._next = os.path.join(folder, db_name(self.generation + 1))  # checked on every read
 

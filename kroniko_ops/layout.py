@@ -169,12 +169,15 @@ def _is_empty_dir(root: str) -> bool:
 
 def _is_unfinished_creation(root: str) -> bool:
     """True for a folder holding only part of a new layout: no FORMAT (it is written last),
-    nothing but layout names, and no segment. Another process may be creating it right now."""
+    nothing but layout names, and no segment holding a byte. Another process may be creating it right now."""
     names = {n for n in os.listdir(root) if not n.startswith(TMP_PREFIX)}  # FORMAT's own temp file
     if "FORMAT" in names or not names <= LAYOUT_NAMES:
         return False
     log_dir = Layout(root).log_dir
-    return not os.path.isdir(log_dir) or not any(n.endswith(".seg") for n in os.listdir(log_dir))
+    if not os.path.isdir(log_dir):
+        return True
+    # create() makes the first segment, empty, before FORMAT: a log of empty segments is no store yet.
+    return all(os.path.getsize(os.path.join(log_dir, n)) == 0 for n in os.listdir(log_dir) if n.endswith(".seg"))
 
 
 def check_no_symlinks(root: str) -> None:

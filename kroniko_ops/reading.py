@@ -134,7 +134,9 @@ class ReadPath:
         return self.index.positions(query, lo, hi, backwards)
 
     def _fetch(self, positions: Iterator[int], backwards: bool) -> Iterator[SequencedEvent]:
-        while chunk := list(islice(positions, FETCH)):
+        size = 1  # doubles up to FETCH: a read its caller stops early (limit=1) reads one record, not 256
+        while chunk := list(islice(positions, size)):
+            size = min(2 * size, FETCH)
             ordered = sorted(chunk)
             events: list[SequencedEvent] = []
             for first, raw in self.view.read_positions(ordered):

@@ -2,15 +2,18 @@
 """The long soak of the proof harness: torture for N minutes, plus the full crash and fault sweeps.
 
     python scripts/soak.py --minutes 30 [--workers 4] [--kill-rate 0.5] [--segment 120]
-                           [--seed X] [--dir DIR] [--sweeps [--sweep-dir DIR]] [--json OUT]
+                           [--segment-bytes 4096] [--seed X] [--dir DIR] [--sweeps [--sweep-dir DIR]]
+                           [--json OUT]
 
 Runs ``kroniko_ops.harness.torture.torture`` in segments of ``--segment`` seconds, each on a
 fresh store in DIR (so the per-round recover + fsck stays cheap), until the minutes are up, and
-adds up operations, commits, rejections, kills, recoveries and violations. With ``--sweeps`` it
-first runs the full-size crash-point and I/O-fault sweeps (every shape, every file operation,
-EIO and ENOSPC, once and sticky). Stores of a segment with a violation are kept; others are
-removed. Exit 0 when no violation was found, 1 otherwise. Uses every core (workers are
-processes); run it on a quiet machine.
+adds up operations, commits, rejections, reads, kills, recoveries and violations. Every other
+store is created with ``--segment-bytes`` (default 4096: log segments roll and seal every dozen
+events under the workers), the others with the default size. With ``--sweeps`` it first runs
+the full-size crash-point and I/O-fault sweeps (every shape, every file operation, EIO and
+ENOSPC, once and sticky). Stores of a segment with a violation are kept; others are removed.
+Exit 0 when no violation was found, 1 otherwise. Uses every core (workers are processes); run
+it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from kroniko_ops.harness.crash import crash_sweep
 from kroniko_ops.harness.faults import fault_sweep
 from kroniko_ops.harness.torture import torture
 
-TOTALS = ("rounds", "operations", "commits", "rejections", "unknown", "kills", "recoveries", "full_fscks",
+TOTALS = ("rounds", "operations", "commits", "rejections", "unknown", "reads", "kills", "recoveries",
           "violations")
 
 
@@ -56,7 +59,7 @@ def sweeps(folder: str) -> dict[str, Any]:
 
 
 def soak(minutes: float, workers: int, kill_rate: float, segment: float, seed: int, folder: str,
-         durable: bool = True) -> dict[str, Any]:
+         durable: bool = True, segment_bytes: int = 4096) -> dict[str, Any]:
     """Torture in segments until ``minutes`` are up; the totals."""
     rng = random.Random(seed)
     totals: dict[str, Any] = dict.fromkeys(TOTALS, 0)
@@ -68,12 +71,13 @@ def soak(minutes: float, workers: int, kill_rate: float, segment: float, seed: i
         store = str(Path(folder) / f"segment-{n:04d}")
         seg_seed = rng.getrandbits(32)
         report = torture(store, workers=workers, duration=min(segment, left), kill_rate=kill_rate, seed=seg_seed,
-                         durable=durable)
+                         durable=durable, segment_bytes=segment_bytes if n % 2 else None)
         fig = report.figures
         for key in TOTALS:
             totals[key] += fig[key]
         totals["segments"] += 1
-        print(f"segment {n} seed {seg_seed}: " + " ".join(f"{k}={fig[k]}" for k in TOTALS), flush=True)
+        print(f"segment {n} seed {seg_seed}{' small segments' if n % 2 else ''}: "
+              + " ".join(f"{k}={fig[k]}" for k in TOTALS), flush=True)
         if fig["violations"]:
             totals["failing"].append({"store": store, "seed": seg_seed, "round_seed": fig.get("failing_round_seed")})
             for f in report.findings:
@@ -89,6 +93,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--kill-rate", type=float, default=0.5)
     parser.add_argument("--segment", type=float, default=120.0, help="seconds per store")
+    parser.add_argument("--segment-bytes", type=int, default=4096,
+                        help="log segment size of every other store (small: rolls and seals under load)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-fsync", action="store_true",
                         help="skip fsync (a SIGKILL leaves the page cache intact, so kills test the same thing)")
@@ -111,7 +117,7 @@ def main() -> int:
         finally:
             shutil.rmtree(sweep_folder, ignore_errors=True)
     result.update(soak(args.minutes, args.workers, args.kill_rate, args.segment, seed, folder,
-                       durable=not args.no_fsync))
+                       durable=not args.no_fsync, segment_bytes=args.segment_bytes))
     result["seconds"] = round(time.monotonic() - started, 1)
     print("soak totals: " + " ".join(f"{k}={v}" for k, v in result.items() if k != "failing"))
     for failing in result["failing"]:

@@ -1,3 +1,79 @@
-"""Commands of this group (being ported to format 3)."""
+"""Commands: fsck, recover, reindex. Each parses, calls one library function, prints its report."""
 
-from . import cli  # noqa: F401
+from __future__ import annotations
+
+import click
+
+from ..ops.fsck import fsck as run_fsck
+from ..ops.recovery import recover as run_recover
+from ..ops.recovery import reindex as run_reindex
+from . import cli
+from .output import json_option, print_report
+
+STORE = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                            help="Seconds to wait for a lock held by another process before giving up (exit 8).")
+
+
+def _finish(report: object, as_json: bool, quiet: bool = False) -> None:
+    print_report(report, as_json, quiet)
+    code = report.exit_code  # type: ignore[attr-defined]
+    if code:
+        click.get_current_context().exit(code)
+
+
+@cli.command()
+@STORE
+@click.option("--quick", is_flag=True, help="Structure only: layout, segment and pack files, offset indexes, "
+              "coverage, the tail, the index checkpoint. No record is hashed.")
+@click.option("--repair", is_flag=True, help="Repair what is safe without a person: recovery, reindex, the last "
+              "sealed segment's offset index, stale temp and stray files into lost-found/. Never deletes.")
+@click.option("--dry-run", is_flag=True, help="Say what --repair would do; write nothing.")
+@click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after N problems.")
+@click.option("--ref-field", "ref_fields", multiple=True, metavar="PATH",
+              help="Also check this field as a reference to an event id (e.g. data.order_event_id); repeatable. "
+              "metadata.causation_id and metadata.correlation_id are always checked.")
+@click.option("--refs-only", is_flag=True, help="Only check references (dangling-reference): fast, for CI.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; hide info-only findings.")
+@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the summary in Prometheus text format (for a node_exporter textfile collector).")
+@LOCK_TIMEOUT
+@json_option
+def fsck(store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int | None, ref_fields: tuple[str, ...],
+         refs_only: bool, quiet: bool, metrics_file: str | None, lock_timeout: float, as_json: bool) -> None:
+    """Check STORE for damage, like git fsck; with --repair, fix what is safe.
+
+    Exit codes are bits: 0 clean, 1 problems were found and all repaired, 4 problems remain
+    (5: some repaired, some remain), 2 bad usage or not a store, 8 the check could not run
+    (missing store, lock held past --lock-timeout, I/O error).
+    """
+    report = run_fsck(store, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
+                      ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout,
+                      progress=not quiet and not as_json, metrics_file=metrics_file)
+    _finish(report, as_json, quiet)
+
+
+@cli.command()
+@STORE
+@LOCK_TIMEOUT
+@json_option
+def recover(store: str, lock_timeout: float, as_json: bool) -> None:
+    """Crash recovery: re-read the unsynced part of the log, cut a torn or uncommitted tail into
+    lost-found/, finish an interrupted seal, clear the poison flag of a failed fsync, catch the
+    index up, set aside temp files of dead writers. Idempotent.
+
+    Exit 0 nothing to do, 1 recovered, 4 damage remains that needs a backup, 8 could not run.
+    """
+    _finish(run_recover(store, lock_timeout=lock_timeout), as_json)
+
+
+@cli.command()
+@STORE
+@LOCK_TIMEOUT
+@json_option
+def reindex(store: str, lock_timeout: float, as_json: bool) -> None:
+    """Build a new index generation of STORE from the log, online, and publish it.
+
+    Exit 0 done, 8 could not run.
+    """
+    _finish(run_reindex(store, lock_timeout=lock_timeout), as_json)

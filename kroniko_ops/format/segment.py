@@ -186,9 +186,13 @@ class SealedSegment:
 
     def close(self) -> None:
         """Close the segment's descriptor."""
-        if self.fd >= 0:
+        if getattr(self, "fd", -1) >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def __del__(self) -> None:
+        # A view forgets segments it has not used lately; the last reader's reference closes it.
+        self.close()
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
         """The byte range holding positions ``lo..hi``."""

@@ -1,4 +1,4 @@
-"""The checker: DESIGN section 7's properties over a recorded history and the final log.
+"""The checker: the properties of ``docs/HARNESS.md`` over a recorded history and the final log.
 
 One pass over the log in position order decides everything (the log already orders every
 commit), so the cost is linear in the log plus the history (plus a sort of the operations by
@@ -9,30 +9,26 @@ operations involved, printed the way a shrunk Hypothesis example reads.
 Operations are grouped by their batch of explicit ids: an idempotent retry repeats its
 target's ids, so the target and its retries are one *batch* that is in the log once or not at
 all. A batch's commit happened no earlier than the first invoke of a call that could have
-written it and no later than the first acknowledgement of it (or, for a batch only killed
-calls tried, the moment the killed worker was seen dead).
+written it and no later than the first acknowledgement of it (a batch only killed calls tried
+has no upper bound: a dead writer's whole batch is synced and made visible by the next writer).
+
+Reads (what each returned, the head it answered for) and the ``after`` of each condition are
+judged by :mod:`.reads` against a :class:`~.logsummary.Prior` summary of the log.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .history import COMMITTED, ERROR, REJECTED, UNKNOWN, History, OpRecord, ReadRecord, query_text
+from .logsummary import LogEntry, Prior, matches
+from .reads import check_afters, check_reads
 from .workload import QuerySpec
 
 INF = math.inf
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One committed event as the store returns it."""
-
-    position: int
-    id: str
-    type: str
-    tags: tuple[str, ...]
+__all__ = ["LogEntry", "Prior", "Violation", "check", "matches"]
 
 
 @dataclass
@@ -57,29 +53,6 @@ class Violation:
 
 
 @dataclass
-class Prior:
-    """What the checker knows about positions ``1..base`` (a store used before this run):
-    the last position of each (type, tags) combination, and a way to fetch one entry."""
-
-    last: dict[tuple[str, frozenset[str]], int] = field(default_factory=dict)
-    entry_at: Callable[[int], LogEntry | None] = lambda _p: None
-
-    def advance(self, log: Iterable[LogEntry]) -> None:
-        """Fold more of the log into ``last`` (positions must come in order)."""
-        for e in log:
-            self.last[(e.type, frozenset(e.tags))] = e.position
-
-
-def matches(spec: QuerySpec, type_: str, tags: Iterable[str]) -> bool:
-    """DCB matching, written here independently of the engine: items OR'ed, types any-of,
-    tags all-of, an empty query or an empty item matches everything."""
-    if not spec:
-        return True
-    have = set(tags)
-    return any((not types or type_ in types) and all(t in have for t in item_tags) for types, item_tags in spec)
-
-
-@dataclass
 class _Batch:
     ids: tuple[str, ...]
     ops: list[OpRecord]
@@ -93,18 +66,27 @@ class _Batch:
 
 
 def check(history: History, log: Sequence[LogEntry], base: int = 0, prior: Prior | None = None) -> list[Violation]:
-    """Properties 1-5 of DESIGN section 7 for a run that started at head ``base``.
+    """Properties 1-5 and 7 (reads) of ``docs/HARNESS.md`` for a run that started at head ``base``.
 
-    ``log`` is every entry after ``base``, in order. Returns the violations found (empty when
-    the run is correct), at most a few per property so a broken store does not flood the report.
+    ``log`` is every entry after ``base``, in order; ``prior`` summarises positions ``1..base``.
+    Returns the violations found (empty when the run is correct), at most a few per code so a
+    broken store does not flood the report.
     """
     prior = prior or Prior()
     out: list[Violation] = []
+
+    def report(prop: int, code: str, message: str, ops: list[OpRecord], reads: list[ReadRecord]) -> None:
+        out.append(Violation(prop, code, message, ops, reads))
+
     by_pos = _positions(log, base, out)
     batches, owner = _batches(history)
     _presence(history, log, by_pos, batches, owner, out)
     _conditions(history, log, base, prior, batches, owner, out)
+    check_afters(history, report)
     _real_time(history, batches, out)
+    local = Prior()
+    local.advance(log)
+    check_reads(history, (prior, local), base + len(log), report)
     return _cap(out)
 
 
@@ -172,8 +154,10 @@ def _presence(history: History, log: Sequence[LogEntry], by_pos: dict[str, list[
         present = [p for p in found if p is not None]
         if present:
             b.lo = min((op.invoke for op in writers), default=INF)
-            b.hi = (min(_end(op, history) for op in acked) if acked
-                    else max((_end(op, history) for op in writers), default=INF))
+            # A batch no call acknowledged has no latest commit time: a writer killed after its
+            # write() leaves a whole batch that becomes visible only when the next writer (or
+            # recover) syncs it, however long after the death.
+            b.hi = min(_end(op, history) for op in acked) if acked else INF
         if present and len(present) != len(found):
             missing = [eid for eid, p in zip(b.ids, found, strict=True) if p is None]
             out.append(Violation(2, "partial-batch", f"batch of {len(b.ids)} is only partly in the log: "

@@ -7,7 +7,7 @@ Two mechanisms:
 - :func:`kill_at_nth_op` is a :func:`kroniko_ops.fileio.set_fault_injector` hook that SIGKILLs
   its own process just before the Nth mutating file operation. :func:`crash_sweep` uses it to
   kill one append (of many shapes) before each of its file operations in turn, in a forked
-  child, then recovers the store and checks every property (see :mod:`.crash_shapes`).
+  child, then recovers the store and checks every property (see :mod:`.scenarios`).
 
 A killed process's page cache survives it, so fsync makes no difference to what a *process*
 kill leaves behind: durable shapes matter here because they add file operations (fsyncs) to
@@ -71,15 +71,16 @@ class OpCounter:
 
 def call_site() -> str:
     """``module.py:line (function)`` of the nearest engine frame that asked for a file operation
-    (skipping ``fileio`` and this harness); ``"pool thread"`` for an fsync run on a thread pool."""
+    (skipping ``fileio`` and this harness), e.g. ``store.py:326 (_sync_and_advance)`` for the
+    group-commit fsync of the active segment or ``writer.py:104 (_publish_idx)`` for a seal."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for frame in reversed(traceback.extract_stack(limit=16)[:-1]):
+    for frame in reversed(traceback.extract_stack(limit=24)[:-1]):
         name = os.path.basename(frame.filename)
         if (not frame.filename.startswith(package) or name == "fileio.py"
                 or os.path.dirname(frame.filename).endswith("harness")):
             continue
         return f"{name}:{frame.lineno} ({frame.name})"
-    return "pool thread (fileio.fsync_files_and_dir)"
+    return "outside the engine"
 
 
 def random_kills(rng: random.Random, workers: int, rate: float, horizon: float) -> list[tuple[int, float]]:
@@ -149,6 +150,7 @@ class CrashReport:
     killed: int = 0
     recovered: int = 0
     property6: bool = True
+    sites: dict[str, int] = field(default_factory=dict)
     per_shape: dict[str, int] = field(default_factory=dict)
     violations: list[tuple[str, Violation]] = field(default_factory=list)
 
@@ -156,18 +158,18 @@ class CrashReport:
         """One line of figures."""
         return (f"{self.points} crash points over {len(self.per_shape)} shapes, {self.killed} kills, "
                 f"{self.recovered} recoveries, {len(self.violations)} violation(s)"
-                + ("" if self.property6 else " (recover/fsck not installed: property 6 not checked)"))
+                + ("" if self.property6 else " (recover + fsck not run: property 6 not checked)"))
 
 
 def crash_sweep(shapes: list[scenarios.Shape], workdir: str, stride: int = 1,
-                on_point: Callable[[], None] | None = None) -> CrashReport:
+                on_point: Callable[[], None] | None = None, recover: bool = True) -> CrashReport:
     """Kill one append of each shape before each of its file operations (every ``stride``-th),
     in a forked child; then recover, fsck, retry the same call, append once more, and check
-    properties 1-6 over the whole store."""
-    report = CrashReport()
+    properties 1-7 over the whole store. ``recover=False`` skips recover + fsck (property 6):
+    the retry's writer then meets the dead writer's leftovers itself."""
+    report = CrashReport(property6=recover)
     for shape in shapes:
-        with scenarios.engine_tuned(shape):
-            _sweep_shape(shape, workdir, stride, report, on_point)
+        _sweep_shape(shape, workdir, stride, report, on_point)
     return report
 
 
@@ -181,6 +183,7 @@ def _sweep_shape(shape: scenarios.Shape, workdir: str, stride: int, report: Cras
         prep.reset(case)
         found = _crash_point(prep, case, n, report)
         label = f"{shape.name} killed before file op {n}/{len(ops)} ({ops[n - 1][0]} at {ops[n - 1][2]})"
+        report.sites[ops[n - 1][2]] = report.sites.get(ops[n - 1][2], 0) + 1
         report.violations.extend((label, v) for v in found)
         report.points += 1
         report.per_shape[shape.name] = report.per_shape.get(shape.name, 0) + 1
@@ -209,7 +212,7 @@ def _crash_point(prep: scenarios.Prepared, case: str, n: int, report: CrashRepor
         fileio.set_fault_injector(kill_at_nth_op(n))
         return prep.call(case)
 
-    history = hist.History(ops=list(prep.history.ops))
+    history = hist.History(ops=list(prep.history.ops), reads=list(prep.history.reads))
     t0 = time.monotonic_ns()
     killed, result = run_forked(call)
     t1 = time.monotonic_ns()
@@ -219,11 +222,9 @@ def _crash_point(prep: scenarios.Prepared, case: str, n: int, report: CrashRepor
     if killed:
         history.deaths[1] = t1
         report.killed += 1
-    found = recover_and_fsck(case)
-    if found is None:
-        report.property6 = False
-        found = []
-    else:
+    found: list[Violation] = []
+    if report.property6:
+        found = recover_and_fsck(case)
         report.recovered += 1
     found += prep.followup(case, history)
     return found + check_store(case, history)

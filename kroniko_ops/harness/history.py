@@ -4,10 +4,15 @@ Workers append one JSON line per step to their own history file with a single ``
 SIGKILL cannot tear), so a killed worker's history survives it: an operation whose ``invoke``
 line has no ``done`` line has an unknown outcome. :func:`load` joins these lines with the
 workload (the arguments) into :class:`OpRecord` and :class:`ReadRecord` values for the checker.
+
+A read is recorded with what it returned: how many events, a digest of their positions and
+body hashes (:func:`read_digest`, a sum, so the checker can recompute it for any position range
+from prefix sums), whether they came in order, and the positions themselves for small results.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from ..codec import encode_event
+from ..model import Event
 from .workload import EventPlan, QuerySpec, Workload
 
 COMMITTED = "committed"
@@ -75,9 +82,36 @@ class OpRecord:
                 f" t={(self.invoke - t0) / 1e6:.3f}..{end}ms -> {result}")
 
 
+MASK = (1 << 64) - 1
+POSITIONS_KEPT = 256  # a read's positions are recorded when it returned at most this many
+
+
+def mix(position: int, event_hash: bytes) -> int:
+    """One returned event's share of a read digest: 64 bits of SHA-256 over its position and
+    the SHA-256 of its stored JSON body (the record's event hash)."""
+    return int.from_bytes(hashlib.sha256(position.to_bytes(8, "big") + event_hash).digest()[:8], "big")
+
+
+def body_hash(event: Event) -> bytes:
+    """The SHA-256 of an event's canonical JSON: the event hash its record carries (the codec
+    encodes an event read back to the very bytes that were stored)."""
+    return hashlib.sha256(encode_event(event, 1 << 30)[1]).digest()
+
+
+def read_digest(pairs: Iterable[tuple[int, bytes]]) -> str:
+    """The digest of a read's ``(position, body hash)`` pairs: the sum of their :func:`mix`
+    modulo 2**64, as 16 hex digits. A sum, so the digest of any range of a position-ordered log
+    is a difference of prefix sums (the checker's recomputation is one bisect per class)."""
+    return f"{sum(mix(p, h) for p, h in pairs) & MASK:016x}"
+
+
 @dataclass
 class ReadRecord:
-    """A read a worker did (alone or before a conditional append) and the head it answered for."""
+    """A read a worker did (alone or before a conditional append): its arguments, the head it
+    answered for and what it returned (``count`` events, ``digest`` of them, ``ordered`` when
+    positions came strictly ascending, or descending for a backwards read; ``positions`` when
+    at most :data:`POSITIONS_KEPT`). ``query`` None means the read's result was not recorded
+    (fabricated or summary records): only its head is checked."""
 
     worker: int
     index: int
@@ -85,6 +119,12 @@ class ReadRecord:
     complete: int
     head: int
     found: int = 0
+    query: QuerySpec | None = None
+    start: int | None = None
+    backwards: bool = False
+    digest: str | None = None
+    ordered: bool = True
+    positions: tuple[int, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -93,8 +133,16 @@ class ReadRecord:
 
     def describe(self, t0: int = 0) -> str:
         """One readable line."""
-        return (f"{self.name} read t={(self.invoke - t0) / 1e6:.3f}..{(self.complete - t0) / 1e6:.3f}ms"
-                f" -> head {self.head} ({self.found} match(es))")
+        what = "read" if self.query is None else f"read {query_text(self.query)}"
+        if self.start is not None:
+            what += f" {'down' if self.backwards else 'up'} from {self.start}"
+        elif self.backwards:
+            what += " backwards"
+        shown = ""
+        if self.positions is not None:
+            shown = " " + str(list(self.positions[:8]))[:-1] + (", ...]" if len(self.positions) > 8 else "]")
+        return (f"{self.name} {what} t={(self.invoke - t0) / 1e6:.3f}..{(self.complete - t0) / 1e6:.3f}ms"
+                f" -> head {self.head} ({self.found} match(es){shown})")
 
 
 @dataclass
@@ -177,6 +225,18 @@ def read_records(path: str) -> list[dict[str, Any]]:
     return out
 
 
+def read_record(worker: int, rec: dict[str, Any]) -> ReadRecord:
+    """A :class:`ReadRecord` from a ``read`` line of a history file."""
+    query = rec.get("query")
+    spec: QuerySpec | None = None
+    if query is not None:
+        spec = tuple((tuple(types), tuple(tags)) for types, tags in query)
+    positions = rec.get("positions")
+    return ReadRecord(worker, rec["i"], rec["t0"], rec["t1"], rec["head"], rec.get("found", 0), spec,
+                      rec.get("start"), bool(rec.get("backwards", False)), rec.get("digest"),
+                      bool(rec.get("ordered", True)), None if positions is None else tuple(positions))
+
+
 def load(workload: Workload, files: Sequence[str], deaths: dict[int, int] | None = None) -> History:
     """Join each worker's history file (``files[w]``) with the workload's arguments."""
     history = History(deaths=dict(deaths or {}))
@@ -195,7 +255,7 @@ def from_records(workload: Workload, worker: int, records: Iterable[dict[str, An
         if ev == "error":
             out.errors.append((worker, rec["error"]))
         elif ev == "read":
-            out.reads.append(ReadRecord(worker, i, rec["t0"], rec["t1"], rec["head"], rec.get("found", 0)))
+            out.reads.append(read_record(worker, rec))
         elif ev == "invoke":
             op = workload.workers[worker][i]
             target = workload.workers[worker][op.retry_of] if op.kind == "retry" and op.retry_of is not None else op

@@ -27,6 +27,7 @@ from ..errors import AppendConditionFailed
 from ..model import Event
 from ..store import EventStore
 from . import history as hist
+from .mutants import STORES
 from .workload import EventPlan, QuerySpec, condition_for, to_query
 
 ROUND_TIMEOUT = 60.0
@@ -41,18 +42,25 @@ def queries(cart: str) -> list[QuerySpec]:
     ]
 
 
-def racer(path: str, k: int, rounds: int, durable: bool, history: str, barrier: Any) -> None:
-    """One racing process: each round, wait at the barrier, read, decide, append conditionally."""
+def racer(path: str, k: int, rounds: int, durable: bool, history: str, barrier: Any, mutant: str | None = None) -> None:
+    """One racing process: each round, wait at the barrier, read, decide, append conditionally.
+    ``mutant`` names a broken engine of :mod:`.mutants` to race with instead of the real one."""
     rec = hist.Recorder(history)
-    with EventStore(path, durable=durable, create=False) as store:
+    engine = EventStore if mutant is None else STORES[mutant]
+    with engine(path, durable=durable, create=False) as store:
         for r in range(rounds):
             cart = f"cart:{r}"
             spec = queries(cart)[k % 3]
             barrier.wait(ROUND_TIMEOUT)
             t0 = time.monotonic_ns()
             result = store.read(to_query(spec))
-            seen = [e for e in result if e.type == "ItemAdded"]
-            rec.record(i=r, ev="read", t0=t0, t1=time.monotonic_ns(), head=result.head, found=len(seen))
+            events = list(result)
+            t1 = time.monotonic_ns()
+            seen = [e for e in events if e.type == "ItemAdded"]
+            positions = [e.position for e in events]
+            rec.record(i=r, ev="read", t0=t0, t1=t1, head=result.head, found=len(events), query=spec,
+                       digest=hist.read_digest((e.position, hist.body_hash(e.event)) for e in events),
+                       ordered=positions == sorted(set(positions)), positions=positions)
             if r % 2 == 0:
                 # Even rounds: everybody has read before anybody appends, so all 8 append and
                 # all but one must be rejected. Odd rounds race freely (late readers see the winner).
@@ -84,12 +92,13 @@ class RaceResult:
 
 
 def run_race(path: str, ctx: BaseContext, processes: int = 8, rounds: int = 20, durable: bool = False,
-             timeout: float = 120.0) -> RaceResult:
+             timeout: float = 120.0, mutant: str | None = None) -> RaceResult:
     """Run the race against the (existing) store at ``path``; every child is reaped."""
     with tempfile.TemporaryDirectory(prefix="kroniko-race-") as tmp:
         files = [os.path.join(tmp, f"racer-{k}.jsonl") for k in range(processes)]
         barrier = ctx.Barrier(processes)
-        procs = [ctx.Process(target=racer, args=(path, k, rounds, durable, files[k], barrier), daemon=True)
+        procs = [ctx.Process(target=racer, args=(path, k, rounds, durable, files[k], barrier, mutant),
+                             daemon=True)
                  for k in range(processes)]
         try:
             for p in procs:
@@ -123,7 +132,7 @@ def _racer_history(k: int, records: list[dict[str, Any]]) -> hist.History:
         r = rec["i"]
         cart = f"cart:{r}"
         if rec["ev"] == "read":
-            out.reads.append(hist.ReadRecord(k, r, rec["t0"], rec["t1"], rec["head"], rec["found"]))
+            out.reads.append(hist.read_record(k, rec))
         elif rec["ev"] == "invoke":
             op = hist.OpRecord(k, r, "conditional", (f"race.{r}.{k}",), (EventPlan("ItemAdded", (cart, f"item:{k}")),),
                                conditional=True, query=queries(cart)[k % 3], after=rec["after"], invoke=rec["t"])

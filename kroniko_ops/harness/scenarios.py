@@ -2,11 +2,16 @@
 maintenance operation, against a prepared store.
 
 A shape fixes the store the append meets (empty, a few events, a torn tail left by a dead
-writer, an index behind its log, the batch already committed, a store about to cross the
-index's durability step) and the append itself (batch size, durability, a condition that passes
-or fails, explicit or generated ids). :func:`prepare` builds the store once as a template and
-records its setup as history; each sweep case copies the template, runs the call once under a
-kill or a fault, and then checks the result with the full checker.
+writer, an index behind its log or about to be caught up inside the append, a synced position
+written before a reboot, the batch already committed, an active segment too full for the batch)
+and the append itself (batch size, durability, a condition that passes or fails, explicit or
+generated ids, the store's segment size). :func:`prepare` builds the store once as a template
+and records its setup as history; each sweep case copies the template, runs the call once under
+a kill or a fault, and then checks the result with the full checker.
+
+Engine parameters are passed, never patched: a shape that must roll a segment creates its store
+with a small ``segment_bytes``; one that must cross the engine's indexing step sets the index
+back (``Index.truncate``) so that the append has the records to index.
 """
 
 from __future__ import annotations
@@ -14,37 +19,35 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .. import index as index_module
-from .. import store as store_module
+from .. import fileio
+from ..codec import encode_event
 from ..errors import AppendConditionFailed, DurabilityError, KronikoError
-from ..index import BOOT_ID, Checkpoint
+from ..format import record as recfmt
 from ..layout import TMP_PREFIX
-from ..log import LINE_LEN, LogLine, encode_line
 from ..model import Event
-from ..store import EventStore
+from ..store import INDEX_EVERY, EventStore
+from ..synced import SyncedFile
 from . import history as hist
 from . import maint
 from .checker import Violation
-from .workload import EventPlan, QuerySpec, condition_for
+from .workload import SMALL_SEGMENT, EventPlan, QuerySpec, condition_for
 
-SETUPS = ("empty", "some", "torn-tail", "index-lag", "reboot", "committed", "wreck")
+SETUPS = ("empty", "some", "torn-tail", "index-lag", "index-step", "reboot", "committed", "full-segment", "wreck")
 ACTIONS = ("append", "compact", "backup", "recover")
-LONG_TAG = "long:" + "x" * 200  # its index file name is hashed, with the name kept beside it
+LONG_TAG = "long:" + "x" * 200
+SWEEP_WORKER, RETRY_WORKER, AFTER_WORKER = 1, 2, 3  # who makes the call, its retry, the append after
 
 
 @dataclass(frozen=True)
 class Shape:
     """One append scenario. ``condition``: ``none``, ``pass`` (nothing matches after the head)
     or ``fail`` (an event of the setup matches). ``setup``: one of :data:`SETUPS`.
-    ``durable_every`` lowers the engine's index durability step so that this append crosses it
-    (the step is 1024 positions; a small one keeps the scenario's store small). ``action`` is
-    the operation under test: ``append``, or a maintenance one (:data:`ACTIONS`) run on a store
-    with loose and packed events, a dangling event and a dead writer's leftovers."""
+    ``segment_bytes`` is passed when the template store is created. ``action`` is the
+    operation under test: ``append``, or a maintenance one (:data:`ACTIONS`) run on a store
+    with sealed segments, an index behind its log and a dead writer's leftovers."""
 
     name: str
     batch: int = 1
@@ -53,14 +56,13 @@ class Shape:
     explicit: bool = True
     setup: str = "some"
     long_tag: bool = False
-    durable_every: int | None = None
-    syncfs_over: int | None = None
+    segment_bytes: int | None = None
     action: str = "append"
 
 
 def default_shapes(full: bool = False) -> list[Shape]:
     """The shapes the sweeps cover: every setup, sizes 1/3/20, durable or not, each condition,
-    explicit and generated ids, a hashed index name, and the index durability step."""
+    explicit and generated ids, a segment roll, and the engine's indexing step."""
     shapes = [
         Shape("empty-1", 1, durable=True, setup="empty"),
         Shape("some-1", 1, durable=True),
@@ -73,49 +75,35 @@ def default_shapes(full: bool = False) -> list[Shape]:
         Shape("torn-tail-2-fast-pass", 2, condition="pass", setup="torn-tail"),
         Shape("index-lag-3", 3, durable=True, setup="index-lag"),
         Shape("index-lag-2-pass", 2, condition="pass", setup="index-lag"),
+        Shape("index-step-20", 20, durable=True, setup="index-step"),
         Shape("reboot-2", 2, durable=True, setup="reboot"),
         Shape("retry-committed-3", 3, durable=True, setup="committed"),
         Shape("long-tag-2", 2, durable=True, long_tag=True),
-        Shape("durable-step-5", 5, durable=True, durable_every=8),
-        Shape("durable-step-syncfs-5", 5, durable=True, durable_every=8, syncfs_over=0),
-        Shape("some-20-fast-pass", 20, condition="pass"),
+        Shape("roll-1", 1, durable=True, setup="full-segment", segment_bytes=SMALL_SEGMENT),
+        Shape("roll-20-fast-pass", 20, condition="pass", setup="full-segment", segment_bytes=SMALL_SEGMENT),
         Shape("generated-20-fail", 20, durable=True, condition="fail", explicit=False),
     ]
     if full:
         shapes += [
-            Shape("torn-tail-20-step", 20, durable=True, setup="torn-tail", durable_every=16, long_tag=True),
+            Shape("torn-tail-20-roll", 20, durable=True, setup="torn-tail", segment_bytes=SMALL_SEGMENT,
+                  long_tag=True),
             Shape("index-lag-20-fail", 20, durable=True, condition="fail", setup="index-lag"),
             Shape("reboot-20-generated", 20, explicit=False, setup="reboot"),
+            Shape("index-step-roll-20-pass", 20, durable=True, condition="pass", setup="index-step",
+                  segment_bytes=SMALL_SEGMENT),
         ]
     return shapes
 
 
 def maintenance_shapes() -> list[Shape]:
-    """Compaction (packing, merging packs, pruning a dangling event, past a dead writer's tail),
-    backup, and recovery of a wrecked store (torn tail, index behind, a stale temp file)."""
+    """Compaction, backup, and recovery of a wrecked store (torn tail, index behind, a stale
+    temp file), each on a store with sealed segments."""
     return [
-        Shape("compact", durable=True, action="compact"),
-        Shape("compact-torn-tail", action="compact", setup="torn-tail"),
-        Shape("backup", durable=True, action="backup"),
-        Shape("recover-wreck", durable=True, action="recover", setup="wreck"),
+        Shape("compact", durable=True, action="compact", segment_bytes=SMALL_SEGMENT),
+        Shape("compact-torn-tail", action="compact", setup="torn-tail", segment_bytes=SMALL_SEGMENT),
+        Shape("backup", durable=True, action="backup", segment_bytes=SMALL_SEGMENT),
+        Shape("recover-wreck", durable=True, action="recover", setup="wreck", segment_bytes=SMALL_SEGMENT),
     ]
-
-
-@contextmanager
-def engine_tuned(shape: Shape) -> Iterator[None]:
-    """Apply the shape's engine tuning (the index durability step, and how many lists it flushes
-    one by one before it flushes the file system instead) for the ``with`` body."""
-    if shape.durable_every is None:
-        yield
-        return
-    saved = store_module.DURABLE_EVERY, index_module.SYNCFS_OVER
-    store_module.DURABLE_EVERY = shape.durable_every
-    if shape.syncfs_over is not None:
-        index_module.SYNCFS_OVER = shape.syncfs_over
-    try:
-        yield
-    finally:
-        store_module.DURABLE_EVERY, index_module.SYNCFS_OVER = saved
 
 
 @dataclass
@@ -165,7 +153,7 @@ class Prepared:
         if self.shape.explicit:
             t = time.monotonic_ns()
             retry = self.call(case)
-            op = self.record(2, 0, t, time.monotonic_ns(), retry, kind="retry")
+            op = self.record(RETRY_WORKER, 0, t, time.monotonic_ns(), retry, kind="retry")
             assert op is not None
             history.ops.append(op)
         return one_more(case, self.shape.durable, history)
@@ -186,20 +174,11 @@ class Prepared:
 
 
 def copy_store(src: str, dst: str) -> str:
-    """Copy a template store (a fresh folder each case). Event files are immutable (never
-    rewritten, only linked and unlinked), so they are hard-linked; everything else is copied."""
+    """A fresh copy of a template store at ``dst`` (small stores: every file is copied, since
+    the active segment and the index are written in place)."""
     if os.path.exists(dst):
         shutil.rmtree(dst)
-    events = os.path.join(src, "events") + os.sep
-
-    def copy(a: str, b: str) -> None:
-        if a.startswith(events) and not os.path.basename(a).startswith(TMP_PREFIX):
-            os.link(a, b)
-        else:
-            shutil.copyfile(a, b)
-            shutil.copymode(a, b)
-
-    shutil.copytree(src, dst, symlinks=True, copy_function=copy)
+    shutil.copytree(src, dst, symlinks=True)
     return dst
 
 
@@ -212,6 +191,11 @@ def _setup_append(s: EventStore, h: hist.History, index: int, ids: tuple[str, ..
     return pos
 
 
+def _filler(s: EventStore, h: hist.History, index: int, n: int) -> None:
+    _setup_append(s, h, index, tuple(f"f.{index}.{k}" for k in range(n)),
+                  tuple(EventPlan("C", (f"s:{k % 4}", "cart:3")) for k in range(n)))
+
+
 def prepare(shape: Shape, folder: str) -> Prepared:
     """Build the shape's template store in ``folder`` and its setup history."""
     if os.path.exists(folder):
@@ -220,52 +204,81 @@ def prepare(shape: Shape, folder: str) -> Prepared:
     extra = (LONG_TAG,) if shape.long_tag else ()
     plans = tuple(EventPlan("A", ("cart:9", f"s:{k % 2}", *extra)) for k in range(shape.batch))
     ids = tuple(f"x.{k}" for k in range(shape.batch))
-    with EventStore(folder, durable=shape.durable) as s:
+    with EventStore(folder, durable=shape.durable, segment_bytes=shape.segment_bytes) as s:
         if shape.setup != "empty":
             _setup_append(s, h, 0, ("p.0",), (EventPlan("A", ("cart:1",)),))
             _setup_append(s, h, 1, ("p.1", "p.2"), (EventPlan("B", ("cart:1", "s:0")), EventPlan("A", ("cart:2",))))
         if shape.setup == "committed":
             _setup_append(s, h, 99, ids, plans)
+        if shape.setup == "index-step":
+            for k in range(INDEX_EVERY // 20 + 1):
+                _filler(s, h, 10 + k, 20)
+        if shape.setup == "full-segment":
+            k = 0
+            while s.synced_state().end < SMALL_SEGMENT - 600:
+                _filler(s, h, 10 + k, 1)
+                k += 1
         if shape.action != "append":
-            maint.setup(s, lambda i, n: _setup_append(s, h, i, tuple(f"q.{i}.{k}" for k in range(n)), tuple(
-                EventPlan("C", (f"s:{k % 4}", "cart:3")) for k in range(n))))
+            maint.setup(s, lambda i, n: _filler(s, h, i, n))
         head = s.head()
-        if shape.setup in ("index-lag", "wreck"):
-            # As if the last writer died after writing its index lines but before the checkpoint.
-            cp = s.index.read_checkpoint()
-            s.index.write_checkpoint(Checkpoint(head - 2, min(cp.durable, head - 2), BOOT_ID), durable=False)
-        if shape.setup == "reboot":
-            # As after a power loss: the checkpoint was written on another boot, so only its
-            # durable part is trusted and the next writer cuts and rewrites the index tail.
-            cp = s.index.read_checkpoint()
-            s.index.write_checkpoint(Checkpoint(cp.written, 0, "another-boot"), durable=False)
-        if shape.setup in ("torn-tail", "wreck"):
-            _torn_tail(s, head)
-        if shape.setup == "wreck":
-            # A temp file of a writer that is gone (pid beyond any live one).
-            with open(os.path.join(s.layout.events, ".tmp-4194000-0badc0ffee00"), "wb") as f:
-                f.write(b'{"half": ')
+    if shape.setup in ("index-lag", "index-step", "wreck"):
+        # As if the last writers died after committing but before indexing their records.
+        _index_back_to(folder, head - (INDEX_EVERY - 10 if shape.setup == "index-step" else 2))
+    if shape.setup == "reboot":
+        _synced_from_another_boot(folder)
+    if shape.setup in ("torn-tail", "wreck"):
+        _torn_tail(folder)
+    if shape.setup == "wreck":
+        # A temp file of a writer that is gone (pid beyond any live one).
+        with open(os.path.join(folder, "log", f"{TMP_PREFIX}4194000-0badc0ffee00"), "wb") as f:
+            f.write(b"half a seal")
     query: QuerySpec | None = None
     after: int | None = None
     if shape.condition == "pass":
         query, after = ((("A",), ("cart:9",)), ((), ("s:3",))), head
+        # The head the condition names was read by every process that appends with it.
+        for w in (SWEEP_WORKER, RETRY_WORKER):
+            h.reads.append(hist.ReadRecord(w, -1, 0, 0, head))
     elif shape.condition == "fail":
-        query, after = ((("A",), ("cart:1",)),), 0
+        query, after = ((("A",), ("cart:1",)),), None
     return Prepared(shape, folder, h, ids, plans, query, after, head)
 
 
-def _torn_tail(s: EventStore, head: int) -> None:
-    """A dead writer's leftovers: one whole line without its commit mark, then a torn one."""
-    ghost = LogLine(head + 1, "ghost-0", "0" * 64, "0" * 64, False)
-    with open(s.layout.log, "ab") as f:
-        torn = encode_line(LogLine(head + 2, "ghost-1", "1" * 64, "1" * 64, True))[: LINE_LEN // 2]
-        f.write(encode_line(ghost) + torn)
+def _index_back_to(folder: str, position: int) -> None:
+    """Set the index back to ``position`` (its rows past it dropped), through the engine."""
+    with EventStore(folder, create=False, durable=False) as s:
+        chain = next(iter(s.records(position, position))).chain if position else recfmt.GENESIS
+        s.index.truncate(position, chain)
+
+
+def _synced_from_another_boot(folder: str) -> None:
+    """Stamp the synced position with another boot id, as a power cut leaves it: the next
+    writer must re-verify everything past it instead of trusting it."""
+    with EventStore(folder, create=False, durable=False) as s:
+        state = s.synced_state()
+        sf = SyncedFile(s.layout.synced_file)
+        try:
+            fileio.pwrite_all(sf.fd, replace(state, boot="another-boot").encode(), 0, sf.path)
+        finally:
+            sf.close()
+
+
+def _torn_tail(folder: str) -> None:
+    """A dead writer's leftovers in the active segment: one whole record without its commit
+    mark, then the first half of the record that would have carried it."""
+    with EventStore(folder, create=False, durable=False) as s:
+        state = s.synced_state()
+        path = s.view.active.path if s.view.active is not None else ""
+    items = [encode_event(Event("A", {"op": f"ghost-{k}"}, ("cart:1",), id=f"ghost-{k}")) for k in range(2)]
+    data, sizes, _chain = recfmt.encode(state.position + 1, state.chain, items)
+    with open(path, "ab") as f:
+        f.write(data[: sizes[0] + sizes[1] // 2])
 
 
 def one_more(case: str, durable: bool, history: hist.History) -> list[Violation]:
     """The store takes a new append after the crash or fault (recorded for the checker)."""
     t = time.monotonic_ns()
-    op = hist.OpRecord(2, 1, "append", ("after.0",), (EventPlan("Z", ("s:0",)),), invoke=t)
+    op = hist.OpRecord(AFTER_WORKER, 1, "append", ("after.0",), (EventPlan("Z", ("s:0",)),), invoke=t)
     history.ops.append(op)
     try:
         with EventStore(case, durable=durable, create=False) as s:

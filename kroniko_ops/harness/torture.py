@@ -3,10 +3,11 @@ workers, SIGKILLs at random moments and in the middle of commits, recovery, and 
 
 Each round draws a workload from the run's seeded RNG (so ``--seed`` replays the same
 schedules), runs it with ``workers`` processes, kills some of them, then — when anything was
-killed — runs ``recover`` and a quick ``fsck`` (property 6) and checks properties 1-5 over the
-round's part of the log. A full ``fsck`` runs every ``full_fsck_every`` seconds and at the end.
-Across rounds the committed prefix must stay exactly as it was: the chain hash at the previous
-round's head is compared each round.
+killed — runs ``recover`` and ``fsck`` (property 6) and checks properties 1-5 and 7 (reads)
+over the round's part of the log, with a summary of the earlier rounds' part (:class:`Prior`)
+for reads and rejections that reach back. ``recover`` + ``fsck`` also run at the end. Across
+rounds the committed prefix must stay exactly as it was: the chain hash at the previous round's
+head is compared each round.
 
 The store must be new, empty, or one torture wrote before (its position 1 is torture's marker
 event): torture appends thousands of events and must never touch a store holding real data.
@@ -21,14 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import InvalidArgument
-from ..log import read_line
 from ..model import Event
 from ..report import Report
 from ..store import EventStore
 from .checker import Prior, Violation, check
 from .crash import random_kills
 from .history import COMMITTED, REJECTED, UNKNOWN
-from .verify import entry_reader, maintenance, read_log, recover_and_fsck
+from .verify import chain_at, entry_reader, read_log, recover_and_fsck
 from .worker import HarnessError, RunResult, context, run_workload
 from .workload import Limits, generate
 
@@ -48,16 +48,15 @@ class Figures:
     reads: int = 0
     kills: int = 0
     recoveries: int = 0
-    full_fscks: int = 0
     violations: list[Violation] = field(default_factory=list)
     failing_round: int | None = None
     failing_seed: int | None = None
     interrupted: bool = False
 
 
-def _claim(path: str, durable: bool) -> int:
+def _claim(path: str, durable: bool, segment_bytes: int | None) -> int:
     """Make sure the store is torture's own (marking a new one); return its head."""
-    with EventStore(path, durable=durable) as s:
+    with EventStore(path, durable=durable, segment_bytes=segment_bytes) as s:
         head = s.head()
         if head == 0:
             return s.append(Event(MARKER_TYPE, {"note": "written by kroniko-ops torture"}, id="torture-marker"))
@@ -70,41 +69,47 @@ def _claim(path: str, durable: bool) -> int:
         return head
 
 
-def torture(path: str, workers: int = 4, duration: float = 60.0, kill_rate: float = 0.2,
+def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rate: float = 0.2,
             seed: int | None = None, durable: bool = True, max_ops: int = 8, max_batch: int = 20,
-            full_fsck_every: float = 60.0, method: str = "forkserver",
-            on_round: Callable[[Figures], None] | None = None) -> Report:
-    """Run the harness against the store at ``path`` for ``duration`` seconds; return a report
-    whose figures hold the totals and whose findings are the violations (exit 4 when any).
+            rounds: int | None = None, segment_bytes: int | None = None, recover: bool = True,
+            method: str = "forkserver", on_round: Callable[[Figures], None] | None = None) -> Report:
+    """Run the harness against the store at ``path`` for ``duration`` seconds and/or ``rounds``
+    rounds (whichever ends first; at least one must be given); return a report whose figures
+    hold the totals and whose findings are the violations (exit 4 when any).
 
     ``kill_rate`` (0..1) is the chance that a worker is SIGKILLed during a round; besides, about
     a quarter of that many appends kill their own process at a random file operation of the
-    commit. Stops at the first round with a violation and names its seed (property 0 marks a
-    round the harness could not finish, e.g. a worker that hung: possibly a deadlock). Ctrl-C
-    stops after reaping the round's workers; the store is then recovered and checked as usual.
+    commit. ``segment_bytes`` applies when torture creates the store (small segments roll and
+    seal under the workers). ``recover=False`` skips recover + fsck (property 6). Stops at the
+    first round with a violation and names its seed (property 0 marks a round the harness could
+    not finish, e.g. a worker that hung: possibly a deadlock). Ctrl-C stops after reaping the
+    round's workers; the store is then recovered and checked as usual.
     """
     if not 1 <= workers <= 64:
         raise InvalidArgument(f"workers must be between 1 and 64, got {workers}")
-    if not duration > 0:
+    if duration is None and rounds is None:
+        raise InvalidArgument("give a duration, a number of rounds, or both")
+    if duration is not None and not duration > 0:
         raise InvalidArgument(f"duration must be a positive number of seconds, got {duration}")
+    if rounds is not None and rounds < 1:
+        raise InvalidArgument(f"rounds must be at least 1, got {rounds}")
     if not 0.0 <= kill_rate <= 1.0:
         raise InvalidArgument(f"kill rate must be between 0 and 1, got {kill_rate}")
     path = os.fspath(path)
     seed = random.SystemRandom().getrandbits(32) if seed is None else seed
     report = Report("torture", path)
     figures = Figures()
-    base = _claim(path, durable)
+    base = _claim(path, durable, segment_bytes)
     prior = Prior(entry_at=entry_reader(path))
     prior.advance(read_log(path, 0))
-    chain = _chain_at(path, base)
+    chain = chain_at(path, base)
     rng = random.Random(seed)
     limits = Limits(min_workers=workers, max_workers=workers, min_ops=max(1, max_ops // 2), max_ops=max_ops,
-                    max_batch=max_batch, kill_chance=kill_rate / 4)
+                    max_batch=max_batch, kill_chance=kill_rate / 4, small_segments=0.0)
     ctx = context(method)
     horizon = 0.05
-    have_p6 = maintenance() is not None
-    started = last_full = time.monotonic()
-    while time.monotonic() - started < duration:
+    started = time.monotonic()
+    while (rounds is None or figures.rounds < rounds) and (duration is None or time.monotonic() - started < duration):
         round_seed = rng.getrandbits(32)
         workload = generate(round_seed, limits, durable)
         kills = random_kills(random.Random(round_seed), workers, kill_rate, horizon)
@@ -121,20 +126,16 @@ def torture(path: str, workers: int = 4, duration: float = 60.0, kill_rate: floa
         if not result.kills:
             horizon = 0.8 * horizon + 0.2 * (time.monotonic() - t)
         found: list[Violation] = []
-        if _chain_at(path, base) != chain:
+        if chain_at(path, base) != chain:
             found.append(Violation(2, "prefix-changed", f"the log up to position {base} changed during the round"))
-        if result.kills and have_p6:
-            found += recover_and_fsck(path, full=False) or []
+        if result.kills and recover:
+            found += recover_and_fsck(path, quick=True)
             figures.recoveries += 1
         log = read_log(path, base)
         found += check(result.history, log, base, prior)
         prior.advance(log)
         base = log[-1].position if log else base
-        chain = _chain_at(path, base)
-        if have_p6 and time.monotonic() - last_full >= full_fsck_every:
-            found += recover_and_fsck(path, full=True) or []
-            figures.full_fscks += 1
-            last_full = time.monotonic()
+        chain = chain_at(path, base)
         _count(figures, result)
         if found:
             figures.violations += found
@@ -142,17 +143,10 @@ def torture(path: str, workers: int = 4, duration: float = 60.0, kill_rate: floa
             break
         if on_round is not None:
             on_round(figures)
-    if not figures.violations and have_p6:
-        figures.violations += recover_and_fsck(path, full=True) or []
-        figures.full_fscks += 1
-    return _report(report, figures, path, seed, workers, duration, kill_rate, have_p6)
-
-
-def _chain_at(path: str, position: int) -> str:
-    if position == 0:
-        return ""
-    with EventStore(path, create=False, durable=False) as s:
-        return read_line(s._read_fd, position).chain
+    if not figures.violations and recover:
+        figures.violations += recover_and_fsck(path)
+        figures.recoveries += 1
+    return _report(report, figures, path, seed, workers, duration, kill_rate, recover)
 
 
 def _count(figures: Figures, result: RunResult) -> None:
@@ -168,7 +162,7 @@ def _count(figures: Figures, result: RunResult) -> None:
     figures.kills += result.kills
 
 
-def _report(report: Report, figures: Figures, path: str, seed: int, workers: int, duration: float,
+def _report(report: Report, figures: Figures, path: str, seed: int, workers: int, duration: float | None,
             kill_rate: float, have_p6: bool) -> Report:
     with EventStore(path, create=False, durable=False) as s:
         report.head = s.head()
@@ -177,8 +171,8 @@ def _report(report: Report, figures: Figures, path: str, seed: int, workers: int
     report.figures.update(
         seed=seed, workers=workers, duration=duration, kill_rate=kill_rate, rounds=figures.rounds,
         operations=figures.operations, commits=figures.commits, rejections=figures.rejections,
-        unknown=figures.unknown, kills=figures.kills, recoveries=figures.recoveries,
-        full_fscks=figures.full_fscks, violations=len(figures.violations), property6=have_p6,
+        unknown=figures.unknown, reads=figures.reads, kills=figures.kills, recoveries=figures.recoveries,
+        violations=len(figures.violations), property6=have_p6,
         interrupted=figures.interrupted,
     )
     if figures.failing_round is not None:

@@ -9,6 +9,7 @@ the machine-wide monotonic clock all processes share.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import signal
@@ -24,7 +25,8 @@ from ..errors import AppendConditionFailed, DurabilityError, KronikoError
 from ..store import EventStore
 from . import history as hist
 from .crash import kill_at_nth_op
-from .workload import OpPlan, Workload, condition_for, to_events, to_query
+from .mutants import STORES
+from .workload import OpPlan, QuerySpec, Workload, condition_for, to_events, to_query
 
 START_TIMEOUT = 60.0
 
@@ -41,15 +43,23 @@ def context(method: str = "forkserver") -> BaseContext:
     return ctx
 
 
+def create_store(path: str, workload: Workload) -> None:
+    """Create the store a workload runs on, with its segment size (workers open it with
+    ``create=False``, so the size is the one the store was created with)."""
+    EventStore(path, durable=workload.durable, segment_bytes=workload.segment_bytes).close()
+
+
 @dataclass(frozen=True)
 class WorkerArgs:
-    """What one worker process needs: where the store is, its schedule, where to record."""
+    """What one worker process needs: where the store is, its schedule, where to record, and
+    which broken engine of :mod:`.mutants` to run instead of the real one (None: the real one)."""
 
     path: str
     workload: Workload
     worker: int
     history: str
     lock_timeout: float = 60.0
+    mutant: str | None = None
 
 
 def worker_main(args: WorkerArgs, ready: Any, go: Any) -> None:
@@ -61,7 +71,8 @@ def worker_main(args: WorkerArgs, ready: Any, go: Any) -> None:
     closes its end of ``go`` and every worker sees end-of-file at once.
     """
     rec = hist.Recorder(args.history)
-    store = EventStore(args.path, durable=args.workload.durable, create=False, lock_timeout=args.lock_timeout)
+    engine = EventStore if args.mutant is None else STORES[args.mutant]
+    store = engine(args.path, durable=args.workload.durable, create=False, lock_timeout=args.lock_timeout)
     ready.send_bytes(b"r")
     ready.close()
     if not go.poll(START_TIMEOUT):
@@ -81,7 +92,7 @@ def run_schedule(store: EventStore, workload: Workload, worker: int, rec: hist.R
     for i, op in enumerate(workload.workers[worker]):
         if op.kind == "read":
             assert op.query is not None
-            _read(store, op, i, rec)
+            _read(store, op.query, i, rec, op.start, op.backwards)
             continue
         if op.kind == "retry":
             assert op.retry_of is not None
@@ -94,7 +105,7 @@ def run_schedule(store: EventStore, workload: Workload, worker: int, rec: hist.R
             condition = None
             if op.kind == "conditional":
                 assert op.query is not None
-                result, found = _read(store, op, i, rec)
+                result, found = _read(store, op.query, i, rec)
                 if op.skip_if_found and found:
                     rec.record(i=i, ev="skip")
                     continue
@@ -105,14 +116,21 @@ def run_schedule(store: EventStore, workload: Workload, worker: int, rec: hist.R
         _append(store, events, condition, op, i, rec)
 
 
-def _read(store: EventStore, op: OpPlan, i: int, rec: hist.Recorder) -> tuple[Any, int]:
-    assert op.query is not None
+def _read(store: EventStore, spec: QuerySpec, i: int, rec: hist.Recorder, start: int | None = None,
+          backwards: bool = False) -> tuple[Any, int]:
+    """Read, and record what came back: count, digest of positions and body hashes, order."""
     t0 = time.monotonic_ns()
-    result = store.read(to_query(op.query))
-    found = sum(1 for _ in result)
+    result = store.read(to_query(spec), start=start, backwards=backwards)
+    events = list(result)
     t1 = time.monotonic_ns()
-    rec.record(i=i, ev="read", t0=t0, t1=t1, head=result.head, found=found)
-    return result, found
+    pairs = [(e.position, hist.body_hash(e.event)) for e in events]
+    positions = [p for p, _ in pairs]
+    step = -1 if backwards else 1
+    ordered = all((b - a) * step > 0 for a, b in itertools.pairwise(positions))
+    rec.record(i=i, ev="read", t0=t0, t1=t1, head=result.head, found=len(events), query=spec, start=start,
+               backwards=backwards, digest=hist.read_digest(pairs), ordered=ordered,
+               positions=positions if len(positions) <= hist.POSITIONS_KEPT else None)
+    return result, len(events)
 
 
 def _append(store: EventStore, events: list[Any], condition: Any, op: OpPlan, i: int, rec: hist.Recorder) -> None:
@@ -173,8 +191,9 @@ class RunResult:
 
 def run_workload(path: str, workload: Workload, kills: Sequence[tuple[int, float]] = (),
                  ctx: BaseContext | None = None, timeout: float = 120.0, workdir: str | None = None,
-                 lock_timeout: float = 60.0) -> RunResult:
-    """Run every worker of ``workload`` against the store at ``path`` (which must exist).
+                 lock_timeout: float = 60.0, mutant: str | None = None) -> RunResult:
+    """Run every worker of ``workload`` against the store at ``path`` (which must exist: see
+    :func:`create_store`); ``mutant`` names a broken engine of :mod:`.mutants` to run instead.
 
     ``kills`` lists ``(worker, seconds after the start)``: the parent SIGKILLs that worker then.
     Every child is reaped before this returns, within ``timeout`` seconds (then killed and
@@ -189,7 +208,7 @@ def run_workload(path: str, workload: Workload, kills: Sequence[tuple[int, float
     # then all wait for the parent to close the other.
     ready_r, ready_w = ctx.Pipe(duplex=False)
     go_r, go_w = ctx.Pipe(duplex=False)
-    procs = [ctx.Process(target=worker_main, args=(WorkerArgs(path, workload, w, files[w], lock_timeout),
+    procs = [ctx.Process(target=worker_main, args=(WorkerArgs(path, workload, w, files[w], lock_timeout, mutant),
                                                    ready_w, go_r), daemon=True, name=f"kroniko-worker-{w}")
              for w in range(n)]
     deaths: dict[int, int] = {}

@@ -52,6 +52,7 @@ class OpPlan:
     ``kill_at``: the worker kills itself with SIGKILL at this file operation of the call.
     ``think_us``: microseconds the worker spends deciding between its read and its append,
     which widens the window in which another worker's commit makes the condition fail.
+    ``start`` and ``backwards`` (reads only) are passed to ``EventStore.read``.
     """
 
     kind: str
@@ -62,15 +63,24 @@ class OpPlan:
     retry_of: int | None = None
     kill_at: int | None = None
     think_us: int = 0
+    start: int | None = None
+    backwards: bool = False
+
+
+SMALL_SEGMENT = 4096  # the smallest segment a store may have: a roll every dozen events
 
 
 @dataclass(frozen=True)
 class Workload:
-    """Every worker's list of operations, plus the run id that makes event ids unique."""
+    """Every worker's list of operations, plus the run id that makes event ids unique.
+
+    ``durable`` is how every worker opens the store; ``segment_bytes`` is passed when the store
+    is created (:data:`SMALL_SEGMENT` makes segments roll and seal under concurrency)."""
 
     workers: tuple[tuple[OpPlan, ...], ...]
     run: str = field(default_factory=lambda: os.urandom(4).hex())
     durable: bool = False
+    segment_bytes: int | None = None
 
     def event_ids(self, worker: int, index: int) -> tuple[str, ...]:
         """The explicit ids of the batch of op ``index`` of ``worker`` (a retry reuses its target's)."""
@@ -148,6 +158,7 @@ class Limits:
     max_batch: int = 20
     kill_chance: float = 0.0  # chance that an append op kills its worker mid-commit
     max_kill_at: int = 60
+    small_segments: float = 0.5  # chance that the store is created with SMALL_SEGMENT
 
 
 def _event(src: Source, pool: Sequence[str]) -> EventPlan:
@@ -180,7 +191,8 @@ def _op(src: Source, limits: Limits, pool: Sequence[str], index: int, prior_writ
         return OpPlan("retry", retry_of=_pick(src, prior_writes))
     if roll >= 80:
         events: tuple[EventPlan, ...] = ()
-        return OpPlan("read", query=_query_for(src, events, pool))
+        start = src.integer(1, 40) if src.chance(0.3) else None
+        return OpPlan("read", query=_query_for(src, events, pool), start=start, backwards=src.chance(0.25))
     big = src.chance(0.15)
     size = src.integer(1, limits.max_batch) if big else src.integer(1, min(3, limits.max_batch))
     events = tuple(_event(src, pool) for _ in range(size))
@@ -205,7 +217,8 @@ def build_workload(src: Source, limits: Limits = Limits(), durable: bool = False
                 writes.append(i)
             ops.append(op)
         workers.append(tuple(ops))
-    return Workload(tuple(workers), run or os.urandom(4).hex(), durable)
+    small = limits.small_segments > 0 and src.chance(limits.small_segments)
+    return Workload(tuple(workers), run or os.urandom(4).hex(), durable, SMALL_SEGMENT if small else None)
 
 
 class RandomSource:

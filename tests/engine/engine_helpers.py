@@ -1,22 +1,22 @@
-"""Helpers for the engine tests: file-tree snapshots, the documented index encoding, hand-made
-log lines. Written from docs/FORMAT.md, not from the engine's code, so they check the engine."""
+"""Helpers for the engine tests (format 3): file-tree snapshots, hand-made records written behind
+the engine's back (a writer that died, a power cut), the synced position of another boot."""
 
 from __future__ import annotations
 
-import hashlib
+import multiprocessing
 import os
-import re
-from collections.abc import Iterable
+import queue
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from kroniko_ops import Event, EventStore
 from kroniko_ops.codec import encode_event
-from kroniko_ops.log import LINE_LEN, LogLine, encode_line, next_chain, read_line
-
-LITERAL = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-:")
-MAX_LITERAL = 180
-BUCKET_RE = re.compile(r"\A[0-9a-f]{3}\.ids\Z")
+from kroniko_ops.format import record, segment
+from kroniko_ops.synced import SyncedState, decode
 
 Tree = dict[str, bytes | None]
+NO_CHANGE = {"added": [], "removed": [], "changed": []}
 
 
 def snapshot(root: str) -> Tree:
@@ -41,73 +41,115 @@ def tree_diff(before: Tree, after: Tree) -> dict[str, list[str]]:
     }
 
 
-def documented_name(name: str) -> str:
-    """The index file name (without suffix) of a type or tag, as docs/FORMAT.md specifies it."""
-    if name == "":
-        return "="
-    out = []
-    for i, ch in enumerate(name):
-        if ch in LITERAL or (ch == "." and i > 0):
-            out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-    encoded = "".join(out)
-    if len(encoded) > MAX_LITERAL:
-        return "~" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
-    return encoded
+def segments(path: str) -> list[int]:
+    """The first positions of the store's segments, in order."""
+    names = os.listdir(os.path.join(path, "log"))
+    return sorted(p[0] for n in names if (p := segment.parse_name(n)) and p[1] == "seg")
 
 
-def bucket(event_id: str) -> str:
-    """The id bucket file of an event id, as docs/FORMAT.md specifies it."""
-    return hashlib.sha256(event_id.encode()).hexdigest()[:3] + ".ids"
+def sealed(path: str) -> list[int]:
+    """The first positions of the sealed segments (those with an offset index)."""
+    names = os.listdir(os.path.join(path, "log"))
+    return sorted(p[0] for n in names if (p := segment.parse_name(n)) and p[1] == "idx")
 
 
-def expected_index(events: Iterable[tuple[int, Event]]) -> dict[str, bytes]:
-    """The ``.pos`` and ``.ids`` files (relative to ``index/``) that ``(position, event)`` pairs
-    imply, from the documented format."""
-    files: dict[str, list[bytes]] = {}
-    for pos, e in events:
-        line = b"%012d\n" % pos
-        files.setdefault(f"types/{documented_name(e.type)}.pos", []).append(line)
-        for tag in dict.fromkeys(e.tags):
-            files.setdefault(f"tags/{documented_name(tag)}.pos", []).append(line)
-        assert e.id is not None
-        files.setdefault(f"ids/{bucket(e.id)}", []).append(b"%012d %s\n" % (pos, e.id.encode()))
-    return {path: b"".join(lines) for path, lines in files.items()}
+def active_path(path: str) -> str:
+    """The active (last) segment's file."""
+    return os.path.join(path, "log", segment.seg_name(segments(path)[-1]))
 
 
-def actual_index(store_path: str) -> dict[str, bytes]:
-    """The ``.pos`` and ``.ids`` files under a store's ``index/``, relative to it."""
-    root = os.path.join(store_path, "index")
-    return {path: data for path, data in snapshot(root).items()
-            if data is not None and (path.endswith(".pos") or path.endswith(".ids"))}
+def synced_state(path: str) -> SyncedState | None:
+    """What ``locks/synced`` says, read from the file."""
+    return decode(Path(path, "locks", "synced").read_bytes())
 
 
-def all_events(store: EventStore) -> list[tuple[int, Event]]:
-    """``(position, event)`` for every committed event."""
+def write_synced(path: str, state: SyncedState) -> None:
+    """Overwrite ``locks/synced`` (e.g. a value of another boot, as after a reboot)."""
+    Path(path, "locks", "synced").write_bytes(state.encode())
+
+
+def as_other_boot(path: str, **changes: object) -> SyncedState:
+    """Rewrite the synced state as if written before a reboot (optionally changing fields)."""
+    cur = synced_state(path)
+    assert cur is not None
+    fields = {"position": cur.position, "segment": cur.segment, "end": cur.end, "chain": cur.chain,
+              "boot": "an-earlier-boot", "poisoned": cur.poisoned}
+    fields.update(changes)
+    state = SyncedState(**fields)  # type: ignore[arg-type]
+    write_synced(path, state)
+    return state
+
+
+def last_record(path: str) -> record.Record | None:
+    """The last whole record of the active segment (None when it is empty)."""
+    data = Path(active_path(path)).read_bytes()
+    last = None
+    for rec in record.iter_records(data):
+        last = rec
+    return last
+
+
+def tail_of(path: str) -> tuple[int, bytes]:
+    """``(position, chain)`` of the last record on disk (the previous segments' when the active
+    one is empty)."""
+    rec = last_record(path)
+    if rec is not None:
+        return rec.position, rec.chain
+    firsts = segments(path)
+    if len(firsts) == 1:
+        return 0, record.GENESIS
+    seal = segment.read_idx(os.path.join(path, "log", segment.idx_name(firsts[-2])), firsts[-2])
+    return seal.last, seal.last_chain
+
+
+def hand_records(path: str, events: Sequence[Event], commit: bool = True,
+                 after: tuple[int, bytes] | None = None) -> bytes:
+    """The records a writer would write for ``events`` right after the last record on disk (or
+    ``after``); without ``commit`` the batch lacks its commit mark (its writer died mid-batch)."""
+    position, chain = after or tail_of(path)
+    items = [encode_event(e) for e in events]
+    if not commit:
+        items.append(encode_event(Event("NeverWritten", 0)))  # encoded, then left out
+    data, sizes, _chain = record.encode(position + 1, chain, items)
+    return data if commit else data[: len(data) - sizes[-1]]
+
+
+def append_raw(path: str, data: bytes) -> None:
+    """Append bytes to the active segment behind the engine's back, in one ``write()``."""
+    fd = os.open(active_path(path), os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def lost_found(path: str, label: str) -> list[Path]:
+    """The folders of ``lost-found/`` set aside under ``label``, oldest first."""
+    root = Path(path, "lost-found")
+    return sorted(p for p in root.iterdir() if p.name.endswith("-" + label)) if root.is_dir() else []
+
+
+def events_of(store: EventStore) -> list[tuple[int, Event]]:
+    """``(position, event)`` of every event the store shows."""
     return [(e.position, e.event) for e in store.read()]
 
 
-def hand_lines(store: EventStore, events: list[Event], commit_last: bool = True) -> bytes:
-    """Log lines for ``events`` after the current head, as a writer would write them, with each
-    event's file already published in ``events/`` (the state just before or during a commit)."""
-    head = store.head()
-    chain = read_line(store._read_fd, head).chain if head else "0" * 64
-    out = []
-    for i, event in enumerate(events):
-        eid, raw = encode_event(event)
-        with open(store.layout.event_file(eid), "xb") as f:
-            f.write(raw)
-        ehash = hashlib.sha256(raw).hexdigest()
-        chain = next_chain(chain, ehash)
-        last = i == len(events) - 1
-        out.append(encode_line(LogLine(head + i + 1, eid, ehash, chain, commit_last and last)))
-    data = b"".join(out)
-    assert len(data) == LINE_LEN * len(events)
-    return data
+CHILD_TIMEOUT = 120.0  # a guard against a hang, not a speed assertion
 
 
-def append_raw(store: EventStore, data: bytes) -> None:
-    """Append bytes to the log behind the engine's back (a writer that died mid-way)."""
-    with open(store.layout.log, "ab") as f:
-        f.write(data)
+def run_child(target: Callable[..., None], *args: object) -> Any:
+    """Run ``target(*args, results)`` in a spawned process and return what it put on
+    ``results``; the child is killed if it outlives the guard."""
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, results), daemon=True)
+    proc.start()
+    try:
+        return results.get(timeout=CHILD_TIMEOUT)
+    except queue.Empty:
+        raise AssertionError(f"{target.__name__} did not report within {CHILD_TIMEOUT}s") from None
+    finally:
+        proc.join(CHILD_TIMEOUT)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)

@@ -1,4 +1,6 @@
-"""Bad input is refused with a clear InvalidEvent (InvalidArgument for paths) and writes nothing."""
+"""Bad input is refused with a clear InvalidEvent (InvalidArgument for paths) and writes nothing;
+input that merely looks hostile to the record format (newlines, NUL, a record header inside the
+data, the biggest event at a segment boundary) round-trips exactly."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
-from engine_helpers import snapshot, tree_diff
+from engine_helpers import NO_CHANGE, active_path, segments, snapshot, tree_diff
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +29,7 @@ from kroniko_ops import (
     QueryItem,
 )
 from kroniko_ops.codec import encode_event
+from kroniko_ops.format import record, segment
 
 BAD_EVENTS: dict[str, Any] = {
     "empty type": Event("", 1),
@@ -92,7 +95,7 @@ def _refused(store: EventStore, tmp_path: Path, call: Any, exc: type[KronikoErro
     before = snapshot(str(tmp_path))
     with pytest.raises(exc) as info:
         call()
-    assert tree_diff(before, snapshot(str(tmp_path))) == {"added": [], "removed": [], "changed": []}
+    assert tree_diff(before, snapshot(str(tmp_path))) == NO_CHANGE
     assert store.head() == head
     return str(info.value)
 
@@ -135,8 +138,7 @@ def test_duplicate_ids_in_a_batch_are_refused(seeded: EventStore, tmp_path: Path
 
 
 def test_reused_committed_id_is_refused_and_nothing_written(seeded: EventStore, tmp_path: Path) -> None:
-    # The batch's other event is prepared as a file before the reuse is found under the lock:
-    # it must be gone again afterwards.
+    # The reuse is found under the lock, after the batch was encoded: nothing may reach the log.
     batch = [Event("New", 1, ["n"]), Event("New", 2, [], None, "seed-1")]
     assert "seed-1" in _refused(seeded, tmp_path, lambda: seeded.append(batch))
 
@@ -224,7 +226,7 @@ def test_idempotent_retry_writes_nothing(seeded: EventStore, tmp_path: Path) -> 
     assert seeded.append(batch) == 4
     before = snapshot(str(tmp_path))
     assert seeded.append(batch) == 4
-    assert tree_diff(before, snapshot(str(tmp_path))) == {"added": [], "removed": [], "changed": []}
+    assert tree_diff(before, snapshot(str(tmp_path))) == NO_CHANGE
 
 
 # -- for all values: valid JSON round-trips exactly, anything else is refused and writes nothing --
@@ -282,3 +284,96 @@ def test_any_value_round_trips_or_is_refused_without_writing(data: Any, metadata
             with pytest.raises(InvalidEvent):
                 store.append(event)
             assert snapshot(tmp) == before
+
+
+# -- attacks on the record format: framing characters and lookalikes are only data ----------
+
+HEADER_LOOKALIKE = record.encode(1, record.GENESIS, [("evil", b"{}")])[0][:record.HEADER].decode()
+LOOKALIKES: dict[str, Any] = {
+    "newline": "a\nb\n\n",
+    "carriage return": "a\r\nb\r",
+    "NUL": "a\x00b\x00",
+    "every control character": "".join(map(chr, range(32))) + "\x7f",
+    "a record header": HEADER_LOOKALIKE,
+    "a whole record line": HEADER_LOOKALIKE + '{}\n' + HEADER_LOOKALIKE,
+    "a commit mark and padding": " C 00000002 " + " " * 300,
+    "unicode line separators": "\u2028\u2029\x85",
+    "non-ASCII": "café ☕ 🎉 שלום",
+}
+
+
+def _check_log_is_whole_records(path: str) -> None:
+    """Every segment is whole records, one per line, chained from the first."""
+    chain, expect = record.GENESIS, 1
+    for first in segments(path):
+        data = Path(path, "log", segment.seg_name(first)).read_bytes()
+        for rec in record.iter_records(data):
+            assert rec.position == expect and record.body_hash_ok(rec)
+            assert rec.chain == record.chain_of(chain, rec.event_hash)
+            chain, expect = rec.chain, expect + 1
+        assert data.count(b"\n") == len(list(record.iter_records(data)))
+
+
+@pytest.mark.parametrize("name", list(LOOKALIKES))
+def test_framing_lookalikes_round_trip(store: EventStore, name: str) -> None:
+    text = LOOKALIKES[name]
+    sent = [Event(f"T{text}", {"s": text, text: [text]}, [text, f"tag:{text}"], {"m": text}, "x" * 64),
+            Event("Plain", text, [text], None, "y")]
+    assert store.append(sent) == 2
+    with EventStore(store.path, durable=store.durable) as fresh:
+        assert [e.event for e in fresh.read()] == sent
+        assert [e.position for e in fresh.read(Query([QueryItem(tags=[text])]))] == [1, 2]
+        assert [e.position for e in fresh.read(Query([QueryItem(types=[f"T{text}"])]))] == [1]
+    _check_log_is_whole_records(store.path)
+
+
+def test_the_biggest_event_at_a_segment_boundary(tmp_path: Path) -> None:
+    # The default limit is 1 MiB; with 4 KiB segments the biggest event always overflows one.
+    path = str(tmp_path / "store")
+    with EventStore(path, durable=False, segment_bytes=4096) as store:
+        store.append(Event("Small", {"pad": "s" * 3000}, ["t"], None, "small-1"))
+        biggest = _sized(1024 * 1024, 0)
+        assert store.append(biggest) == 2
+        assert store.append(Event("Small", 2, ["t"], None, "small-2")) == 3
+        assert segments(path) == [1, 2, 3], "the big event has a segment of its own"
+        assert os.path.getsize(active_path(path)) < 4096
+        got = [e.event for e in store.read()]
+        assert got[1] == biggest and [e.id for e in store.read(Query([QueryItem(tags=["t"])]))] == [
+            "small-1", "small-2"]
+        _refused(store, tmp_path, lambda: store.append(_sized(1024 * 1024, 1)))
+    with EventStore(path, durable=False) as again:
+        assert [e.event for e in again.read()][1] == biggest
+    _check_log_is_whole_records(path)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+def test_deeply_nested_data_is_refused_not_a_recursion_error(seeded: EventStore, tmp_path: Path) -> None:
+    message = _refused(seeded, tmp_path, lambda: seeded.append(Event("Deep", _nested(10_000))))
+    assert "JSON" in message or "deep" in message.lower() or "recursion" in message.lower()
+    _refused(seeded, tmp_path, lambda: seeded.append(Event("Deep", 1, [], {"m": _nested(10_000)})))
+
+
+def test_nesting_the_codec_accepts_reads_back(seeded: EventStore) -> None:
+    # Whatever depth is accepted must come back (orjson reads what it writes).
+    for depth in (50, 200, 254):
+        event = Event("Deep", _nested(depth), ["deep"], None, f"deep-{depth}")
+        try:
+            pos = seeded.append(event)
+        except InvalidEvent:
+            continue
+        assert [e.event for e in seeded.read(start=pos, limit=1)] == [event]
+
+
+@pytest.mark.parametrize("event", [
+    Event("A", float("nan")), Event("A", {"n": 10**20}), Event("A", 1, [7]), Event("A", 1, ["ok", b"t"]),  # type: ignore[list-item]
+    Event("A", 1, [], None, "bad id"), Event("A", 1, [], None, "x" * 65), Event("A", 1, [], None, "../x"),
+], ids=["NaN", "huge int", "int tag", "bytes tag", "id with a space", "id of 65", "id with a slash"])
+def test_invalid_input_leaves_the_store_byte_identical(store: EventStore, tmp_path: Path, event: Event) -> None:
+    store.append(Event("Seed", 0))
+    _refused(store, tmp_path, lambda: store.append([Event("Good", 1), event]))

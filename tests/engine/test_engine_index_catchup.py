@@ -1,5 +1,5 @@
-"""The index is derived: a reader never misses a committed event because the index is behind,
-and the next writer catches it up to exactly what the log implies (no line lost, none twice)."""
+"""The index is derived: a reader never misses a committed event because the index is behind or
+gone, and the next writer brings it to exactly what the log implies (no row lost, none extra)."""
 
 from __future__ import annotations
 
@@ -8,27 +8,33 @@ import os
 import shutil
 from pathlib import Path
 
+import engine_mp_workers as workers
 import pytest
-from engine_helpers import actual_index, all_events, expected_index, snapshot
+from engine_helpers import run_child
 
-from kroniko_ops import Event, EventStore, Query, QueryItem, StoreCorrupted
-from kroniko_ops.index import BOOT_ID, Checkpoint
+from kroniko_ops import Event, EventStore, Query, QueryItem, fileio
+from kroniko_ops.index import db_name, generations
 
 TYPES = ("A", "B", "C")
 TAGS = ("t1", "t2", "cart:1", "../x")
 
 
-@pytest.fixture
-def filled(store: EventStore) -> EventStore:
-    """Twelve events in five batches, with types and tags spread over them."""
-    n = 0
-    for size in (3, 1, 4, 2, 2):
+def _fill(store: EventStore, sizes: tuple[int, ...] = (3, 1, 4, 2, 2)) -> None:
+    """Batches of ``sizes`` with types and tags spread over them."""
+    n = store.head()
+    for size in sizes:
         batch = []
         for _ in range(size):
             tags = [t for k, t in enumerate(TAGS) if (n >> k) & 1]
-            batch.append(Event(TYPES[n % 3], {"n": n}, tags))
+            batch.append(Event(TYPES[n % 3], {"n": n}, tags, None, f"e-{n}"))
             n += 1
         store.append(batch)
+
+
+@pytest.fixture
+def filled(store: EventStore) -> EventStore:
+    """Twelve events in five batches."""
+    _fill(store)
     assert store.head() == 12
     return store
 
@@ -43,8 +49,8 @@ def _queries() -> list[Query]:
 
 
 def _check_reads(store: EventStore) -> None:
-    """Every query returns exactly what a scan of all events gives."""
-    everything = all_events(store)
+    """Every query returns exactly what a scan of all events gives, both ways."""
+    everything = [(e.position, e.event) for e in store.read()]
     assert [p for p, _ in everything] == list(range(1, store.head() + 1))
     for query in _queries():
         want = [p for p, e in everything if query.matches(e.type, e.tags)]
@@ -52,147 +58,130 @@ def _check_reads(store: EventStore) -> None:
         assert [e.position for e in store.read(query, backwards=True)] == want[::-1], query
 
 
-def _cut_index(store: EventStore, keep: int) -> None:
-    """Drop every index line for a position past ``keep`` (a crash after commit, before step 6)."""
-    root = store.layout.index
-    for rel, data in actual_index(store.path).items():
-        lines = [ln for ln in data.splitlines(keepends=True) if int(ln[:12]) <= keep]
-        Path(root, rel).write_bytes(b"".join(lines))
-
-
-def _set_checkpoint(store: EventStore, written: int, durable: int, boot: str = BOOT_ID) -> None:
-    store.index.write_checkpoint(Checkpoint(written, durable, boot), durable=False)
+def _check_index_rows(store: EventStore) -> None:
+    """The index itself (not the unindexed tail a reader also scans) holds exactly the log's rows."""
+    head = store.head()
+    assert store.index.checkpoint()[0] == head
+    everything = [(e.position, e.event) for e in store.read()]
+    for query in _queries()[1:]:
+        want = [p for p, e in everything if query.matches(e.type, e.tags)]
+        assert list(store.index.positions(query, 1, head)) == want, query
+    ids = [e.id for _, e in everything]
+    assert store.index.id_positions(ids) == {e.id: p for p, e in everything}
+    assert store.index.counts()["ids"] == head
 
 
 def _caught_up(store: EventStore) -> None:
-    """After one more append, the index is exactly what the log implies."""
-    head = store.append(Event("A", {"n": "late"}, ["t1", "late"]))
-    assert store.index.read_checkpoint().written == head
+    """After one more append and a flush, the index is exactly what the log implies."""
+    store.append(Event("A", {"n": "late"}, ["t1", "late"], None, "late"))
+    with store.locked():
+        store.flush_index()
     _check_reads(store)
-    assert actual_index(store.path) == expected_index(all_events(store))
+    _check_index_rows(store)
 
 
-def test_index_lines_deleted_past_the_checkpoint(filled: EventStore) -> None:
-    _cut_index(filled, 5)
-    _set_checkpoint(filled, 5, 0)
-    _check_reads(filled)
-    _caught_up(filled)
+def test_a_writer_that_died_with_unindexed_records(store_path: str) -> None:
+    with EventStore(store_path) as store:
+        _fill(store)
+    head = run_child(workers.append_and_die, store_path, 20)
+    assert head == 12 + 60
+    with EventStore(store_path) as store:
+        assert store.head() == head
+        assert store.index.checkpoint()[0] < head, "the dead writer left records unindexed"
+        _check_reads(store)
+        assert [e.data["b"] for e in store.read(Query([QueryItem(tags=["b:7"])]))] == [7, 7, 7]
+        _caught_up(store)
 
 
-def test_index_lines_present_past_the_checkpoint_are_not_doubled(filled: EventStore) -> None:
-    # A crash after the index lines were appended but before the checkpoint moved.
-    _set_checkpoint(filled, 5, 0)
-    _check_reads(filled)
-    _caught_up(filled)
-
-
-def test_readers_do_not_trust_lines_past_the_checkpoint(filled: EventStore) -> None:
-    # A wrong line past the checkpoint (position 12 does not carry this tag) must not be used.
-    _set_checkpoint(filled, 11, 0)
-    path = Path(filled.index.path("tags", "cart:1"))
-    listed = {int(x) for x in path.read_bytes().split()}
-    assert 12 not in listed
-    with path.open("ab") as f:
-        f.write(b"%012d\n" % 12)
-    assert 12 not in [e.position for e in filled.read(Query([QueryItem(tags=["cart:1"])]))]
-    # The writer's catch-up cuts stray lines only in the files that the events past the checkpoint
-    # write to: a dead writer can leave lines nowhere else. A line anywhere else is damage, not a
-    # crash; fsck reports it (index-extra-entry) and reindex repairs it.
-
-
-def test_only_the_durable_checkpoint_is_trusted_after_a_reboot(filled: EventStore) -> None:
-    # Another boot wrote through 12 but fsynced only through 4; a power loss then dropped some
-    # unsynced lines and left a torn one.
-    _cut_index(filled, 8)
-    with open(filled.index.path("types", "A"), "ab") as f:
-        f.write(b"0000000")
-    _set_checkpoint(filled, 12, 4, boot="a-previous-boot")
-    _check_reads(filled)
-    _caught_up(filled)
+def test_index_generation_deleted_after_a_close_with_pending_records(store_path: str) -> None:
+    store = EventStore(store_path)
+    _fill(store)
+    # Someone else holds the lock while this handle closes: its pending rows stay unindexed.
+    other = EventStore(store_path)
+    with other.locked():
+        store.close()
+    other.close()
+    folder = os.path.join(store_path, "index")
+    for name in os.listdir(folder):
+        os.unlink(os.path.join(folder, name))
+    with EventStore(store_path) as fresh:
+        assert fresh.head() == 12
+        _check_reads(fresh)
+        _caught_up(fresh)
 
 
 def test_index_folder_deleted_is_rebuilt(filled: EventStore) -> None:
-    shutil.rmtree(filled.layout.index)
-    _check_reads(filled)
-    _caught_up(filled)
+    path, durable = filled.path, filled.durable
+    filled.close()
+    shutil.rmtree(os.path.join(path, "index"))
+    with EventStore(path, durable=durable) as fresh:
+        _check_reads(fresh)
+        _caught_up(fresh)
 
 
-def test_damaged_index_file_falls_back_to_the_log(filled: EventStore) -> None:
-    Path(filled.index.path("tags", "t1")).write_bytes(b"this is not an index file at all\n")
-    _check_reads(filled)
+def test_an_index_of_another_history_is_rebuilt(tmp_path: Path) -> None:
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    with EventStore(a, durable=False) as sa, EventStore(b, durable=False) as sb:
+        _fill(sa)
+        sb.append([Event("Z", i, ["t2"], None, f"z-{i}") for i in range(12)])  # same length, other events
+        for s in (sa, sb):
+            with s.locked():
+                s.flush_index()
+    shutil.rmtree(os.path.join(a, "index"))
+    shutil.copytree(os.path.join(b, "index"), os.path.join(a, "index"))
+    with EventStore(a, durable=False) as fresh:
+        assert fresh.append(Event("A", 0, ["t1"], None, "after")) == 13
+        assert [e.id for e in fresh.read(Query([QueryItem(types=["Z"])]))] == []
+        _check_reads(fresh)
+        _caught_up(fresh)
+        assert generations(os.path.join(a, "index")) == [2], "rebuilt beside, then swapped in"
 
 
-def test_checkpoint_ahead_of_the_log_stops_writers(filled: EventStore, tmp_path: Path) -> None:
-    _set_checkpoint(filled, 40, 40)
-    _check_reads(filled)  # readers cap the checkpoint at their head
-    before = snapshot(str(tmp_path))
-    with pytest.raises(StoreCorrupted) as info:
-        filled.append(Event("A", 1))
-    assert "reindex" in str(info.value)
-    after = snapshot(str(tmp_path))
-    assert {p: v for p, v in after.items() if "events" not in p} == {
-        p: v for p, v in before.items() if "events" not in p}
-    assert filled.head() == 12
+def test_a_reader_follows_a_rebuilt_index(filled: EventStore) -> None:
+    with EventStore(filled.path, durable=filled.durable) as reader:
+        _check_reads(reader)
+        old = reader.index.generation
+        # The writer's index is replaced by a generation built from the log (as reindex does).
+        from kroniko_ops.rebuild import rebuild_index
+
+        with filled.locked():
+            rebuild_index(filled, filled.writable_tail())
+        assert not os.path.exists(os.path.join(filled.path, "index", db_name(old)))
+        filled.append(Event("A", 0, ["t1"], None, "after-rebuild"))
+        _check_reads(reader)
+        assert reader.index.generation > old
 
 
 def test_fast_store_reopened_durably_reads_the_same(tmp_path: Path) -> None:
     path = str(tmp_path / "store")
     with EventStore(path, durable=False) as fast:
-        fast.append([Event("A", i, ["t1"] if i % 2 else []) for i in range(20)])
-        want = all_events(fast)
+        fast.append([Event("A", i, ["t1"] if i % 2 else [], None, f"a-{i}") for i in range(20)])
+        want = [(e.position, e.event) for e in fast.read()]
     with EventStore(path) as durable:
-        assert all_events(durable) == want
+        assert [(e.position, e.event) for e in durable.read()] == want
         assert [e.position for e in durable.read(Query([QueryItem(tags=["t1"])]))] == list(range(2, 21, 2))
         durable.append(Event("B", 0))
-        assert actual_index(path) == expected_index(all_events(durable))
+        _check_reads(durable)
 
 
 def test_durable_store_fsyncs_the_log_and_fast_store_never_fsyncs(tmp_path: Path) -> None:
-    from kroniko_ops import fileio
-
     calls: list[tuple[str, str]] = []
     previous = fileio.set_fault_injector(lambda op, path: calls.append((op, path)))
     try:
-        fast = EventStore(str(tmp_path / "fast"), durable=False)
-        calls.clear()
-        for i in range(3):
-            fast.append([Event("A", i), Event("B", i)])
-        list(fast.read())
-        assert [c for c in calls if c[0] == "fsync"] == []
-        durable = EventStore(str(tmp_path / "durable"))
-        calls.clear()
-        durable.append(Event("A", 1))
-        synced = [path for op, path in calls if op == "fsync"]
-        assert durable.layout.log in synced
-        assert os.path.join(durable.path, "events") in synced
-        calls.clear()
-        list(durable.read())
-        assert calls == []  # reads never write
-        fast.close()
-        durable.close()
+        with EventStore(str(tmp_path / "fast"), durable=False, segment_bytes=4096) as fast:
+            for i in range(30):
+                fast.append([Event("A", {"i": i, "pad": "p" * 200}), Event("B", i)])
+            assert [c for c in calls if c[0] == "fsync"] == []
+            calls.clear()
+            list(fast.read())
+            assert calls == []  # reads never write
+        with EventStore(str(tmp_path / "durable")) as durable:
+            calls.clear()
+            durable.append(Event("A", 1))
+            assert ("fsync", "active segment") in calls
+            calls.clear()
+            list(durable.read())
+            durable.head()
+            assert calls == []
     finally:
         fileio.set_fault_injector(previous)
-
-
-def test_index_write_failing_after_commit_is_caught_up_exactly(filled: EventStore) -> None:
-    # The append is committed when its log line is fsynced; an index write failing afterwards
-    # (ENOSPC on one tag file) must neither fail the append nor leave the index wrong later.
-    import errno
-
-    from kroniko_ops import fileio
-
-    failed: list[str] = []
-
-    def full_disk(op: str, path: str) -> None:
-        if op == "write" and os.sep + "tags" + os.sep in path and not failed:
-            failed.append(path)
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-
-    previous = fileio.set_fault_injector(full_disk)
-    try:
-        assert filled.append(Event("A", {"n": "committed"}, ["t1"])) == 13
-    finally:
-        fileio.set_fault_injector(previous)
-    assert failed, "the injected failure did not happen"
-    _check_reads(filled)
-    _caught_up(filled)

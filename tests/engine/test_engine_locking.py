@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import append_raw, hand_lines, snapshot, tree_diff
+from engine_helpers import NO_CHANGE, append_raw, hand_records, snapshot, tree_diff
 
 from kroniko_ops import Event, EventStore, Query, QueryItem, StoreLocked
-from kroniko_ops.log import LINE_LEN
+from kroniko_ops.format import record
 
 GUARD = 30.0  # seconds before a blocked call counts as a hang; not a speed assertion
 
@@ -85,7 +85,7 @@ def test_append_raises_store_locked_after_the_timeout(seeded: EventStore, held_l
     with pytest.raises(StoreLocked) as info:
         _finishes(lambda: seeded.append([Event("B", 1, ["new"]), Event("B", 2)]))
     assert "append.lock" in str(info.value)
-    assert tree_diff(before, snapshot(str(tmp_path))) == {"added": [], "removed": [], "changed": []}
+    assert tree_diff(before, snapshot(str(tmp_path))) == NO_CHANGE
     assert seeded.head() == 3
 
 
@@ -106,29 +106,32 @@ def test_append_works_once_the_lock_is_released(seeded: EventStore) -> None:
 
 
 def test_a_read_never_shows_an_uncommitted_batch(seeded: EventStore) -> None:
-    # A writer is in the middle of step 5: two of its three lines are on disk, the commit mark not yet.
-    batch = [Event("New", i, ["new"]) for i in range(3)]
-    lines = hand_lines(seeded, batch)
-    append_raw(seeded, lines[: 2 * LINE_LEN])
+    # A writer is in the middle of its write(): two of its three records are on disk, the commit
+    # mark not yet; then the whole batch, but not yet fsynced and advanced.
+    batch = [Event("New", i, ["new"], None, f"new-{i}") for i in range(3)]
+    data = hand_records(seeded.path, batch)
+    sizes = [r.size for r in record.iter_records(data)]
     query = Query([QueryItem(tags=["new"])])
-    assert seeded.head() == 3
-    assert seeded.read().head == 3
-    assert [e.position for e in seeded.read()] == [1, 2, 3]
-    assert list(seeded.read(query)) == []
-    assert list(seeded.read(start=4)) == []
-    assert [e.position for e in seeded.read(backwards=True, limit=1)] == [3]
-    # Half of the commit line: still nothing.
-    append_raw(seeded, lines[2 * LINE_LEN: 2 * LINE_LEN + 100])
-    assert seeded.head() == 3 and list(seeded.read(query)) == []
-    # The commit line completes: the whole batch appears at once.
-    append_raw(seeded, lines[2 * LINE_LEN + 100:])
-    assert seeded.head() == 6
+
+    def nothing_new() -> None:
+        assert seeded.head() == 3 and seeded.read().head == 3
+        assert [e.position for e in seeded.read()] == [1, 2, 3]
+        assert list(seeded.read(query)) == [] and list(seeded.read(start=4)) == []
+        assert [e.position for e in seeded.read(backwards=True, limit=1)] == [3]
+
+    append_raw(seeded.path, data[: sizes[0] + sizes[1]])
+    nothing_new()
+    append_raw(seeded.path, data[sizes[0] + sizes[1]: -100])  # half of the commit record
+    nothing_new()
+    append_raw(seeded.path, data[-100:])
+    nothing_new()  # whole, but its writer has not synced it: still invisible
+    assert seeded.sync_idle() == 6  # the writer is gone: an idle reader makes it durable and visible
     assert [(e.position, e.data) for e in seeded.read(query)] == [(4, 0), (5, 1), (6, 2)]
 
 
 def test_a_read_started_before_a_commit_does_not_see_it(seeded: EventStore) -> None:
     result = seeded.read()
-    append_raw(seeded, hand_lines(seeded, [Event("New", 1, ["t"])]))
+    seeded.append(Event("New", 1, ["t"]))
     assert result.head == 3
     assert [e.position for e in result] == [1, 2, 3]
     assert [e.position for e in seeded.read()] == [1, 2, 3, 4]

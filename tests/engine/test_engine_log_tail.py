@@ -1,5 +1,6 @@
-"""A torn or uncommitted log tail: invisible to readers, cut into lost-found by the next writer,
-its bytes preserved there; committed events survive."""
+"""A dead writer's leftovers at the end of the active segment (a torn record, whole records
+without a commit mark): invisible to readers, cut into lost-found by the next writer with their
+bytes kept, nothing acknowledged lost. Damage to committed records is never cut."""
 
 from __future__ import annotations
 
@@ -7,123 +8,152 @@ import os
 from pathlib import Path
 
 import pytest
-from engine_helpers import append_raw, hand_lines
+from engine_helpers import (
+    NO_CHANGE,
+    active_path,
+    append_raw,
+    events_of,
+    hand_records,
+    lost_found,
+    snapshot,
+    tree_diff,
+)
 
 from kroniko_ops import Event, EventStore, Query, QueryItem, StoreCorrupted
-from kroniko_ops.log import LINE_LEN, next_chain, read_line
+from kroniko_ops.format import record, segment
+
+LOST = Query([QueryItem(tags=["lost"])])
 
 
 @pytest.fixture
 def seeded(store: EventStore) -> EventStore:
     """Five committed events in two batches."""
-    store.append([Event("A", i, ["old"]) for i in range(3)])
-    store.append([Event("B", i, ["old"]) for i in range(3, 5)])
+    store.append([Event("A", i, ["old"], None, f"a-{i}") for i in range(3)])
+    store.append([Event("B", i, ["old"], None, f"b-{i}") for i in range(3, 5)])
     return store
 
 
-def _tails(store: EventStore) -> list[Path]:
-    """The log tails set aside in lost-found, oldest first."""
-    root = Path(store.layout.lost_found)
-    return sorted(p for p in root.iterdir() if p.name.endswith("-log-tail"))
+def _lost(n: int) -> list[Event]:
+    return [Event("Lost", i, ["lost"], None, f"lost-{i}") for i in range(n)]
 
 
-def _damage(store: EventStore, kind: str) -> bytes:
-    """Leave the kind of tail a dying writer leaves; return its bytes."""
-    if kind == "garbage":
-        data = b"\x00garbage that is no log line\n" * 3
-    elif kind == "torn line":
-        data = hand_lines(store, [Event("Lost", 1, ["lost"])])[:100]
-    elif kind == "torn second line":
-        data = hand_lines(store, [Event("Lost", 1, ["lost"]), Event("Lost", 2, ["lost"])])[: LINE_LEN + 150]
-    elif kind == "uncommitted lines":
-        data = hand_lines(store, [Event("Lost", i, ["lost"]) for i in range(3)], commit_last=False)
-    elif kind == "bad CRC on the commit line":
-        data = bytearray(hand_lines(store, [Event("Lost", 1, ["lost"]), Event("Lost", 2, ["lost"])]))
-        data[-5] = ord("g")  # not hex: the commit line fails its CRC
-        data = bytes(data)
+def _leave(store: EventStore, kind: str) -> bytes:
+    """Leave the tail a dying writer leaves; return its bytes."""
+    if kind == "torn record":
+        data = hand_records(store.path, _lost(1))[:150]
+    elif kind == "torn in the body":
+        data = hand_records(store.path, _lost(1))[:-5]
+    elif kind == "torn second record":
+        whole = hand_records(store.path, _lost(2))
+        data = whole[: len(whole) - 20]
+    elif kind == "uncommitted records":
+        data = hand_records(store.path, _lost(3), commit=False)
+    elif kind == "garbage":
+        data = b"half a record, not even a header"
     else:  # pragma: no cover
         raise AssertionError(kind)
-    append_raw(store, data)
+    append_raw(store.path, data)
     return data
 
 
-KINDS = ["garbage", "torn line", "torn second line", "uncommitted lines", "bad CRC on the commit line"]
+KINDS = ["torn record", "torn in the body", "torn second record", "uncommitted records", "garbage"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_readers_ignore_a_torn_or_uncommitted_tail(seeded: EventStore, kind: str) -> None:
-    before = [(e.position, e.event) for e in seeded.read()]
-    _damage(seeded, kind)
-    assert seeded.head() == 5
-    result = seeded.read()
-    assert result.head == 5
-    assert [(e.position, e.event) for e in result] == before
-    assert list(seeded.read(Query([QueryItem(tags=["lost"])]))) == []
-    assert list(seeded.read(start=6)) == []
-    assert [e.position for e in seeded.read(backwards=True, limit=2)] == [5, 4]
-    # A new handle (a new process) sees the same.
-    with EventStore(seeded.path, durable=seeded.durable) as other:
-        assert other.head() == 5 and len(list(other.read())) == 5
+def test_readers_ignore_a_dead_writers_tail(seeded: EventStore, kind: str) -> None:
+    before = events_of(seeded)
+    _leave(seeded, kind)
+    for s in (seeded, EventStore(seeded.path, durable=seeded.durable)):
+        assert s.head() == 5
+        assert events_of(s) == before
+        assert list(s.read(LOST)) == [] and list(s.read(start=6)) == []
+        assert [e.position for e in s.read(backwards=True, limit=2)] == [5, 4]
+        if s is not seeded:
+            s.close()
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "bad CRC on the commit line"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_next_append_cuts_the_tail_into_lost_found(seeded: EventStore, kind: str) -> None:
-    before = [(e.position, e.event) for e in seeded.read()]
-    cut = _damage(seeded, kind)
-    assert _tails(seeded) == []
-    assert seeded.append(Event("New", 1, ["new"])) == 6
-    (folder,) = _tails(seeded)
-    assert (folder / "append.log.tail").read_bytes() == cut
+    before = events_of(seeded)
+    size = os.path.getsize(active_path(seeded.path))
+    cut = _leave(seeded, kind)
+    assert lost_found(seeded.path, "log-tail") == []
+    assert seeded.append(Event("New", 1, ["new"], None, "new-1")) == 6
+    (folder,) = lost_found(seeded.path, "log-tail")
+    assert (folder / f"{segment.seg_name(1)}.tail").read_bytes() == cut
     note = (folder / "NOTE.txt").read_text()
-    assert "append.log" in note and str(5 * LINE_LEN) in note
-    assert os.path.getsize(seeded.layout.log) == 6 * LINE_LEN
-    after = [(e.position, e.event) for e in seeded.read()]
+    assert segment.seg_name(1) in note and str(size) in note
+    after = events_of(seeded)
     assert after[:5] == before
-    assert [(p, e.type) for p, e in after[5:]] == [(6, "New")]
-    assert list(seeded.read(Query([QueryItem(tags=["lost"])]))) == []
+    assert after[5:] == [(6, Event("New", 1, ("new",), None, "new-1"))]
+    assert list(seeded.read(LOST)) == []
+    # The log is whole records again, chained on from the last committed one.
+    recs = list(record.iter_records(Path(active_path(seeded.path)).read_bytes()))
+    assert [r.position for r in recs] == list(range(1, 7))
+    assert recs[5].chain == record.chain_of(recs[4].chain, recs[5].event_hash) and recs[5].commit
     # Nothing more to cut the next time.
     assert seeded.append(Event("New", 2, ["new"])) == 7
-    assert len(_tails(seeded)) == 1
-
-
-def test_a_damaged_commit_line_is_never_cut(seeded: EventStore) -> None:
-    # A whole line with its commit mark that fails its CRC was committed and then damaged (a torn
-    # write cannot leave intact framing): cutting it could drop an acknowledged batch and hand its
-    # positions to other events, so appends are refused until a person repairs the store.
-    _damage(seeded, "bad CRC on the commit line")
-    log = open(seeded.layout.log, "rb").read()
-    with pytest.raises(StoreCorrupted, match="damaged"):
-        seeded.append(Event("New", 1, ["new"]))
-    assert open(seeded.layout.log, "rb").read() == log
-    assert _tails(seeded) == []
+    assert len(lost_found(seeded.path, "log-tail")) == 1
 
 
 def test_a_new_handle_cuts_a_tail_left_by_another(seeded: EventStore) -> None:
-    cut = _damage(seeded, "uncommitted lines")
+    cut = _leave(seeded, "uncommitted records")
     with EventStore(seeded.path, durable=seeded.durable) as other:
         assert other.append(Event("New", 1)) == 6
-    (folder,) = _tails(seeded)
-    assert (folder / "append.log.tail").read_bytes() == cut
+    (folder,) = lost_found(seeded.path, "log-tail")
+    assert (folder / f"{segment.seg_name(1)}.tail").read_bytes() == cut
     # The first handle goes on from the new head.
     assert seeded.append(Event("New", 2)) == 7
     assert [e.data for e in seeded.read(start=6)] == [1, 2]
 
 
-def test_chain_continues_from_the_last_committed_line(seeded: EventStore) -> None:
-    _damage(seeded, "uncommitted lines")
-    seeded.append(Event("New", 1))
-    fd = os.open(seeded.layout.log, os.O_RDONLY)
-    try:
-        five, six = read_line(fd, 5), read_line(fd, 6)
-    finally:
-        os.close(fd)
-    assert six.chain == next_chain(five.chain, six.event_hash)
-    assert six.commit
+def _damaged_committed_then_more(store: EventStore, where: str) -> None:
+    """Two committed batches past the synced position (their writer died before advancing it),
+    the first one damaged afterwards."""
+    first = hand_records(store.path, _lost(2))
+    recs = list(record.iter_records(first))
+    rest = hand_records(store.path, [Event("Later", 0, ["lost"], None, "later-0")],
+                        after=(recs[-1].position, recs[-1].chain))
+    damaged = bytearray(first)
+    at = {"header": 20, "checksum": 222, "commit mark": recs[1].offset + 208}[where]
+    damaged[at] ^= 0x01
+    append_raw(store.path, bytes(damaged) + rest)
+
+
+@pytest.mark.parametrize("where", ["header", "checksum", "commit mark"])
+def test_damage_to_committed_records_is_never_cut(seeded: EventStore, tmp_path: Path, where: str) -> None:
+    # A whole committed record after bytes that do not verify cannot be a dead writer's tail (a
+    # torn write leaves a prefix): cutting would hand acknowledged positions to other events.
+    _damaged_committed_then_more(seeded, where)
+    before = snapshot(str(tmp_path))
+    with pytest.raises(StoreCorrupted, match="damaged"):
+        seeded.append(Event("New", 1, ["new"]))
+    with pytest.raises(StoreCorrupted):
+        with EventStore(seeded.path, durable=seeded.durable) as other:
+            other.append(Event("New", 1, ["new"]))
+    assert tree_diff(before, snapshot(str(tmp_path))) == NO_CHANGE
+    assert lost_found(seeded.path, "log-tail") == []
+    assert seeded.head() == 5  # readers still read what was acknowledged
 
 
 def test_an_empty_store_with_only_garbage_starts_at_one(tmp_path: Path) -> None:
     with EventStore(str(tmp_path / "s"), durable=False) as store:
-        append_raw(store, b"half a line")
+        append_raw(store.path, b"half a record")
         assert store.head() == 0 and list(store.read()) == []
         assert store.append(Event("A", 1)) == 1
-        assert (_tails(store)[0] / "append.log.tail").read_bytes() == b"half a line"
+        (folder,) = lost_found(store.path, "log-tail")
+        assert (folder / f"{segment.seg_name(1)}.tail").read_bytes() == b"half a record"
+
+
+def test_a_torn_tail_in_a_rolled_segment_is_cut_there(tmp_path: Path) -> None:
+    with EventStore(str(tmp_path / "s"), durable=False, segment_bytes=4096) as store:
+        for i in range(30):
+            store.append(Event("A", {"i": i, "pad": "p" * 300}, ["t"], None, f"a-{i}"))
+        active = segment.parse_name(os.path.basename(active_path(store.path)))
+        assert active is not None and active[0] > 1
+        cut = hand_records(store.path, _lost(2), commit=False)
+        append_raw(store.path, cut)
+        assert store.append(Event("B", 0, ["t"])) == 31
+        (folder,) = lost_found(store.path, "log-tail")
+        assert (folder / f"{segment.seg_name(active[0])}.tail").read_bytes() == cut
+        assert [e.position for e in store.read(Query([QueryItem(tags=["t"])]))] == list(range(1, 32))

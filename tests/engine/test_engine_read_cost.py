@@ -1,6 +1,6 @@
-"""Reads load only what they return: a tag or type read opens its matching events and no
-others; ``start``/``backwards``/``limit`` are applied before events are loaded. Counted in file
-opens, not seconds, so the rule is checked the same on any machine."""
+"""Reads load only what they return: a tag or type read touches only the segments holding its
+matches, ``start``/``backwards``/``limit`` are applied before records are read, and ``head()``
+reads no segment at all. Counted in segment files and bytes read, not seconds."""
 
 from __future__ import annotations
 
@@ -9,73 +9,94 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from engine_helpers import segments
 
 from kroniko_ops import Event, EventStore, Query, QueryItem
+from kroniko_ops.format import segment
 
 N = 300
+RARE_TAG = (10, 150, 290)
+RARE_TYPE = (5, 6, 200, 201)
 
 
 @pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EventStore]:
-    """300 events; tag ``rare`` on 3 of them, type ``Rare`` on 4, every event has ``common``."""
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """300 events in 4 KiB segments; tag ``rare`` on 3, type ``Rare`` on 4, ``common`` on all."""
     path = str(tmp_path_factory.mktemp("cost") / "store")
-    with EventStore(path, durable=False) as store:
-        for chunk in range(0, N, 50):
-            batch = []
-            for n in range(chunk, chunk + 50):
-                tags = ["common"] + (["rare"] if n in (10, 150, 290) else [])
-                batch.append(Event("Rare" if n in (5, 6, 200, 201) else "Common", n, tags))
-            store.append(batch)
-        assert store.index.read_checkpoint().trusted == N
-        yield store
+    with EventStore(path, durable=False, segment_bytes=4096) as store:
+        for chunk in range(0, N, 10):
+            store.append([Event("Rare" if n in RARE_TYPE else "Common", n,
+                                ["common"] + (["rare"] if n in RARE_TAG else []), None, f"e-{n}")
+                          for n in range(chunk, chunk + 10)])
+        with store.locked():
+            store.flush_index()
+    assert len(segments(path)) > 20
+    return path
 
 
 @pytest.fixture
-def opened(monkeypatch: pytest.MonkeyPatch, big: EventStore) -> list[str]:
-    """The event files opened while the test runs."""
-    events_dir = big.layout.events + os.sep
-    seen: list[str] = []
-    real_open = os.open
+def reads(monkeypatch: pytest.MonkeyPatch, big: str) -> Iterator[tuple[EventStore, dict[int, int]]]:
+    """A fresh handle on the store and, filled while the test runs, the bytes read from each
+    sealed segment (by its first position)."""
+    active = segments(big)[-1]
+    seen: dict[int, int] = {}
+    with EventStore(big, durable=False) as store:
+        real_pread = os.pread
 
-    def counting_open(path: Any, *args: Any, **kwargs: Any) -> int:
-        if isinstance(path, str) and path.startswith(events_dir):
-            seen.append(path)
-        return real_open(path, *args, **kwargs)
+        def counting(fd: int, n: int, offset: int) -> bytes:
+            name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+            parsed = segment.parse_name(name)
+            if parsed is not None and parsed[1] == "seg" and parsed[0] != active:
+                seen[parsed[0]] = seen.get(parsed[0], 0) + n
+            return real_pread(fd, n, offset)
 
-    monkeypatch.setattr(os, "open", counting_open)
-    return seen
+        monkeypatch.setattr(os, "pread", counting)
+        yield store, seen
+        monkeypatch.undo()
+
+
+def _holder(path: str, position: int) -> int:
+    return max(f for f in segments(path) if f <= position)
 
 
 def _read(store: EventStore, query: Query | None = None, **kw: Any) -> list[int]:
     return [e.data for e in store.read(query, **kw)]
 
 
-def test_tag_read_opens_only_its_matches(big: EventStore, opened: list[str]) -> None:
-    assert _read(big, Query([QueryItem(tags=["rare"])])) == [10, 150, 290]
-    assert len(opened) == 3
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors through /proc")
 
 
-def test_type_read_opens_only_its_matches(big: EventStore, opened: list[str]) -> None:
-    assert _read(big, Query([QueryItem(types=["Rare"])])) == [5, 6, 200, 201]
-    assert len(opened) == 4
+def test_tag_read_touches_only_the_segments_of_its_matches(big: str, reads: tuple[EventStore, dict]) -> None:
+    store, seen = reads
+    assert _read(store, Query([QueryItem(tags=["rare"])])) == list(RARE_TAG)
+    assert set(seen) <= {_holder(big, n + 1) for n in RARE_TAG}
+    assert sum(seen.values()) < 3 * 1024  # three records, not three segments
 
 
-def test_rare_tag_of_a_common_type_opens_only_its_matches(big: EventStore, opened: list[str]) -> None:
-    assert _read(big, Query([QueryItem(types=["Common"], tags=["rare", "common"])])) == [10, 150, 290]
-    assert len(opened) == 3
+def test_type_read_touches_only_the_segments_of_its_matches(big: str, reads: tuple[EventStore, dict]) -> None:
+    store, seen = reads
+    assert _read(store, Query([QueryItem(types=["Rare"], tags=["common"])])) == list(RARE_TYPE)
+    assert set(seen) <= {_holder(big, n + 1) for n in RARE_TYPE}
 
 
-def test_limit_start_and_backwards_load_only_what_is_returned(big: EventStore, opened: list[str]) -> None:
-    assert _read(big, limit=2) == [0, 1]
-    assert _read(big, backwards=True, limit=2) == [299, 298]
-    assert _read(big, start=N - 1) == [298, 299]
-    assert _read(big, Query([QueryItem(tags=["rare"])]), backwards=True, limit=1) == [290]
-    assert _read(big, Query([QueryItem(tags=["common"])]), start=100, limit=3) == [99, 100, 101]
-    assert len(opened) == 2 + 2 + 2 + 1 + 3
+def test_limit_start_and_backwards_read_only_what_is_returned(big: str, reads: tuple[EventStore, dict]) -> None:
+    store, seen = reads
+    assert _read(store, limit=2) == [0, 1]
+    assert set(seen) == {1}
+    seen.clear()
+    assert _read(store, backwards=True, limit=2) == [299, 298]
+    assert set(seen) <= {_holder(big, 299)}
+    seen.clear()
+    assert _read(store, start=151, limit=3) == [150, 151, 152]
+    assert set(seen) <= {_holder(big, 151), _holder(big, 153)}
+    seen.clear()
+    assert _read(store, Query([QueryItem(tags=["rare"])]), backwards=True, limit=1) == [290]
+    assert set(seen) <= {_holder(big, 291)}
 
 
-def test_head_and_an_empty_match_open_no_event(big: EventStore, opened: list[str]) -> None:
-    assert big.head() == N
-    assert _read(big, Query([QueryItem(tags=["absent"])])) == []
-    assert _read(big, Query([QueryItem(types=["Rare"], tags=["rare"])])) == []
-    assert opened == []
+def test_head_and_an_empty_match_read_no_segment(reads: tuple[EventStore, dict]) -> None:
+    store, seen = reads
+    assert store.head() == N
+    assert _read(store, Query([QueryItem(tags=["absent"])])) == []
+    assert _read(store, Query([QueryItem(types=["Rare"], tags=["rare"])])) == []
+    assert seen == {}

@@ -8,7 +8,7 @@ import random
 from typing import Any
 
 from kroniko_ops.harness.checker import LogEntry
-from kroniko_ops.harness.history import COMMITTED, REJECTED, UNKNOWN, History, OpRecord, ReadRecord
+from kroniko_ops.harness.history import COMMITTED, REJECTED, UNKNOWN, History, OpRecord, ReadRecord, read_digest
 from kroniko_ops.harness.workload import Workload, to_query
 
 STEP = 100
@@ -22,6 +22,7 @@ def simulate(workload: Workload, rng: random.Random) -> tuple[History, list[LogE
     pending = {w: 0 for w in range(len(workload.workers))}
     calls: dict[tuple[int, int], tuple[Any, int | None]] = {}
     reads: dict[tuple[int, int], int] = {}
+    done: dict[int, int] = {}  # when each worker's last read completed: its next call starts after
 
     def interval() -> tuple[int, int]:
         clock[0] += STEP
@@ -39,10 +40,17 @@ def simulate(workload: Workload, rng: random.Random) -> tuple[History, list[LogE
             continue
         op = ops[i]
         if op.kind in ("read", "conditional") and (w, i) not in reads:
-            found = matches_after(to_query(op.query or ()), 0)
+            spec = op.query or ()
+            found = matches_after(to_query(spec), 0)
+            if op.start is not None:
+                found = [p for p in found if (p <= op.start if op.backwards else p >= op.start)]
+            if op.backwards:
+                found.reverse()
             inv, comp = interval()
-            history.reads.append(ReadRecord(w, i, inv, comp, len(log), len(found)))
+            history.reads.append(ReadRecord(w, i, inv, comp, len(log), len(found), spec, op.start, op.backwards,
+                                            read_digest((p, b"") for p in found), True, tuple(found)))
             reads[(w, i)] = len(log)
+            done[w] = comp
             if op.kind == "read" or (op.skip_if_found and found):
                 pending[w] += 1
             continue  # a conditional appends at a later step, as a real worker decides after reading
@@ -57,6 +65,7 @@ def simulate(workload: Workload, rng: random.Random) -> tuple[History, list[LogE
             calls[(w, i)] = (spec, after)
         ids, plans = workload.event_ids(w, i), workload.batch(w, i)
         inv, comp = interval()
+        inv = max(inv, done.get(w, inv))
         rec = OpRecord(w, i, op.kind, ids, plans, conditional=spec is not None, query=spec, after=after,
                        invoke=inv, complete=comp, retry_of=op.retry_of)
         history.ops.append(rec)
@@ -67,8 +76,8 @@ def simulate(workload: Workload, rng: random.Random) -> tuple[History, list[LogE
         elif conflicts:
             rec.outcome, rec.conflict = REJECTED, conflicts[0]
         else:
-            for eid, plan in zip(ids, plans, strict=True):
-                log.append(LogEntry(len(log) + 1, eid, plan.type, plan.tags))
+            for k, (eid, plan) in enumerate(zip(ids, plans, strict=True)):
+                log.append(LogEntry(len(log) + 1, eid, plan.type, plan.tags, commit=k == len(ids) - 1))
             rec.outcome, rec.position = COMMITTED, len(log)
         if op.kill_at and rng.random() < 0.5:
             # The worker dies in this call: the outcome is unknown, whatever took effect stays.

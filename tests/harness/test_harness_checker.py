@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from simulate import simulate
 
 from kroniko_ops.harness.checker import LogEntry, Prior, Violation, check
-from kroniko_ops.harness.history import COMMITTED, REJECTED, UNKNOWN, History, OpRecord, ReadRecord
+from kroniko_ops.harness.history import COMMITTED, REJECTED, UNKNOWN, History, OpRecord, ReadRecord, read_digest
+from kroniko_ops.harness.logsummary import matches
 from kroniko_ops.harness.workload import EventPlan, Limits, workloads
 
 
@@ -29,12 +30,24 @@ def entries(*rows: tuple[int, str, str, tuple[str, ...]]) -> list[LogEntry]:
 
 
 def log_of(*ops: OpRecord) -> list[LogEntry]:
-    """The log those ops would leave, in the order given, positions from 1."""
+    """The log those ops would leave, in the order given, positions from 1, each batch's last
+    record with the commit mark."""
     out: list[LogEntry] = []
     for o in ops:
-        for eid, plan in zip(o.ids, o.events, strict=True):
-            out.append(LogEntry(len(out) + 1, eid, plan.type, plan.tags))
+        for k, (eid, plan) in enumerate(zip(o.ids, o.events, strict=True)):
+            out.append(LogEntry(len(out) + 1, eid, plan.type, plan.tags, commit=k == len(o.ids) - 1))
     return out
+
+
+def read_of(w: int, i: int, log: list[LogEntry], head: int, spec: tuple = (), inv: int = 0, comp: int = 1,
+            returned: list[int] | None = None) -> ReadRecord:
+    """A read of ``spec`` answering for ``head`` that returned ``returned`` (by default exactly
+    the matches in the log up to ``head``), recorded as a worker records it."""
+    if returned is None:
+        returned = [e.position for e in log if e.position <= head and matches(spec, e.type, e.tags)]
+    hashes = {e.position: e.hash for e in log}
+    return ReadRecord(w, i, inv, comp, head, len(returned), spec, None, False,
+                      read_digest((p, hashes.get(p, b"")) for p in returned), True, tuple(returned))
 
 
 def only(found: list[Violation], code: str) -> Violation:
@@ -51,8 +64,10 @@ def test_a_correct_history_has_no_violation() -> None:
     a = op(0, 0, 2, pos=2, inv=0, comp=10, tags=("t",))
     b = op(1, 0, 1, pos=3, inv=5, comp=20, query=(((), ("u",)),), after=2)
     c = op(1, 1, 1, outcome=REJECTED, inv=30, comp=40, query=(((), ("t",)),), after=0, conflict=1)
-    r = ReadRecord(0, 1, 25, 26, head=3)
-    assert check(History([a, b, c], [r]), log_of(a, b)) == []
+    log = log_of(a, b)
+    reads = [read_of(1, 0, log, 2, (((), ("u",)),), inv=3, comp=4), read_of(1, 1, log, 0, inv=0, comp=1),
+             read_of(0, 1, log, 3, inv=25, comp=26), read_of(0, 2, log, 3, (((), ("t",)),), inv=27, comp=28)]
+    assert check(History([a, b, c], reads), log) == []
 
 
 def test_duplicate_and_missing_positions() -> None:
@@ -106,11 +121,30 @@ def test_events_no_operation_appended() -> None:
 def test_conditional_append_committed_despite_a_matching_event() -> None:
     a = op(0, 0, pos=1, type_="A", tags=("cart:1",), inv=0, comp=10)
     b = op(1, 0, pos=2, type_="A", tags=("cart:1",), inv=5, comp=20, query=((("A",), ("cart:1",)),), after=0)
-    v = only(check(History([a, b]), log_of(a, b)), "condition-violated")
+    log = log_of(a, b)
+    early, late = read_of(1, 0, log, 0, inv=1, comp=2), read_of(1, 0, log, 1, inv=11, comp=12)
+    v = only(check(History([a, b], [early]), log), "condition-violated")
     assert v.prop == 3 and names(v) == {"w0#0", "w1#0"}
-    # The same two commits are fine when the condition's `after` covers the first one.
-    b.after = 1
-    assert check(History([a, b]), log_of(a, b)) == []
+    # The same two commits are fine when the condition's `after` covers the first one, read
+    # before the append was invoked.
+    b.after, b.invoke = 1, 13
+    assert check(History([a, b], [late]), log) == []
+
+
+def test_an_inflated_after_hides_a_conflict_but_is_caught() -> None:
+    """Worker 1 read head 0, then conditioned its append on after=1 (a head it never read):
+    the conflict at position 1 is covered by the inflated `after`, so property 3's replay sees
+    nothing wrong; the condition's head is caught as never read."""
+    a = op(0, 0, pos=1, type_="A", tags=("cart:1",), inv=0, comp=10)
+    b = op(1, 0, pos=2, type_="A", tags=("cart:1",), inv=15, comp=20, query=((("A",), ("cart:1",)),), after=1)
+    log = log_of(a, b)
+    found = check(History([a, b], [read_of(1, 0, log, 0, inv=1, comp=2)]), log)
+    v = only(found, "after-not-read")
+    assert v.prop == 3 and names(v) == {"w1#0"} and "after=1" in v.message
+    assert not [x for x in found if x.code == "condition-violated"]
+    # A head read by another worker does not count: the process itself must have read it.
+    other = read_of(0, 1, log, 1, inv=11, comp=12)
+    assert only(check(History([a, b], [read_of(1, 0, log, 0, inv=1, comp=2), other]), log), "after-not-read")
 
 
 def test_rejections_need_a_cause() -> None:
@@ -153,6 +187,48 @@ def test_stale_read() -> None:
     assert names(v) == {"w0#0", "w1#0r"}
 
 
+def test_a_read_in_the_middle_of_a_batch() -> None:
+    """A read whose head splits a batch of three saw part of it (even if what it returned is
+    exactly the log up to that head)."""
+    a = op(0, 0, 3, pos=3, inv=0, comp=10)
+    log = log_of(a)
+    r = read_of(1, 0, log, 2, inv=5, comp=6)
+    v = only(check(History([a], [r]), log), "read-mid-batch")
+    assert v.prop == 7 and names(v) == {"w1#0r"} and "head 2" in v.message
+    assert check(History([a], [read_of(1, 0, log, 3, inv=11, comp=12)]), log) == []
+
+
+def test_a_read_past_the_final_head() -> None:
+    """A read answering for a head the log never reached saw records that were not committed
+    (a dead writer's batch that recovery cut, say)."""
+    a = op(0, 0, 2, pos=2, inv=0, comp=10)
+    ghost = op(1, 0, 2, outcome=UNKNOWN, inv=0, comp=None)
+    log = log_of(a)
+    r = read_of(2, 0, log_of(a, ghost), 4, inv=11, comp=12)
+    v = only(check(History([a, ghost], [r]), log), "read-past-head")
+    assert v.prop == 7 and "final committed head is 2" in v.message
+
+
+def test_a_read_must_return_exactly_the_committed_matches() -> None:
+    a = op(0, 0, 2, pos=2, inv=0, comp=10, tags=("t",))
+    b = op(0, 1, 1, pos=3, inv=11, comp=20, tags=("u",))
+    log = log_of(a, b)
+    spec = (((), ("t",)),)
+    dropped = read_of(1, 0, log, 3, spec, inv=21, comp=22, returned=[2])
+    v = only(check(History([a, b], [dropped]), log), "read-wrong-result")
+    assert v.prop == 7 and "missing [1]" in v.message
+    extra = read_of(1, 0, log, 2, spec, inv=21, comp=22, returned=[1, 2, 3])
+    assert "extra [3]" in only(check(History([a, b], [extra]), log), "read-wrong-result").message
+    # The right positions with another body: the digest covers the body hashes too.
+    other = [LogEntry(e.position, e.id, e.type, e.tags, e.commit, b"tampered" if e.position == 1 else b"")
+             for e in log]
+    bodies = read_of(1, 0, other, 3, spec, inv=21, comp=22)
+    assert "other event bodies" in only(check(History([a, b], [bodies]), log), "read-wrong-result").message
+    unordered = read_of(1, 0, log, 3, spec, inv=21, comp=22)
+    unordered.ordered = False
+    assert only(check(History([a, b], [unordered]), log), "read-unordered").prop == 7
+
+
 def test_idempotent_retry() -> None:
     a = op(0, 0, 2, pos=2, inv=0, comp=10)
     ok = op(0, 1, 2, pos=2, inv=20, comp=30, ids=a.ids)
@@ -187,6 +263,13 @@ def test_histories_of_a_correct_store_pass(workload, seed) -> None:
         victim = acked[0].position
         broken = [e for e in log if e.position != victim]
         assert {v.prop for v in check(history, broken)} & {1, 2}
+    # A read that lost one of its events is caught.
+    seen = [r for r in history.reads if r.positions]
+    if seen:
+        r = seen[0]
+        r.positions, r.found = r.positions[1:], r.found - 1
+        r.digest = read_digest((p, b"") for p in r.positions)
+        assert "read-wrong-result" in {v.code for v in check(history, log)}
 
 
 def test_a_worker_stopped_by_an_exception_is_reported() -> None:

@@ -34,8 +34,18 @@ def test_drawn_workloads_respect_their_limits(workload: Workload) -> None:
                 ids += workload.event_ids(w, i)
             if op.kind in ("conditional", "read"):
                 assert op.query is not None
+            if op.kind != "read":
+                assert op.start is None and not op.backwards
             if op.kill_at is not None:
                 assert 1 <= op.kill_at <= LIMITS.max_kill_at
     assert len(ids) == len(set(ids))  # every batch's events are told apart in the log
     assert all(check_id(i) for i in ids)
+    assert workload.segment_bytes in (None, 4096)
     assert pickle.loads(pickle.dumps(workload)) == workload  # it travels to worker processes as is
+
+
+def test_some_workloads_roll_small_segments_and_read_in_every_direction() -> None:
+    drawn = [generate(seed, LIMITS) for seed in range(40)]
+    assert {w.segment_bytes for w in drawn} == {None, 4096}
+    reads = [op for w in drawn for ops in w.workers for op in ops if op.kind == "read"]
+    assert any(op.backwards for op in reads) and any(op.start is not None for op in reads)
