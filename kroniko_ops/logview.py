@@ -4,12 +4,16 @@
 :mod:`.format.segment` and packs through :mod:`.format.pack` and never slices their bytes
 itself. Files that compaction removes while a view holds them stay readable through the open
 descriptor; a file gone before it was opened makes the view list the folders again.
+
+Threads may share a view: its listing and its open files change under a lock, and a file it
+stops using is closed when the last reader holding it lets go (not under a running read).
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,15 +38,23 @@ class ActiveSegment:
         self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         self.offsets = array("Q", [0])  # record starts, then the end of the last record seen
         self.last = first - 1
+        self._lock = threading.Lock()  # two threads extending at once would add offsets twice
 
     def close(self) -> None:
         """Close the descriptor."""
-        if self.fd >= 0:
+        if getattr(self, "fd", -1) >= 0:
             os.close(self.fd)
             self.fd = -1
 
+    def __del__(self) -> None:
+        self.close()
+
     def extend(self, end: int) -> None:
         """Learn the offsets of the records in bytes ``..end`` (whole, committed records)."""
+        with self._lock:
+            self._extend(end)
+
+    def _extend(self, end: int) -> None:
         have = self.offsets[-1]
         if end <= have:
             return
@@ -79,6 +91,7 @@ class LogView:
         self._entries: list[tuple[int, str, str]] = []  # (first, kind, name): "pack" | "sealed" | "active"
         self._open: OrderedDict[str, object] = OrderedDict()  # least recently used first
         self.active: ActiveSegment | None = None
+        self._lock = threading.RLock()  # the listing, the open files and `active` change together
         self.refresh()
 
     def close(self) -> None:
@@ -92,6 +105,10 @@ class LogView:
 
     def refresh(self) -> None:
         """List ``log/`` and ``packs/`` again."""
+        with self._lock:
+            self._list()
+
+    def _list(self) -> None:
         segs: dict[int, set[str]] = {}
         for name in os.listdir(self.layout.log_dir):
             parsed = segfmt.parse_name(name)
@@ -132,17 +149,17 @@ class LogView:
         self._entries = entries
         self._firsts = [e[0] for e in entries]
         if self.active is None or self.active.first != active_first:
-            if self.active is not None:
-                self.active.close()
+            # The old one closes once no read still running in another thread holds it.
             self.active = ActiveSegment(self.layout.log_dir, active_first) if seg_firsts else None
 
     def previous_segment(self, first: int) -> int | None:
         """The first position of the segment right before the one at ``first``, unless a pack
         holds those positions (or there is none)."""
-        i = bisect.bisect_left(self._firsts, first) - 1
-        if i < 0 or self._entries[i][1] == "pack":
-            return None
-        return self._entries[i][0]
+        with self._lock:
+            i = bisect.bisect_left(self._firsts, first) - 1
+            if i < 0 or self._entries[i][1] == "pack":
+                return None
+            return self._entries[i][0]
 
     @property
     def active_first(self) -> int:
@@ -178,6 +195,10 @@ class LogView:
 
     def locate(self, position: int) -> tuple[object, int]:
         """The container holding ``position`` and the last position it holds."""
+        with self._lock:
+            return self._locate(position)
+
+    def _locate(self, position: int) -> tuple[object, int]:
         for attempt in (0, 1):
             i = bisect.bisect_right(self._firsts, position) - 1
             if i >= 0:
@@ -186,11 +207,15 @@ class LogView:
                 if nxt is None or position <= nxt:
                     try:
                         c = self._container(entry)
-                    except FileNotFoundError:
+                    except FileNotFoundError as exc:
                         if attempt:
-                            raise
+                            raise StoreCorrupted(
+                                f"{exc.filename} is missing: positions from {entry[0]} on cannot be read; "
+                                f"run: kroniko-ops fsck {self.layout.root}") from None
                         self.refresh()
                         continue
+                    except (segfmt.SegmentError, packfmt.PackError) as exc:
+                        raise StoreCorrupted(f"{exc}; run: kroniko-ops fsck {self.layout.root}") from None
                     last = c.last if nxt is None else nxt  # type: ignore[attr-defined]
                     if position <= last:
                         return c, last

@@ -42,7 +42,7 @@ class Scenario:
     """What the workers of one recorded run do."""
 
     name: str
-    workers: int = 1
+    workers: int = 0
     appends: int = 6  # per worker
     max_batch: int = 1
     readers: int = 0  # extra processes that only read, recording what they were shown

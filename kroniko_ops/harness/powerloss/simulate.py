@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
+from . import actions  # noqa: F401  (registers the maintenance operations)
 from .check import Outcome, check
 from .model import CrashState, Model, sampled, single_faults
 from .run import Recorded, Scenario, StoreFactory, record
@@ -24,6 +25,12 @@ OPERATIONS: dict[str, Scenario] = {
     "batch": Scenario("batch", workers=1, appends=5, max_batch=6),
     "concurrent": Scenario("concurrent", workers=4, appends=4, max_batch=2, readers=1),
     "roll": Scenario("roll", workers=2, appends=8, max_batch=3, readers=1, segment_bytes=4096),
+    "compact": Scenario("compact", workers=1, appends=3, prefill=40, segment_bytes=4096, action="compact"),
+    "backup": Scenario("backup", workers=1, appends=3, prefill=30, segment_bytes=4096, action="backup"),
+    "restore": Scenario("restore", prefill=30, segment_bytes=4096, action="restore"),
+    "reindex": Scenario("reindex", workers=1, appends=3, prefill=30, segment_bytes=4096, action="reindex"),
+    "recover": Scenario("recover", prefill=20, segment_bytes=4096, action="recover"),
+    "migrate": Scenario("migrate", action="migrate"),
 }
 
 
