@@ -323,14 +323,20 @@ def read_file(path: str, dir_fd: int | None = None) -> bytes:
         os.close(fd)
 
 
-def open_read(path: str, dir_fd: int | None = None) -> int:
-    """Open a store file for reading without following a symlink or blocking on a FIFO; raises
-    ``OSError`` (``EINVAL``) when it is not a regular file."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+def check_regular(fd: int, path: str) -> int:
+    """Return ``fd`` if it is a regular file; else close it and raise ``OSError`` (``EINVAL``):
+    a FIFO or a device where a store file belongs would hang or corrupt whoever used it."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file", path)
     return fd
+
+
+def open_read(path: str, dir_fd: int | None = None) -> int:
+    """Open a store file for reading without following a symlink or blocking on a FIFO; raises
+    ``OSError`` (``EINVAL``) when it is not a regular file."""
+    return check_regular(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd),
+                         path)
 
 
 def read_small(path: str, limit: int, dir_fd: int | None = None) -> bytes:

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 
 from . import fileio
+from .errors import StoreCorrupted
 from .format.record import GENESIS
 from .model import Query
 
@@ -77,6 +78,12 @@ class Index:
         self.path = os.path.join(folder, db_name(self.generation))
         if not gens:
             fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
+        for suffix in ("", "-wal", "-shm"):  # SQLite follows links: it would write outside the store
+            if os.path.islink(self.path + suffix) or (
+                    os.path.lexists(self.path + suffix) and not os.path.isfile(self.path + suffix)):
+                raise StoreCorrupted(
+                    f"{self.path + suffix} is not a regular file; the index is derived data: move it away and run "
+                    f"kroniko-ops reindex {os.path.dirname(folder)}")
         self.con = create_db(self.path) if not gens else connect(self.path)
         if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:
             # Another process created the file a moment ago and has not run the schema yet; it is

@@ -257,7 +257,8 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
 
 
 def set_aside(root: str, label: str, note: str, files: dict[str, bytes] | None = None,
-              move: list[str] | None = None, durable: bool = True) -> str:
+              move: list[str] | None = None, durable: bool = True,
+              copies: dict[str, tuple[int, int, int]] | None = None) -> str:
     """Put bytes and files into a new folder of ``lost-found/`` with a ``NOTE.txt``; return it.
 
     Nothing the user wrote is ever deleted: recovery and pruning call this instead.
@@ -271,6 +272,21 @@ def set_aside(root: str, label: str, note: str, files: dict[str, bytes] | None =
         fd = fileio.open_write(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             fileio.write_all(fd, data, name)
+            if durable:
+                fileio.fsync(fd, name)
+        finally:
+            os.close(fd)
+    for name, (src, start, end) in (copies or {}).items():
+        # Copied a megabyte at a time: what is set aside may be far bigger than memory should hold.
+        fd = fileio.open_write(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            pos = start
+            while pos < end:
+                chunk = os.pread(src, min(1 << 20, end - pos), pos)
+                if not chunk:
+                    break
+                fileio.write_all(fd, chunk, name)
+                pos += len(chunk)
             if durable:
                 fileio.fsync(fd, name)
         finally:

@@ -18,6 +18,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from . import fileio
 from .errors import StoreCorrupted
 from .format import pack as packfmt
 from .format import record as recfmt
@@ -35,7 +36,14 @@ class ActiveSegment:
     def __init__(self, directory: str, first: int) -> None:
         self.first = first
         self.path = os.path.join(directory, segfmt.seg_name(first))
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            self.fd = fileio.open_read(self.path)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            root = os.path.dirname(os.path.dirname(self.path))
+            raise StoreCorrupted(f"{self.path} cannot be used as a log segment ({exc.strerror}); "
+                                 f"run: kroniko-ops fsck {root}") from None
         self.offsets = array("Q", [0])  # record starts, then the end of the last record seen
         self.last = first - 1
         self._lock = threading.Lock()  # two threads extending at once would add offsets twice

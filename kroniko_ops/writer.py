@@ -145,7 +145,8 @@ class Writer:
         if self.fd is not None:
             os.close(self.fd)
         path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
-        self.fd = fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
+        self.fd = fileio.check_regular(
+            fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK), path)
         self.first = first
         self._sealed_mark = idx  # appears when another writer seals this segment
 
@@ -317,33 +318,47 @@ class Writer:
         return committed, good
 
     def _refuse_damage(self, committed: Tail, size: int) -> None:
-        """Within one boot, bytes past the commit point come from a writer that died mid-batch;
-        a whole, checksummed record with a commit mark among them means committed records were
-        damaged instead, and cutting would reassign acknowledged positions."""
+        """Within one boot, bytes past the commit point come from a writer that died mid-batch:
+        at most one batch. More than that, or a whole, checksummed record with a commit mark
+        among them, means committed records were damaged instead, and cutting would reassign
+        acknowledged positions (or copy gigabytes of garbage)."""
         assert self.fd is not None
-        lines = os.pread(self.fd, size - committed.end, committed.end).split(b"\n")[:-1]
-        for line in lines:
-            try:
-                rec = recfmt.parse_at(line + b"\n")
-            except recfmt.RecordError:
-                continue
-            if rec.commit and rec.position > committed.position:
-                raise StoreCorrupted(
-                    f"the log of {self.layout.root} is damaged after position {committed.position} (a committed "
-                    f"record at position {rec.position} follows bytes that do not verify); appends are refused "
-                    f"until it is repaired: run kroniko-ops fsck {self.layout.root}, then restore from a backup")
+        if size - committed.end > MAX_BATCH_BYTES:
+            raise StoreCorrupted(
+                f"log segment {segfmt.seg_name(self.first)} of {self.layout.root} holds {size - committed.end} bytes "
+                f"after its last commit at position {committed.position}, more than one batch can leave; appends "
+                f"are refused: run kroniko-ops fsck {self.layout.root}")
+        carry, pos = b"", committed.end
+        while pos < size:
+            chunk = os.pread(self.fd, min(segfmt.READ_CHUNK, size - pos), pos)
+            if not chunk:
+                break
+            pos += len(chunk)
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                try:
+                    rec = recfmt.parse_at(line + b"\n")
+                except recfmt.RecordError:
+                    continue
+                if rec.commit and rec.position > committed.position:
+                    raise StoreCorrupted(
+                        f"the log of {self.layout.root} is damaged after position {committed.position} (a committed "
+                        f"record at position {rec.position} follows bytes that do not verify); appends are refused "
+                        f"until it is repaired: run kroniko-ops fsck {self.layout.root}, then restore from a backup")
+            if len(carry) > MAX_BATCH_BYTES:
+                break
 
     def _cut(self, committed: Tail, size: int) -> None:
         """Set aside and truncate the bytes after the last commit mark (a dead writer's)."""
         assert self.fd is not None
-        cut = os.pread(self.fd, size - committed.end, committed.end)
         name = segfmt.seg_name(self.first)
         layout.set_aside(
             self.layout.root, "log-tail",
             f"Bytes {committed.end}..{size} of log/{name}, cut by recovery: a torn or uncommitted tail after "
             f"position {committed.position}, left by a writer that died (or a power cut) before its batch's "
             "commit mark was whole. No append was acknowledged for them.",
-            files={f"{name}.tail": cut}, durable=self.syncer.durable)
+            copies={f"{name}.tail": (self.fd, committed.end, size)}, durable=self.syncer.durable)
         fileio.truncate(self.fd, committed.end, name)
         self.syncer.file(self.fd, name)
 

@@ -21,6 +21,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from .. import fileio
 from . import record
 
 SEG_SUFFIX, IDX_SUFFIX = ".seg", ".idx"
@@ -101,10 +102,15 @@ def decode_idx(data: bytes, first: int) -> Seal:
     return Seal(first, count, chain, seg_sha, offsets)
 
 
-def read_idx(path: str, first: int) -> Seal:
-    """Read and check the offset index at ``path``."""
-    with open(path, "rb") as f:
-        return decode_idx(f.read(), first)
+def read_idx(path: str, first: int, max_records: int = 1 << 27) -> Seal:
+    """Read and check the offset index at ``path`` (a regular file of a bounded size)."""
+    try:
+        data = fileio.read_small(path, 8 * (max_records + 1) + TRAILER_SIZE)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise SegmentError(f"offset index of segment {first} cannot be read: {exc.strerror}") from None
+    return decode_idx(data, first)
 
 
 def seal_fast(data: bytes, first: int, last_chain: bytes) -> bytes:
@@ -182,7 +188,7 @@ class SealedSegment:
         self.path = os.path.join(directory, seg_name(first))
         self.seal = read_idx(os.path.join(directory, idx_name(first)), first)
         self.last = self.seal.last
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        self.fd = fileio.open_read(self.path)
 
     def close(self) -> None:
         """Close the segment's descriptor."""
