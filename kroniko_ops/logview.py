@@ -26,6 +26,7 @@ from .format import segment as segfmt
 from .layout import Layout
 
 RUN_BYTES = 1 << 20  # raw bytes handed out per run: bulk enough to decode fast, flat in memory
+LOCATE_TRIES = 20  # listings before a position no file holds is damage, not a compaction racing us
 MAX_OPEN_SEGMENTS = 32  # sealed segments kept open: descriptors and offset tables stay bounded
 
 
@@ -154,6 +155,11 @@ class LogView:
                 covered = next_pack[1]
             next_pack = next(pack_iter, None)
         entries.sort()
+        listed = {e[2] for e in entries}
+        for name in [n for n in self._open if n not in listed]:
+            # Gone (compacted): forget it so its disk space is freed; a read still using it
+            # holds its own reference, and the descriptor closes with the last one.
+            del self._open[name]
         self._entries = entries
         self._firsts = [e[0] for e in entries]
         if self.active is None or self.active.first != active_first:
@@ -207,7 +213,8 @@ class LogView:
             return self._locate(position)
 
     def _locate(self, position: int) -> tuple[object, int]:
-        for attempt in (0, 1):
+        missing: FileNotFoundError | None = None
+        for attempt in range(LOCATE_TRIES):
             i = bisect.bisect_right(self._firsts, position) - 1
             if i >= 0:
                 entry = self._entries[i]
@@ -216,10 +223,9 @@ class LogView:
                     try:
                         c = self._container(entry)
                     except FileNotFoundError as exc:
-                        if attempt:
-                            raise StoreCorrupted(
-                                f"{exc.filename} is missing: positions from {entry[0]} on cannot be read; "
-                                f"run: kroniko-ops fsck {self.layout.root}") from None
+                        # Compaction removed it after the listing (back-to-back runs may do so
+                        # more than once): list again.
+                        missing = exc
                         self.refresh()
                         continue
                     except (segfmt.SegmentError, packfmt.PackError) as exc:
@@ -227,8 +233,13 @@ class LogView:
                     last = c.last if nxt is None else nxt  # type: ignore[attr-defined]
                     if position <= last:
                         return c, last
-            if attempt == 0:
-                self.refresh()
+            if attempt > 0 and missing is None:
+                break  # listed again and still no container holds it
+            missing = None
+            self.refresh()
+        if missing is not None:
+            raise StoreCorrupted(f"{missing.filename} is missing: position {position} cannot be read; "
+                                 f"run: kroniko-ops fsck {self.layout.root}")
         raise StoreCorrupted(f"no segment or pack of {self.layout.root} holds position {position}; "
                              f"run: kroniko-ops fsck {self.layout.root}")
 

@@ -236,7 +236,9 @@ class Writer:
         """Bring :attr:`tail` and :attr:`pending` up to the end of the log, cutting a dead
         writer's torn or uncommitted bytes into ``lost-found/``. ``verify_all`` re-verifies
         every record past the synced state (after a reboot, or when it is unreadable)."""
-        if self.fd is None or os.path.lexists(self._sealed_mark):
+        # Sealed by another writer (its index appeared), or packed and removed by compaction
+        # since (which removes the .seg before the .idx): either way, find the new active one.
+        if self.fd is None or os.path.lexists(self._sealed_mark) or os.fstat(self.fd).st_nlink == 0:
             self._open_active()
             self.tail = None
         assert self.fd is not None

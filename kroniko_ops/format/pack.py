@@ -373,9 +373,13 @@ class PackReader(_Closing):
 
     def close(self) -> None:
         """Close the file descriptor."""
-        if self._fd >= 0:
+        if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:
+        # A view forgets packs that compaction merged away; the last reader's reference closes it.
+        self.close()
 
 
 def verify_file(path: str | os.PathLike[str]) -> list[str]:
