@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Compaction benchmark on format 3 (not a test: pytest does not collect it).
+"""Compaction benchmark.
 
-    python tests/ops/compact/bench_compact_run.py [--events N] [--segment-bytes B] [--dir DIR] [--fast]
+    python scripts/bench_compact.py [--events N] [--segment-bytes B] [--dir DIR] [--fast]
 
 Builds a store of N events (``EventStore(durable=False, segment_bytes=B)``, batches of 1000),
 reads every event (a fresh handle), compacts it (durable unless ``--fast``) and reads again.
@@ -13,8 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kroniko_ops import Event, EventStore
 from kroniko_ops.ops.compact import compact
