@@ -1,0 +1,265 @@
+"""Which file holds each position: sealed segments (their offset index decoded and checked),
+packs (header, table and trailer checked on open), the active segment; positions covered by no
+file (``segment-gap``) or by two that disagree (``segment-overlap``), and the chain hash across
+each boundary between two files.
+
+``log/`` is listed before ``packs/``: compaction publishes a pack before it removes the segments
+it replaces, so this order can see both (an overlap that agrees, noted as superseded) but never
+neither (a false gap)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+
+from ... import fileio
+from ...format import pack as packfmt
+from ...format import record as recfmt
+from ...format import segment as segfmt
+from .context import RECOVER, RESEAL, Context
+
+PACK, SEALED, SCANNED, ACTIVE = "pack", "sealed", "scanned", "active"
+SETTLE_CHECKS, SETTLE_SECONDS = 5, 0.05  # how long a roll may take before it counts as interrupted
+
+
+@dataclass
+class Part:
+    """One file holding a range of positions. ``reader`` is a :class:`segfmt.SealedSegment` or
+    a :class:`packfmt.PackReader`; a ``scanned`` segment (its offset index missing or damaged) is
+    read with :func:`segfmt.scan` through ``fd``."""
+
+    kind: str
+    first: int
+    last: int
+    path: str
+    last_chain: bytes = recfmt.GENESIS
+    reader: object | None = None
+    fd: int = -1
+    size: int = 0
+
+    def close(self) -> None:
+        """Release the file."""
+        if self.reader is not None:
+            self.reader.close()  # type: ignore[attr-defined]
+            self.reader = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def first_record(self) -> recfmt.Record:
+        """The record at :attr:`first` (raises ``RecordError``/``PackError``/``OSError``)."""
+        return self.record_at(self.first)
+
+    def record_at(self, position: int) -> recfmt.Record:
+        """The record at ``position`` of this file."""
+        if self.kind in (SEALED, PACK):
+            return self.reader.record(position)  # type: ignore[attr-defined]
+        if self.kind == ACTIVE:
+            return recfmt.parse_at(self.reader.read_run(position, position))  # type: ignore[attr-defined]
+        for rec in segfmt.scan(self.fd, 0, self.size):
+            if rec.position == position:
+                return rec
+        raise recfmt.RecordError(f"position {position} not found in {self.path}")
+
+
+@dataclass
+class Plan:
+    """The files of the log in position order (``parts``), the ones a pack supersedes, and the
+    active segment (None when the last segment is sealed)."""
+
+    parts: list[Part] = field(default_factory=list)
+    superseded: list[Part] = field(default_factory=list)
+    active_first: int = 1
+    active_path: str | None = None
+    sealed_head: int = 0  # the last position held by packs and sealed segments
+    sealed_chain: bytes = recfmt.GENESIS
+
+    def close(self) -> None:
+        """Release every file."""
+        for p in self.parts + self.superseded:
+            p.close()
+
+    def find(self, position: int) -> Part | None:
+        """The part holding ``position`` (packs and sealed segments only)."""
+        for p in self.parts:
+            if p.first <= position <= p.last:
+                return p
+        return None
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _list_segments(log_dir: str) -> dict[int, set[str]]:
+    """``{first: {"seg", "idx"}}`` of the regular segment files in ``log_dir``. A listing that
+    catches a writer between sealing the last segment and creating the next is taken again
+    (a roll takes a moment; one that never finishes is reported)."""
+    for _ in range(SETTLE_CHECKS):
+        segs: dict[int, set[str]] = {}
+        for name in sorted(os.listdir(log_dir)):
+            parsed = segfmt.parse_name(name)
+            if parsed is not None and _regular(os.path.join(log_dir, name)):
+                segs.setdefault(parsed[0], set()).add(parsed[1])
+        tops = [f for f, kinds in segs.items() if "seg" in kinds]
+        if not tops or "idx" not in segs[max(tops)]:
+            break
+        time.sleep(SETTLE_SECONDS)
+    return segs
+
+
+def build_plan(ctx: Context) -> Plan:
+    """List and open the log's files and report coverage problems (the quick level's share)."""
+    lay = ctx.layout
+    segs = _list_segments(lay.log_dir)
+    packs = []
+    if os.path.isdir(lay.packs) and not os.path.islink(lay.packs):
+        for name in sorted(os.listdir(lay.packs)):
+            rng = packfmt.parse_name(name)
+            if rng is not None and _regular(os.path.join(lay.packs, name)):
+                packs.append((rng, name))
+    plan = Plan()
+    seg_firsts = sorted(f for f, kinds in segs.items() if "seg" in kinds)
+    for first, kinds in sorted(segs.items()):
+        if "seg" not in kinds:
+            ctx.add("segment-orphan-index", "info", f"log/{segfmt.idx_name(first)}",
+                    "an offset index whose segment is gone: a compaction's leftover (the next one removes it; "
+                    "positions no pack holds are reported as a gap)")
+    if seg_firsts:
+        top = seg_firsts[-1]
+        if "idx" in segs[top]:
+            ctx.add("segment-seal-unfinished", "warning", f"log/{segfmt.seg_name(top)}",
+                    "the last segment is sealed but the next one was never created (a crash while rolling); "
+                    "the next writer or recover finishes the roll", action=RECOVER)
+        else:
+            plan.active_first, plan.active_path = top, os.path.join(lay.log_dir, segfmt.seg_name(top))
+            seg_firsts = seg_firsts[:-1]
+    parts: list[Part] = []
+    for first in seg_firsts:
+        part = _open_sealed(ctx, first, last_sealed=first == seg_firsts[-1])
+        if part is not None:
+            parts.append(part)
+    for (first, last), name in packs:
+        part = _open_pack(ctx, first, last, os.path.join(lay.packs, name))
+        if part is not None:
+            parts.append(part)
+    _arrange(ctx, plan, parts)
+    return plan
+
+
+def _open_sealed(ctx: Context, first: int, last_sealed: bool) -> Part | None:
+    log_dir = ctx.layout.log_dir
+    rel = f"log/{segfmt.seg_name(first)}"
+    try:
+        seg = segfmt.SealedSegment(log_dir, first)
+    except FileNotFoundError:
+        why = "its offset index is missing"
+    except (segfmt.SegmentError, OSError) as exc:
+        why = f"its offset index does not verify ({exc})"
+    else:
+        size = os.fstat(seg.fd).st_size
+        if size != seg.seal.size:
+            ctx.add("segment-corrupt", "error", rel, f"the segment is {size} bytes, its offset index says "
+                    f"{seg.seal.size}: a sealed segment never changes; restore it from a backup")
+        return Part(SEALED, first, seg.last, seg.path, seg.seal.last_chain, seg, size=size)
+    # Without a usable offset index, learn the segment's range by scanning its records.
+    path = os.path.join(log_dir, segfmt.seg_name(first))
+    try:
+        fd = fileio.open_read(path)
+    except FileNotFoundError:
+        return None  # removed meanwhile: compaction published the pack holding it first
+    size = os.fstat(fd).st_size
+    try:
+        seal = segfmt.decode_idx(segfmt.build_seal(fd, first, size), first)
+    except (segfmt.SegmentError, recfmt.RecordError) as exc:
+        os.close(fd)
+        ctx.add("segment-corrupt", "error", rel, f"{why}, and its records do not form a whole segment "
+                f"({exc}); restore it from a backup")
+        return None
+    action = RESEAL if last_sealed else None
+    ctx.add("segment-corrupt", "error", f"log/{segfmt.idx_name(first)}",
+            f"{why}; the segment's records are whole (positions {first}..{seal.last})"
+            + (" (a power cut while sealing)" if last_sealed else ""), first, action=action)
+    return Part(SCANNED, first, seal.last, path, seal.last_chain, None, fd, size)
+
+
+def _open_pack(ctx: Context, first: int, last: int, path: str) -> Part | None:
+    rel = ctx.rel(path)
+    try:
+        reader = packfmt.PackReader(path)
+    except (packfmt.PackError, OSError) as exc:
+        ctx.add("pack-corrupt", "error", rel, f"the pack does not open ({exc}); restore it from a backup", first)
+        return None
+    if (reader.first, reader.last) != (first, last):
+        ctx.add("pack-corrupt", "error", rel, f"the pack holds {reader.first}..{reader.last}, its name says "
+                f"{first}..{last}", first)
+        reader.close()
+        return None
+    return Part(PACK, first, last, path, reader.last_chain, reader, size=reader.size)
+
+
+def _arrange(ctx: Context, plan: Plan, parts: list[Part]) -> None:
+    """Choose the files readers use (packs first, as :class:`~kroniko_ops.logview.LogView`
+    does), report gaps and overlaps, and check the chain across each boundary."""
+    parts.sort(key=lambda p: (p.first, p.kind != PACK, -p.last))
+    covered, chain = 0, recfmt.GENESIS
+    for part in parts:
+        if part.first > covered + 1:
+            ctx.add("segment-gap", "error", ctx.rel(part.path), f"positions {covered + 1}..{part.first - 1} are "
+                    "in no segment or pack: those events are lost; restore them from a backup", covered + 1)
+        if part.last <= covered:
+            _superseded(ctx, plan, part)
+            continue
+        if part.first <= covered:
+            ctx.add("segment-overlap", "error", ctx.rel(part.path), f"holds {part.first}..{part.last}, but "
+                    f"positions up to {covered} are already held by another file", part.first)
+            plan.superseded.append(part)
+            continue
+        if part.first == covered + 1:
+            _check_link(ctx, part, chain)
+        plan.parts.append(part)
+        covered, chain = part.last, part.last_chain
+    plan.sealed_head, plan.sealed_chain = covered, chain
+    if plan.active_path is not None:
+        rel = ctx.rel(plan.active_path)
+        if plan.active_first > covered + 1:
+            ctx.add("segment-gap", "error", rel, f"positions {covered + 1}..{plan.active_first - 1} are in no "
+                    "segment or pack: those events are lost; restore them from a backup", covered + 1)
+        elif plan.active_first <= covered:
+            ctx.add("segment-overlap", "error", rel, f"the active segment starts at {plan.active_first}, but "
+                    f"positions up to {covered} are already held by sealed segments or packs", plan.active_first)
+
+
+def _superseded(ctx: Context, plan: Plan, part: Part) -> None:
+    """A file whose positions another (a pack) holds: a compaction in progress or its leftover.
+    Fine when both hold the same history (equal chain hashes at its last position)."""
+    plan.superseded.append(part)
+    holder = plan.find(part.last)
+    try:
+        same = holder is not None and holder.record_at(part.last).chain == part.last_chain
+    except (packfmt.PackError, recfmt.RecordError, OSError, IndexError):
+        same = False
+    if same:
+        ctx.add("segment-superseded", "info", ctx.rel(part.path), f"positions {part.first}..{part.last} are "
+                "also in a pack (compaction removes this file)")
+    else:
+        ctx.add("segment-overlap", "error", ctx.rel(part.path), f"positions {part.first}..{part.last} are also "
+                "in another file that holds a different history", part.first)
+
+
+def _check_link(ctx: Context, part: Part, chain: bytes) -> None:
+    """The first record of ``part`` must chain onto the previous file's last chain hash."""
+    try:
+        rec = part.first_record()
+    except (packfmt.PackError, recfmt.RecordError, OSError) as exc:
+        code = "pack-corrupt" if part.kind == PACK else "segment-corrupt"
+        ctx.add(code, "error", ctx.rel(part.path), f"its first record does not read ({exc})", part.first)
+        return
+    if recfmt.chain_of(chain, rec.event_hash) != rec.chain:
+        ctx.add("chain-mismatch", "error", ctx.rel(part.path), "the first record of this file does not chain "
+                "onto the previous file's last record: files of different histories", part.first)

@@ -1,0 +1,236 @@
+"""The index against the log: its checkpoint (``index-checkpoint-ahead``, a chain hash that
+differs from the log's at that position), SQLite's own ``quick_check`` (``index-corrupt``) and,
+at the full level, every row recomputed from the log (``index-missing-entry`` /
+``index-extra-entry``) and every id unique (``log-duplicate-id``).
+
+The comparison is cheap while the index is right: both sides are summed as order-independent
+digests (the sum of Python hashes of ``(kind, name, position)`` and ``(id, position)`` tuples;
+SQLite streams the index side). Equal sums and counts mean equal multisets, and as the index
+holds each id once, no id of the log repeats. Only when they differ are the log's rows spilled
+to the scratch database and the differences named by SQL.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ...format import pack as packfmt
+from ...format import record as recfmt
+from ...index import TAG, TYPE, db_name, generations
+from .context import MAX_FINDINGS_PER_CODE, REINDEX, Context
+from .coverage import Plan
+from .records import iter_docs
+from .spill import Spill
+
+_INDEX_POSTINGS = "SELECT t.kind, t.name, p.position FROM idx.postings p JOIN idx.terms t ON t.id = p.term"
+_GOOD = "position NOT IN (SELECT position FROM bad)"  # damaged records are reported, not compared
+
+
+class IndexCheck:
+    """One check of the current index generation, read through ``spill``'s snapshot."""
+
+    def __init__(self, ctx: Context, spill: Spill, full: bool) -> None:
+        self.ctx, self.spill, self.full = ctx, spill, full
+        self.rel = "index"
+        self.usable = False
+        self.cp, self.cp_chain = 0, recfmt.GENESIS
+        self.trusted = 0  # positions 1..trusted are compared with the index; later ones are not in it
+        self.post_sum = self.post_count = self.ids_sum = self.ids_count = 0
+        self.ids_ok = False  # the index's ids table equals the log's (after :meth:`finish`)
+        self.index_side: tuple[int, int, int, int] | None = None
+        self.missing = False
+        self.walk_trusted = 0  # ``trusted`` when the walk began (a failing index lowers ``trusted`` later)
+
+    def open(self) -> None:
+        """Attach the newest generation and read its checkpoint (before the log's tail is read,
+        so that everything the checkpoint covers is already in the log)."""
+        folder = self.ctx.layout.index
+        gens = generations(folder)
+        if not gens:
+            self.missing = True  # judged with the log's head (an empty store needs none yet)
+            self.spill.begin()
+            return
+        for old in gens[:-1]:
+            self.ctx.add("index-superseded", "info", f"index/{db_name(old)}", "an older index generation that a "
+                         "rebuild left behind (reindex removes it)")
+        path = os.path.join(folder, db_name(gens[-1]))
+        self.rel = f"index/{db_name(gens[-1])}"
+        try:
+            self.spill.attach_index(path)
+            self.spill.begin()
+            row = self.spill.con.execute("SELECT position, chain FROM idx.checkpoint WHERE k = 0").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.ctx.add("index-corrupt", "error", self.rel, f"the index database does not open ({exc})",
+                         action=REINDEX)
+            if not self.spill.con.in_transaction:
+                self.spill.begin()
+            return
+        if row is None:
+            self.ctx.add("index-corrupt", "error", self.rel, "the index has no checkpoint row", action=REINDEX)
+            return
+        self.cp, self.cp_chain, self.usable = int(row[0]), bytes(row[1]), True
+        self.ctx.report.figures["index_checkpoint"] = self.cp
+
+    def judge_checkpoint(self, plan: Plan, head: int) -> None:
+        """The checkpoint must name a position of the log, with the log's chain hash there."""
+        if self.missing:
+            if head > 0:
+                self.ctx.add("index-missing", "warning", "index", "there is no index database (the next writer "
+                             "starts an empty one and catches it up)", action=REINDEX)
+            else:
+                self.ctx.add("index-missing", "info", "index", "no index database yet (the store is empty)")
+        if not self.usable:
+            return
+        if self.cp > head:
+            self.ctx.add("index-checkpoint-ahead", "error", self.rel, f"the index checkpoint names position "
+                         f"{self.cp} but the log ends at {head} (a power cut took back records the index had "
+                         "seen)", self.cp, action=REINDEX)
+            return
+        if self.cp > 0:
+            part = plan.find(self.cp)
+            try:
+                chain = part.record_at(self.cp).chain if part is not None else None
+            except (recfmt.RecordError, packfmt.PackError, OSError, IndexError):
+                chain = None
+            if chain != self.cp_chain:
+                self.ctx.add("index-checkpoint-mismatch", "error", self.rel, f"the index checkpoint's chain hash "
+                             f"at position {self.cp} differs from the log's: the index describes another history",
+                             self.cp, action=REINDEX)
+                return
+        if self.cp < head:
+            self.ctx.add("index-behind", "info", self.rel, f"the index covers positions up to {self.cp} of {head} "
+                         "(the next writer catches it up)")
+        self.trusted = self.walk_trusted = self.cp
+
+    def quick_check(self) -> None:
+        """SQLite's structural check of the index database (``PRAGMA quick_check``)."""
+        if not self.spill.attached:
+            return
+        try:
+            rows = [r[0] for r in self.spill.con.execute("PRAGMA idx.quick_check(20)")]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            self.ctx.add("index-corrupt", "error", self.rel, f"SQLite finds the index database damaged: "
+                         f"{'; '.join(rows[:3])}", action=REINDEX)
+            self.usable, self.trusted = False, 0
+
+    # -- the log side, record by record (a sink of the walker) -----------------------------
+
+    def sink(self, rows: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """Add a run's sound records of the log."""
+        trusted = self.walk_trusted
+        if rows and rows[-1][0] > trusted:
+            for pos, eid, _doc in rows:
+                if pos > trusted:
+                    self.spill.add_id(eid, pos)
+            rows = [r for r in rows if r[0] <= trusted]
+        if not self.full or not rows:
+            return
+        post = [(TYPE, doc["type"], pos) for pos, _eid, doc in rows]
+        add = post.append
+        for pos, _eid, doc in rows:
+            tags = doc["tags"]
+            if len(tags) == 1:
+                add((TAG, tags[0], pos))
+            elif tags:
+                post.extend([(TAG, tag, pos) for tag in set(tags)])
+        self.post_sum += sum(map(hash, post))
+        self.post_count += len(post)
+        self.ids_sum += sum(map(hash, [(eid, pos) for pos, eid, _doc in rows]))
+        self.ids_count += len(rows)
+
+    # -- the verdict -----------------------------------------------------------------------
+
+    def index_sums(self) -> None:
+        """The index side of the digests (SQLite streams every row; run while the walk's
+        workers are busy)."""
+        if self.trusted <= 0 or self.index_side is not None:
+            return
+        con = self.spill.con
+        try:
+            self.index_side = (sum(map(hash, con.execute(_INDEX_POSTINGS))),
+                               con.execute("SELECT count(*) FROM idx.postings").fetchone()[0],
+                               sum(map(hash, con.execute("SELECT eid, position FROM idx.ids"))),
+                               con.execute("SELECT count(*) FROM idx.ids").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            self.ctx.add("index-corrupt", "error", self.rel, f"the index does not read ({exc})", action=REINDEX)
+            self.trusted = 0
+
+    def finish(self, parts: Sequence[Any]) -> None:
+        """Compare both sides; name the differences and duplicate ids."""
+        self.spill.flush()
+        self.ids_ok = False
+        self.index_sums()
+        if self.trusted < self.walk_trusted:
+            # The index turned out unreadable after the walk began: the ids it was to vouch for
+            # are spilled now, so duplicates and references are still judged.
+            for pos, eid, _doc in iter_docs(parts, 1, self.walk_trusted):
+                self.spill.add_id(eid, pos)
+            self.spill.flush()
+        if self.trusted > 0 and self.index_side is not None:
+            post_sum, post_count, ids_sum, ids_count = self.index_side
+            same_posts = (post_sum, post_count) == (self.post_sum, self.post_count)
+            self.ids_ok = (ids_sum, ids_count) == (self.ids_sum, self.ids_count)
+            if not (same_posts and self.ids_ok):
+                self._exact(parts)
+        self.spill.con.execute("CREATE INDEX log_ids_eid ON log_ids(eid)")
+        self._duplicates()
+
+    def _exact(self, parts: Sequence[Any]) -> None:
+        """Spill the log's side of positions ``1..trusted`` and let SQL name the differences."""
+        rows: list[tuple[int, str, int]] = []
+        for pos, eid, doc in iter_docs(parts, 1, self.trusted):
+            rows.append((TYPE, doc["type"], pos))
+            rows.extend((TAG, t, pos) for t in set(doc["tags"]))
+            self.spill.add_id(eid, pos)
+            if len(rows) >= 10_000:
+                self.spill.add_postings(rows)
+                rows = []
+        self.spill.add_postings(rows)
+        self.spill.flush()
+        con, limit, t = self.spill.con, MAX_FINDINGS_PER_CODE + 1, self.trusted
+        kinds = {TYPE: "type", TAG: "tag"}
+        queries = (
+            ("index-missing-entry", f"SELECT kind, name, position FROM exp_post EXCEPT {_INDEX_POSTINGS} "
+             f"ORDER BY 3 LIMIT {limit}", "the log's event at position {p} has {k} {n!r}, which the index lacks"),
+            ("index-extra-entry", f"{_INDEX_POSTINGS} WHERE p.{_GOOD} EXCEPT SELECT kind, name, position FROM exp_post "
+             f"ORDER BY 3 LIMIT {limit}", "the index lists position {p} under {k} {n!r}, but the log's event there "
+             "does not have it"),
+        )
+        for code, sql, text in queries:
+            for kind, name, p in con.execute(sql):
+                self.ctx.add(code, "error", self.rel, text.format(p=p, k=kinds.get(kind, f"kind {kind}"), n=name),
+                             p, action=REINDEX)
+        for eid, p in con.execute("SELECT eid, position FROM log_ids WHERE position <= ? EXCEPT "
+                                  f"SELECT eid, position FROM idx.ids ORDER BY 2 LIMIT {limit}", (t,)):
+            self.ctx.add("index-missing-entry", "error", self.rel, f"the index lacks the id {eid!r} of position {p}",
+                         p, action=REINDEX)
+        for eid, p in con.execute(f"SELECT eid, position FROM idx.ids WHERE {_GOOD} EXCEPT SELECT eid, position "
+                                  f"FROM log_ids WHERE position <= ? ORDER BY 2 LIMIT {limit}", (t,)):
+            self.ctx.add("index-extra-entry", "error", self.rel, f"the index maps the id {eid!r} to position {p}, "
+                         "where the log holds another event", p, action=REINDEX)
+
+    def _duplicates(self) -> None:
+        """Ids named at two positions: among the rows spilled, and (when the index's ids equal
+        the log's) between those and the index."""
+        con, limit = self.spill.con, MAX_FINDINGS_PER_CODE + 1
+        sql = ("SELECT a.eid, min(b.position), a.position FROM log_ids a JOIN log_ids b ON b.eid = a.eid "
+               f"AND b.position < a.position GROUP BY a.eid, a.position ORDER BY a.position LIMIT {limit}")
+        found = list(con.execute(sql))
+        if self.ids_ok:
+            found += list(con.execute(
+                "SELECT l.eid, i.position, l.position FROM log_ids l JOIN idx.ids i ON i.eid = l.eid "
+                f"WHERE i.position <= ? AND i.position < l.position ORDER BY l.position LIMIT {limit}",
+                (self.trusted,)))
+        for eid, first, later in sorted(found, key=lambda r: r[2]):
+            self.ctx.add("log-duplicate-id", "error", "log", f"event id {eid!r} is at positions {first} and {later}; "
+                         "ids are unique in a store: never repaired, restore the log from a backup", later)
+
+    def index_for_refs(self) -> int:
+        """Up to which position references may be resolved through the index's ids table."""
+        return self.trusted if self.ids_ok or not self.full else 0
+

@@ -1,0 +1,105 @@
+"""A scratch SQLite database outside the store (in the system's temp folder), so that the checks
+that need every id of the log (duplicates, references, an index that does not match) stay flat
+in memory: rows go to disk, SQLite sorts and joins them. The store's index is attached to it
+read-only, in one read transaction held for the whole check (one consistent snapshot while
+writers go on appending)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import urllib.parse
+from collections.abc import Iterable
+
+_SCHEMA = """
+CREATE TABLE log_ids(eid TEXT NOT NULL, position INTEGER NOT NULL);
+CREATE TABLE refs(src INTEGER NOT NULL, field TEXT NOT NULL, target TEXT NOT NULL);
+CREATE TABLE bad(position INTEGER PRIMARY KEY);
+CREATE TABLE exp_post(kind INTEGER NOT NULL, name TEXT NOT NULL, position INTEGER NOT NULL);
+"""
+FLUSH = 10_000  # rows buffered in memory before they go to the scratch database
+
+
+class Spill:
+    """The scratch database of one check run; :meth:`close` removes it."""
+
+    def __init__(self, folder: str | None = None, name: str = "scratch") -> None:
+        self.owned = folder is None  # a worker's database lives in the check's folder
+        self.folder = tempfile.mkdtemp(prefix="kroniko-fsck-") if folder is None else folder
+        self.path = os.path.join(self.folder, f"{name}.sqlite3")
+        self.con = sqlite3.connect(self.path, isolation_level=None, uri=True, check_same_thread=False)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-16000"):
+            self.con.execute(f"PRAGMA {pragma}")
+        self.con.executescript(_SCHEMA)
+        self.attached = False
+        self._ids: list[tuple[str, int]] = []
+        self._refs: list[tuple[int, str, str]] = []
+
+    def attach_index(self, path: str) -> None:
+        """Attach the index database at ``path`` read-only as ``idx`` and start the read
+        transaction (the snapshot every later query of the check sees)."""
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        self.con.execute("ATTACH DATABASE ? AS idx", (uri,))
+        self.attached = True
+
+    def begin(self) -> None:
+        """Start the transaction that holds the index snapshot."""
+        self.con.execute("BEGIN")
+
+    def add_id(self, eid: str, position: int) -> None:
+        """Keep one ``(id, position)`` of the log."""
+        self._ids.append((eid, position))
+        if len(self._ids) >= FLUSH:
+            self.flush()
+
+    def add_ref(self, src: int, field: str, target: str) -> None:
+        """Keep one reference: position ``src`` names ``target`` in ``field``."""
+        self._refs.append((src, field, target))
+        if len(self._refs) >= FLUSH:
+            self.flush()
+
+    def add_bad(self, position: int) -> None:
+        """Note a position whose record is damaged: the index is not judged there."""
+        self.con.execute("INSERT OR IGNORE INTO bad VALUES (?)", (position,))
+
+    def add_postings(self, rows: Iterable[tuple[int, str, int]]) -> None:
+        """Keep ``(kind, name, position)`` rows the log implies for the index."""
+        self.con.executemany("INSERT INTO exp_post VALUES (?, ?, ?)", rows)
+
+    def flush(self) -> None:
+        """Write the buffered rows."""
+        if self._ids:
+            self.con.executemany("INSERT INTO log_ids VALUES (?, ?)", self._ids)
+            self._ids.clear()
+        if self._refs:
+            self.con.executemany("INSERT INTO refs VALUES (?, ?, ?)", self._refs)
+            self._refs.clear()
+
+    def absorb(self, path: str) -> None:
+        """Copy the rows a worker process kept in its scratch database at ``path``."""
+        self.flush()
+        src = sqlite3.connect(path)
+        try:
+            self.con.executemany("INSERT INTO log_ids VALUES (?, ?)", src.execute("SELECT eid, position FROM log_ids"))
+            rows = src.execute("SELECT src, field, target FROM refs")
+            self.con.executemany("INSERT INTO refs VALUES (?, ?, ?)", rows)
+            self.con.executemany("INSERT OR IGNORE INTO bad VALUES (?)", src.execute("SELECT position FROM bad"))
+        finally:
+            src.close()
+
+    def has_refs(self) -> bool:
+        """Whether any reference was kept."""
+        self.flush()
+        return self.con.execute("SELECT 1 FROM refs LIMIT 1").fetchone() is not None
+
+    def close(self) -> None:
+        """End the snapshot and remove the scratch database."""
+        try:
+            if self.con.in_transaction:
+                self.con.execute("ROLLBACK")
+            self.con.close()
+        finally:
+            if self.owned:
+                shutil.rmtree(self.folder, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""The synced position (``locks/synced``) and the active segment's tail, read without the
+append lock: a writer may be appending right now, so nothing here is modified, and bytes past
+the last commit mark are only reported once they stay unchanged for a moment.
+
+Records up to the synced end are the checked log; after it come committed records a writer has
+not fsynced yet (fine), then possibly a dead writer's leftovers: whole records without a commit
+mark (``log-uncommitted-tail``) or bytes that are no whole record (``log-torn-tail``), both cut
+by recovery. A whole committed record after bytes that do not verify is damage to committed data
+(``log-bad-line``), which recovery refuses to cut, as the engine does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from ... import fileio
+from ...errors import StoreCorrupted
+from ...format import record as recfmt
+from ...format import segment as segfmt
+from ...logview import ActiveSegment
+from ...synced import SyncedState, decode
+from .context import RECOVER, Context
+from .coverage import ACTIVE, SCANNED, Part, Plan
+
+SETTLE_CHECKS, SETTLE_SECONDS = 4, 0.05  # how long a tail must stay unchanged to be a dead writer's
+
+
+@dataclass
+class TailState:
+    """What the tail check learnt: the synced value and the committed head of the log."""
+
+    synced: SyncedState | None
+    head: int
+    head_chain: bytes
+    unsynced: int = 0  # committed records past the synced position
+
+
+def read_synced(ctx: Context) -> SyncedState | None:
+    """``locks/synced``, reporting a damaged or poisoned one."""
+    path = ctx.layout.synced_file
+    try:
+        raw = fileio.read_small(path, 4096)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        ctx.add("synced-damaged", "warning", "locks/synced", f"unreadable ({exc})", action=RECOVER)
+        return None
+    state = decode(raw)
+    if state is None and raw:
+        ctx.add("synced-damaged", "warning", "locks/synced", "the synced position does not parse (fails its "
+                "CRC); the next writer re-verifies the unsynced part of the log and rewrites it", action=RECOVER)
+    if state is not None and state.poisoned:
+        ctx.add("store-poisoned", "error", "locks/synced", "an fsync failed in a writer: appends are refused "
+                "until the unsynced part of the log is re-read from disk", state.position, action=RECOVER)
+    return state
+
+
+def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailState:
+    """Check the synced position (read with :func:`read_synced` before the log's files were
+    listed, so that it names no file the listing missed) against the log and classify the active
+    segment's tail; add the active segment (up to its committed end) to ``plan.parts``."""
+    if plan.active_path is None:
+        state = TailState(synced, plan.sealed_head, plan.sealed_chain)
+        if synced is not None and synced.position > plan.sealed_head:
+            _ahead(ctx, synced, plan.sealed_head)
+        return state
+    rel = ctx.rel(plan.active_path)
+    first = plan.active_first
+    start = (0, first - 1, plan.sealed_chain)
+    if synced is not None:
+        if synced.segment == first and synced.position >= first - 1:
+            start = _synced_start(ctx, plan, synced) or start
+        elif synced.position > plan.sealed_head or synced.segment > first:
+            _ahead(ctx, synced, plan.sealed_head)
+    fd = fileio.open_read(plan.active_path)
+    try:
+        size = os.fstat(fd).st_size
+        end, pos, chain, stop = _scan(fd, start, size)
+        for _ in range(SETTLE_CHECKS if end < size else 0):
+            time.sleep(SETTLE_SECONDS)
+            if os.fstat(fd).st_size != size:
+                break
+        now = os.fstat(fd).st_size
+        if end < size and now != size:
+            ctx.add("log-uncommitted-tail", "info", rel, f"bytes after position {pos}: an append is in progress",
+                    pos + 1)
+        elif end < size:
+            _classify(ctx, rel, fd, end, size, pos, stop)
+    finally:
+        os.close(fd)
+    active = ActiveSegment(ctx.layout.log_dir, first)
+    part = Part(ACTIVE, first, pos, plan.active_path, chain, active, size=end)
+    try:
+        active.extend(end)
+    except StoreCorrupted:
+        pass
+    if active.last != pos:  # damaged before the synced end: read it record by record instead
+        active.close()
+        part = Part(SCANNED, first, pos, plan.active_path, chain, None, fileio.open_read(plan.active_path), end)
+    if pos >= first:
+        plan.parts.append(part)
+    else:
+        part.close()
+    unsynced = pos - synced.position if synced is not None and synced.position < pos else 0
+    return TailState(synced, pos, chain, unsynced)
+
+
+def _ahead(ctx: Context, synced: SyncedState, head: int) -> None:
+    ctx.add("synced-ahead", "error", "locks/synced", f"the synced position {synced.position} is past the end of "
+            f"the log ({head}): acknowledged events were lost (a disk that ignored fsync?); restore from a backup",
+            synced.position)
+
+
+def _synced_start(ctx: Context, plan: Plan, synced: SyncedState) -> tuple[int, int, bytes] | None:
+    """Where the tail scan starts when the synced position is in the active segment: its end,
+    after checking that the record there is the one ``locks/synced`` names."""
+    if synced.end == 0:
+        return (0, synced.position, synced.chain) if synced.position == plan.active_first - 1 else None
+    seg = ActiveSegment(ctx.layout.log_dir, plan.active_first)
+    try:
+        seg.extend(synced.end)
+        rec = recfmt.parse_at(seg.read_run(synced.position, synced.position)) if seg.last >= synced.position else None
+    except StoreCorrupted:
+        _ahead(ctx, synced, plan.active_first - 1)
+        return None
+    except (recfmt.RecordError, IndexError):
+        rec = None
+    finally:
+        seg.close()
+    if rec is None or rec.position != synced.position or rec.chain != synced.chain:
+        ctx.add("synced-mismatch", "error", "locks/synced", f"the synced position {synced.position} (byte "
+                f"{synced.end} of log/{segfmt.seg_name(plan.active_first)}) is not where that record ends, or "
+                "its chain differs: the log was changed under it", synced.position)
+        return None
+    return synced.end, synced.position, synced.chain
+
+
+def _scan(fd: int, start: tuple[int, int, bytes], size: int) -> tuple[int, int, bytes, str]:
+    """Verify records from ``start`` on, as the writer does; return the committed end, its
+    position and chain, and why the scan stopped before ``size`` (empty when it did not)."""
+    end, pos, chain = start
+    seen_pos, seen_chain = pos, chain
+    try:
+        for rec in segfmt.scan(fd, end, size):
+            if rec.position != seen_pos + 1:
+                return end, pos, chain, f"record at byte {rec.offset} holds position {rec.position}"
+            if not recfmt.body_hash_ok(rec) or recfmt.chain_of(seen_chain, rec.event_hash) != rec.chain:
+                return end, pos, chain, f"record {rec.position} fails its event or chain hash"
+            seen_pos, seen_chain = rec.position, rec.chain
+            if rec.commit:
+                end, pos, chain = rec.end, rec.position, rec.chain
+    except recfmt.RecordError as exc:
+        return end, pos, chain, ("torn: " if exc.torn else "") + str(exc)
+    return end, pos, chain, ""
+
+
+def _classify(ctx: Context, rel: str, fd: int, end: int, size: int, pos: int, stop: str) -> None:
+    rest = os.pread(fd, size - end, end)
+    for line in rest.split(b"\n")[:-1]:
+        try:
+            rec = recfmt.parse_at(line + b"\n")
+        except recfmt.RecordError:
+            continue
+        if rec.commit and rec.position > pos:
+            ctx.add("log-bad-line", "error", rel, f"bytes {end}..{size} after position {pos} do not verify, yet a "
+                    f"committed record ({rec.position}) follows them: damage to committed data, never cut; "
+                    "restore the store from a backup", pos + 1)
+            return
+    if not stop:
+        ctx.add("log-uncommitted-tail", "error", rel, f"bytes {end}..{size}: whole records after position {pos} "
+                "without a commit mark (a writer died mid-batch; no append was acknowledged for them)",
+                pos + 1, action=RECOVER)
+    else:
+        ctx.add("log-torn-tail", "error", rel, f"bytes {end}..{size} after position {pos} are no whole record "
+                f"({stop}): a writer died mid-write; no append was acknowledged for them", pos + 1, action=RECOVER)

@@ -1,0 +1,77 @@
+"""What recover, reindex and fsck --repair share: refusing what is not a format-3 store before
+anything is written, opening the store (setting a damaged index aside first), and setting aside
+temp files of processes that are gone."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections import defaultdict
+
+from ... import layout
+from ...errors import InvalidArgument, LegacyStore, StoreNotFound
+from ...index import db_name, generations
+from ...layout import Layout, is_legacy, stale_temp
+from ...report import Report
+from ...store import EventStore
+
+
+def require_store(path: str | os.PathLike[str]) -> str:
+    """``path`` as a string when it is a format-3 store; raises (nothing written) otherwise: a
+    missing path (exit 8), a legacy Ruby store or a folder that is no store (exit 2)."""
+    root = os.fspath(path)
+    if not os.path.exists(root):
+        raise StoreNotFound(f"no store at {root}")
+    if not os.path.isdir(root):
+        raise InvalidArgument(f"{root} is a file, not a store folder")
+    if is_legacy(root):
+        raise LegacyStore(root)
+    if not os.path.lexists(Layout(root).format_file):
+        raise InvalidArgument(f"{root} is not a kroniko-ops store (it has no FORMAT file); nothing was written")
+    return root
+
+
+def open_store(root: str, lock_timeout: float, report: Report | None = None) -> EventStore:
+    """An :class:`EventStore` on an existing store. An index database SQLite cannot open is
+    derived data: it is set aside into ``lost-found/`` and the store opened with a new one."""
+    try:
+        return EventStore(root, create=False, lock_timeout=lock_timeout)
+    except sqlite3.DatabaseError as exc:
+        folder = Layout(root).index
+        gens = generations(folder)
+        if not gens:
+            raise
+        base = os.path.join(folder, db_name(gens[-1]))
+        files = [base + s for s in ("", "-wal", "-shm") if os.path.lexists(base + s)]
+        layout.set_aside(root, "index", f"The index database {db_name(gens[-1])}, which SQLite could not open "
+                         f"({exc}). An index is derived data rebuilt from the log: this copy is safe to delete.",
+                         move=files)
+        if report is not None:
+            report.add("index-corrupt", "error", f"index/{db_name(gens[-1])}", f"the index does not open ({exc}): "
+                       "set aside into lost-found/, rebuilt from the log", repaired=True)
+        return EventStore(root, create=False, lock_timeout=lock_timeout)
+
+
+def set_aside_temps(root: str, report: Report, durable: bool = True) -> int:
+    """Move temp files of processes that are gone into ``lost-found/``, one folder per place;
+    report each (repaired) and return how many."""
+    lay = Layout(root)
+    found: dict[str, list[str]] = defaultdict(list)
+    now = time.time()
+    for folder in (root, lay.log_dir, lay.packs, lay.index, lay.locks):
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            continue
+        with os.scandir(folder) as it:
+            for entry in it:
+                if stale_temp(entry.name, entry.path, now):
+                    found[folder].append(entry.path)
+    for folder, paths in sorted(found.items()):
+        rel = os.path.relpath(folder, root)
+        layout.set_aside(root, "temp-files", f"Temp files found in {rel}/, left by processes that are gone (a "
+                         "segment index, a pack or an index being written). None of them was part of the store; "
+                         "they are kept here only for inspection.", move=sorted(paths), durable=durable)
+        for p in sorted(paths):
+            report.add("stale-temp-file", "warning", os.path.relpath(p, root),
+                       "a temp file left by a process that is gone: set aside into lost-found/", repaired=True)
+    return sum(len(v) for v in found.values())

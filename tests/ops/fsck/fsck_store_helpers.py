@@ -1,0 +1,74 @@
+"""Helpers for the fsck tests: small format-3 stores with many segments, built through the public
+API, and the ways the tests damage them (docs/FORMAT.md says where each byte is)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kroniko_ops import Event, EventStore
+from kroniko_ops.format import pack as packfmt
+from kroniko_ops.format import segment as segfmt
+from kroniko_ops.report import Report
+
+SEGMENT_BYTES = 4096  # a few records per segment: many sealed segments in a small store
+
+
+def build(path: str, batches: int = 12, size: int = 3, durable: bool = False) -> int:
+    """A store of ``batches`` batches of ``size`` events over several segments; returns the head."""
+    with EventStore(path, durable=durable, segment_bytes=SEGMENT_BYTES) as store:
+        for b in range(batches):
+            store.append([Event(f"T{k % 3}", {"b": b, "k": k, "pad": "x" * 200}, [f"cart:{b % 4}", f"k:{k}"],
+                                None, f"ev-{b:03d}-{k}") for k in range(size)])
+        return store.head()
+
+
+def segments(path: str) -> list[int]:
+    """The first positions of the store's segments, ascending (the last is the active one)."""
+    return sorted(p[0] for n in os.listdir(Path(path, "log")) if (p := segfmt.parse_name(n)) and p[1] == "seg")
+
+
+def seg_path(path: str, first: int, kind: str = "seg") -> Path:
+    """``log/<first>.seg`` or ``.idx``."""
+    return Path(path, "log", segfmt.seg_name(first) if kind == "seg" else segfmt.idx_name(first))
+
+
+def pack_first_segment(path: str) -> Path:
+    """Move the first sealed segment's records into a pack, as compaction does."""
+    first = segments(path)[0]
+    seg = segfmt.SealedSegment(os.path.join(path, "log"), first)
+    try:
+        target = Path(path, "packs", packfmt.name_of(first, seg.last))
+        packfmt.write_pack(str(target), [(first, seg.read_run(first, seg.last))], seg.seal.last_chain,
+                           block_bytes=1024)
+    finally:
+        seg.close()
+    seg_path(path, first).unlink()
+    seg_path(path, first, "idx").unlink()
+    return target
+
+
+def flip(path: str | Path, offset: int) -> None:
+    """Change one byte of a file."""
+    data = bytearray(Path(path).read_bytes())
+    data[offset] ^= 0x01
+    Path(path).write_bytes(bytes(data))
+
+
+def problems(report: Report) -> set[str]:
+    """The codes of a report's problems (errors and warnings not repaired)."""
+    return {f.code for f in report.problems}
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def lost_found(path: str) -> list[str]:
+    """The folders of ``lost-found/``."""
+    return sorted(os.listdir(Path(path, "lost-found")))

@@ -1,0 +1,13 @@
+"""Child-process bodies for the fsck tests (importable by multiprocessing's spawn)."""
+
+from __future__ import annotations
+
+from kroniko_ops import Event, EventStore
+
+
+def append_batches(path: str, batches: int) -> None:
+    """Append ``batches`` batches of a few events, rolling small segments often."""
+    with EventStore(path, durable=False, segment_bytes=4096) as store:
+        for b in range(batches):
+            store.append([Event("Live", {"b": b, "k": k, "pad": "z" * 100}, [f"live:{b % 3}"])
+                          for k in range(1 + b % 3)])
