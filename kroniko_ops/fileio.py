@@ -17,7 +17,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 FaultInjector = Callable[[str, str], None]
 _FULLFSYNC: int | None = getattr(fcntl, "F_FULLFSYNC", None) if sys.platform == "darwin" else None
@@ -122,33 +121,6 @@ def fsync(fd: int, path: str = "") -> None:
         _record("fsync", t0, fd=fd)
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool[0] != os.getpid():  # a forked child cannot use its parent's threads
-        _pool = (os.getpid(), ThreadPoolExecutor(16, thread_name_prefix="kroniko-fsync"))
-    return _pool[1]
-
-
-def fsync_files_and_dir(fds: list[int], directory: str) -> None:
-    """fsync the files ``fds`` and then-or-meanwhile their ``directory``, all at once.
-
-    Each fsync makes its own file's state at the time of the call durable, so issuing them
-    together from a thread pool is as safe as one after the other, and lets the filesystem
-    commit them in one journal transaction instead of one each.
-    """
-    _hook("fsync", directory)
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        futures = [_executor().submit(fsync, fd, directory) for fd in [*fds, dir_fd]]
-        for future in futures:
-            future.result()
-    finally:
-        os.close(dir_fd)
-
-
 def fsync_dir(path: str) -> None:
     """fsync a directory so that the names created or removed in it are durable."""
     _hook("fsync", path)
@@ -169,33 +141,6 @@ def link(src: str, dst: str) -> None:
     os.link(src, dst)
     if _recorder is not None:
         _record("link", t0, dst, src=os.path.abspath(src))
-
-
-_proc_fd: tuple[int, int] | None = None
-
-
-def open_anonymous(directory: str) -> int | None:
-    """An unnamed writable file in ``directory`` (``O_TMPFILE``), or None where the platform or
-    filesystem has none. It disappears with its descriptor unless :func:`link_anonymous` names it."""
-    if not hasattr(os, "O_TMPFILE"):
-        return None
-    _hook("open", directory)
-    try:
-        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            return None
-        raise
-
-
-def link_anonymous(fd: int, path: str) -> None:
-    """Give the unnamed file ``fd`` the name ``path``; raises ``FileExistsError`` rather than
-    replace an existing file (``linkat`` through ``/proc/self/fd`` with ``AT_SYMLINK_FOLLOW``)."""
-    global _proc_fd
-    _hook("link", path)
-    if _proc_fd is None or _proc_fd[0] != os.getpid():
-        _proc_fd = (os.getpid(), os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-    os.link(str(fd), path, src_dir_fd=_proc_fd[1], follow_symlinks=True)
 
 
 def rename(src: str, dst: str) -> None:
