@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import fileio
@@ -256,6 +257,29 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
         raise StoreCorrupted(f"{lay.format_file} is unreadable ({exc}); run: kroniko-ops fsck {root}") from None
 
 
+def _read_range(fd: int, start: int, end: int) -> Iterator[bytes]:
+    """Bytes ``start..end`` of ``fd`` a megabyte at a time: what is set aside may be far bigger
+    than memory should hold."""
+    pos = start
+    while pos < end:
+        chunk = os.pread(fd, min(1 << 20, end - pos), pos)
+        if not chunk:
+            return
+        yield chunk
+        pos += len(chunk)
+
+
+def _put_aside(path: str, chunks: Iterator[bytes], durable: bool) -> None:
+    """Write a new file of ``lost-found/`` (never replacing one)."""
+    fd = fileio.open_write(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        for chunk in chunks:
+            fileio.write_all(fd, chunk, path)
+        fileio.Syncer(durable).file(fd, path)
+    finally:
+        os.close(fd)
+
+
 def set_aside(root: str, label: str, note: str, files: dict[str, bytes] | None = None,
               move: list[str] | None = None, durable: bool = True,
               copies: dict[str, tuple[int, int, int]] | None = None) -> str:
@@ -269,39 +293,14 @@ def set_aside(root: str, label: str, note: str, files: dict[str, bytes] | None =
     folder = os.path.join(base, f"{stamp}-{os.getpid()}-{os.urandom(3).hex()}-{label}")
     fileio.makedirs(folder)
     for name, data in (files or {}).items():
-        fd = fileio.open_write(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            fileio.write_all(fd, data, name)
-            if durable:
-                fileio.fsync(fd, name)
-        finally:
-            os.close(fd)
+        _put_aside(os.path.join(folder, name), iter((data,)), durable)
     for name, (src, start, end) in (copies or {}).items():
-        # Copied a megabyte at a time: what is set aside may be far bigger than memory should hold.
-        fd = fileio.open_write(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            pos = start
-            while pos < end:
-                chunk = os.pread(src, min(1 << 20, end - pos), pos)
-                if not chunk:
-                    break
-                fileio.write_all(fd, chunk, name)
-                pos += len(chunk)
-            if durable:
-                fileio.fsync(fd, name)
-        finally:
-            os.close(fd)
+        _put_aside(os.path.join(folder, name), _read_range(src, start, end), durable)
     for path in move or ():
         dst = os.path.join(folder, os.path.basename(path))
         fileio.rename(path, dst)
-    fd = fileio.open_write(os.path.join(folder, "NOTE.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        fileio.write_all(fd, (note.rstrip("\n") + "\n").encode(), "NOTE.txt")
-        if durable:
-            fileio.fsync(fd, "NOTE.txt")
-    finally:
-        os.close(fd)
-    if durable:
-        fileio.fsync_dir(folder)
-        fileio.fsync_dir(base)
+    _put_aside(os.path.join(folder, "NOTE.txt"), iter(((note.rstrip("\n") + "\n").encode(),)), durable)
+    syncer = fileio.Syncer(durable)
+    syncer.dir(folder)
+    syncer.dir(base)
     return folder

@@ -30,6 +30,7 @@ from .writer import MAX_BATCH_BYTES, Tail, Writer
 
 _log = logging.getLogger("kroniko_ops")
 INDEX_EVERY = 256  # records the index may lag the log by before the writer indexes them
+CATCH_UP_AT = 16 * INDEX_EVERY  # an index further behind is caught up in chunks, not held as pending
 __all__ = ["EventStore", "ReadResult"]
 
 
@@ -101,7 +102,9 @@ class EventStore(ReadPath):
         """The synced position readers may see, re-verified under the lock when it was written
         before a reboot or cannot be read."""
         state = self.synced.read()
-        if state is not None and self.synced.current(state):
+        if state is not None and (self.synced.current(state) or state.poisoned):
+            # A poisoned value was fsynced before the failure: readers keep reading up to it
+            # while appends wait for recover, which alone re-verifies the rest.
             return state
         if state is None and self.view.active_first == 1 and os.fstat(self.view.active.fd).st_size == 0:  # type: ignore[union-attr]
             return SyncedState(boot=self.synced.boot)  # a new, empty store
@@ -115,6 +118,9 @@ class EventStore(ReadPath):
         """Make records that a writer left unsynced (it died before its fsync) durable and
         visible, if no writer holds the lock; return the synced position."""
         with self._mutex:
+            state = self.synced.read()
+            if state is not None and state.poisoned:
+                return state.position  # past a failed fsync only recover may sync; readers go on
             if self._lock is None:
                 self._lock = AppendLock(self.layout.append_lock)
             try:
@@ -245,6 +251,14 @@ class EventStore(ReadPath):
         if self.index.stale():
             self.index.reopen()
         cp = self.index.checkpoint()
+        if not reboot and state is not None and state.position - cp[0] > CATCH_UP_AT:
+            # An index lost or far behind is caught up in chunks to the synced position first:
+            # the records past its checkpoint would otherwise all be held in memory as pending.
+            # (One of another history is left to _check_index, which rebuilds it.)
+            self._see(state)
+            if cp[0] == 0 or self.view.record(cp[0]).chain == cp[1]:
+                catch_up(self.index, self, Tail(state.position, state.chain, state.segment, state.end))
+                cp = self.index.checkpoint()
         tail = self._guard(lambda: self._writer.sync_tail(state, cp, verify_all=reboot), "recovering the log tail")
         if reboot:
             self._guard(lambda: self._writer.syncer.file(self._writer.fd, "active segment"), "syncing the log")
@@ -293,7 +307,9 @@ class EventStore(ReadPath):
         query = condition.fail_if_events_match
         cp = self._index_checked[0] if self._index_checked is not None else self.index.checkpoint()[0]
         hit: int | None = None
-        if after < cp:
+        if query.is_all:
+            hit = after + 1  # it matches every event: the first one after `after` conflicts
+        elif after < cp:
             hit = next(iter(self._positions(query, after + 1, min(cp, tail.position))), None)
         if hit is None:
             hit = self._writer.pending.first_match(query, after)
@@ -345,7 +361,14 @@ class EventStore(ReadPath):
             raise DurabilityError(
                 f"fsync of the log of {self.path} failed ({exc}); the append may or may not be committed. "
                 f"The store refuses appends until you run: kroniko-ops recover {self.path}") from exc
-        if not self.synced.advance(tail.position, tail.segment, tail.end, tail.chain):
+        try:
+            advanced = self.synced.advance(tail.position, tail.segment, tail.end, tail.chain)
+        except OSError as exc:
+            self._broken = exc
+            raise DurabilityError(
+                f"the append to {self.path} is durable, but recording the synced position failed ({exc}); readers "
+                f"may not see it until the next append or: kroniko-ops recover {self.path}") from exc
+        if not advanced:
             raise DurabilityError(
                 f"an fsync failed in another process using {self.path}; this append may or may not be committed. "
                 f"Run: kroniko-ops recover {self.path}")

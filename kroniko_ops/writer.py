@@ -144,6 +144,7 @@ class Writer:
             return self._open_active()
         if self.fd is not None:
             os.close(self.fd)
+            self.fd = None  # if opening the next one fails, close() must not close this number again
         path = os.path.join(self.layout.log_dir, segfmt.seg_name(first))
         self.fd = fileio.check_regular(
             fileio.open_write(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK), path)
@@ -255,6 +256,10 @@ class Writer:
                 f"its synced end {start.end}; the store is damaged: run kroniko-ops fsck {self.layout.root}")
         committed, new = self._scan(start, size, verify_all)
         if verify_all and state is not None and state.segment == self.first and committed.position < state.position:
+            # Acknowledged records do not verify. Lost (zeros, a short file: the disk dropped what
+            # it had acknowledged) is recovered from what is left, but a whole committed record
+            # after the bad bytes means damage, which is never cut (its positions were given out).
+            self._refuse_damage(committed, size)
             _log.error("log segment %s of %s verifies only up to position %d, below the synced position %d written "
                        "before the reboot: the disk lost data it had acknowledged; recovering from what it kept",
                        segfmt.seg_name(self.first), self.layout.root, committed.position, state.position)

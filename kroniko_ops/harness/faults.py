@@ -213,18 +213,18 @@ def _next_append(s: EventStore, op: hist.OpRecord, history: hist.History, must_r
 def engine_write_sites() -> set[str]:
     """``file.py:line`` of every ``fileio`` call (and ``syncer`` fsync) the append path can
     make: all of ``store.py``, ``writer.py`` and ``synced.py`` but the functions of
-    :data:`OFF_PATH`, and ``layout.set_aside`` (cutting a dead writer's tail; the append passes
+    :data:`OFF_PATH`, and ``layout.set_aside`` with its ``_put_aside`` (cutting a dead writer's tail; the append passes
     it bytes, never files to move, so its rename is not on the path). An index rebuild
     (``rebuild.py``) is not on the append path: only an index describing another history leads
     there."""
     sites: set[str] = set()
-    for module, only in ((store, None), (writer, None), (synced, None), (layout, "set_aside")):
+    for module, only in ((store, None), (writer, None), (synced, None), (layout, ("set_aside", "_put_aside"))):
         path = module.__file__
         assert path is not None
         name = os.path.basename(path)
         tree = ast.parse(open(path).read())
         functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
-        scopes: list[ast.AST] = [tree] if only is None else [n for n in functions if n.name == only]
+        scopes: list[ast.AST] = [tree] if only is None else [n for n in functions if n.name in only]
         skip = {line for n in functions if (name, n.name) in OFF_PATH
                 for line in range(n.lineno, (n.end_lineno or n.lineno) + 1)}
         for scope in scopes:
@@ -247,7 +247,7 @@ def _writes(func: ast.Attribute) -> bool:
     fsync through a ``Syncer`` (``...syncer.file(...)`` / ``.dir(...)``)."""
     value = func.value
     if isinstance(value, ast.Name) and value.id == "fileio":
-        return func.attr not in ("read_file", "read_small", "open_read", "Syncer")
+        return func.attr not in ("read_file", "read_small", "open_read", "Syncer", "check_regular")
     name = value.attr if isinstance(value, ast.Attribute) else value.id if isinstance(value, ast.Name) else ""
     return name == "syncer" and func.attr in ("file", "dir", "fs")
 

@@ -157,7 +157,7 @@ class Limits:
     max_ops: int = 5
     max_batch: int = 20
     kill_chance: float = 0.0  # chance that an append op kills its worker mid-commit
-    max_kill_at: int = 60
+    max_kill_at: int = 8  # an append makes 2-4 file operations (a first one or a roll, up to a dozen)
     small_segments: float = 0.5  # chance that the store is created with SMALL_SEGMENT
 
 

@@ -1,5 +1,4 @@
-"""Fixtures of the harness tests: the worker context, a fast sweep folder, and whether the
-maintenance operations the harness calls (``kroniko_ops.recover``, ``fsck``...) are there."""
+"""Fixtures of the harness tests: the worker context and a fast sweep folder."""
 
 from __future__ import annotations
 
@@ -12,31 +11,13 @@ from typing import Any
 
 import pytest
 
-import kroniko_ops
 from kroniko_ops.harness.worker import context
-
-
-def operations_available(*names: str) -> bool:
-    """Whether ``kroniko_ops.<name>`` resolves for each name (the maintenance operations are
-    imported on first use; while one is being ported its module may not import)."""
-    try:
-        for name in names:
-            getattr(kroniko_ops, name)
-    except Exception:  # an operation that does not import is simply not there for these tests
-        return False
-    return True
 
 
 @pytest.fixture(scope="session")
 def mp_context() -> Any:
     """The forkserver context workers run in (started once per session)."""
     return context("forkserver")
-
-
-@pytest.fixture(scope="session")
-def has_recover() -> bool:
-    """Whether recover and fsck are there (property 6 can be checked)."""
-    return operations_available("recover", "fsck")
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ segment roll (seal, offset index, next segment) and an index catch-up inside the
 from __future__ import annotations
 
 import pytest
-from conftest import operations_available
 from harness_helpers import rendered
 
 from kroniko_ops.harness import scenarios
@@ -26,16 +25,14 @@ MUST_REACH = ("store.py", "(_write)", "(_sync_and_advance)", "synced.py", "(_pub
               "(seal_and_roll)", "(_cut)", "(set_aside)")
 
 
-def test_every_file_operation_of_an_append_is_a_safe_place_to_die(sweep_dir, has_recover) -> None:
-    report = crash_sweep(CI_SHAPES, sweep_dir, recover=has_recover)
+def test_every_file_operation_of_an_append_is_a_safe_place_to_die(sweep_dir) -> None:
+    report = crash_sweep(CI_SHAPES, sweep_dir, recover=True)
     assert report.points >= 100, report.summary()
     assert report.killed == report.points, "every crash point must really kill the writer"
     assert set(report.per_shape) == {s.name for s in CI_SHAPES}
     missed = [m for m in MUST_REACH if not any(m in site for site in report.sites)]
     assert not missed, f"no kill landed in {missed}: {sorted(report.sites)}"
     assert not report.violations, f"{report.summary()}\n{rendered(report.violations)}"
-    if not has_recover:
-        pytest.skip(f"{report.summary()}: properties 1-5 and 7 hold; property 6 needs recover/fsck")
 
 
 @pytest.mark.parametrize("shape", scenarios.maintenance_shapes(), ids=lambda s: s.name)
@@ -43,9 +40,6 @@ def test_maintenance_can_be_killed_at_any_step(shape, sweep_dir) -> None:
     """Compaction, backup and recovery killed before every other one of their file operations
     (every one in the soak); recover + fsck are then clean, the operation reruns fine, and no
     event changed."""
-    needs = {"backup": ("backup", "verify_backup")}.get(shape.action, (shape.action,))
-    if not operations_available("recover", "fsck", "compact", *needs):
-        pytest.skip(f"{shape.action}, compact or recover/fsck do not import")
     report = crash_sweep([shape], sweep_dir, stride=2)
     assert report.points >= 5 and report.killed == report.points, report.summary()
     assert not report.violations, f"{report.summary()}\n{rendered(report.violations)}"

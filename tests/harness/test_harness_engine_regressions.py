@@ -5,7 +5,8 @@
    ``Index.positions``, which (as documented) does not take such a query and yields nothing,
    so only the unindexed tail was checked and the append committed despite a conflict
    (checker: ``condition-violated``, ``wrong-conflict``). With a ``QueryItem()`` in a query the
-   index even builds empty SQL: ``sqlite3.OperationalError`` escapes ``append``.
+   index even built empty SQL: ``sqlite3.OperationalError`` escaped ``append``. Fixed in the
+   engine (a match-all condition conflicts with the first position after ``after``).
 2. A handle whose own batch was the last one written, after another process moved the index
    checkpoint onto that batch (it synced the tail for an idempotent retry or a rejected
    condition, then flushed its pending entries on ``close``), failed its next append with
@@ -20,9 +21,7 @@
    number been reused meanwhile, closes another file's descriptor). Found by the I/O-fault
    sweep (shapes ``roll-1`` and ``roll-20-fast-pass``, EIO on ``open`` #5 at ``_open_active``).
 
-Each test states the behaviour a user relies on. While the engine still has the bug it is
-marked ``xfail(strict=True)``: the mark must go when the fix lands (the test then passes, and
-a strict xfail that passes fails the suite as a reminder).
+Each test states the behaviour a user relies on.
 """
 
 from __future__ import annotations
@@ -43,11 +42,7 @@ from kroniko_ops import (
     fileio,
 )
 
-OPEN_BUG_1 = pytest.mark.xfail(strict=True, reason="engine bug 1: a match-all condition ignores indexed events")
-OPEN_BUG_3 = pytest.mark.xfail(strict=True, reason="engine bug 3: a failed roll leaves a closed write descriptor")
 
-
-@OPEN_BUG_1
 @pytest.mark.parametrize("query", [Query.all(), Query([QueryItem()]), Query([QueryItem(types=["X"]), QueryItem()])],
                          ids=["all", "empty-item", "with-empty-item"])
 def test_a_match_all_condition_sees_indexed_events(tmp_path, query) -> None:
@@ -75,7 +70,6 @@ def test_append_after_another_handle_indexed_this_handles_batch(tmp_path) -> Non
         assert [e.id for e in s.read()] == ["e1", "e2", "e3"]
 
 
-@OPEN_BUG_3
 def test_a_failed_roll_leaves_a_handle_that_closes_cleanly(tmp_path) -> None:
     path = os.path.join(tmp_path, "s")
     with EventStore(path, durable=False, segment_bytes=4096) as s:

@@ -14,16 +14,12 @@ import errno
 import os
 
 import pytest
-from conftest import operations_available
 from harness_helpers import rendered
 
 import kroniko_ops
 from kroniko_ops import DurabilityError, Event, EventStore, fileio
 from kroniko_ops.harness import scenarios
 from kroniko_ops.harness.faults import FailNth, engine_write_sites, fault_sweep, faulted_lines
-
-pytestmark = pytest.mark.skipif(not operations_available("recover", "fsck"),
-                                reason="the fault sweeps need recover and fsck (a failed fsync poisons the store)")
 
 
 def test_every_call_of_an_append_fails_cleanly(sweep_dir) -> None:
@@ -46,9 +42,6 @@ def test_every_site_fails_with_each_errno_in_both_modes(sweep_dir) -> None:
 
 @pytest.mark.parametrize("shape", scenarios.maintenance_shapes(), ids=lambda s: s.name)
 def test_maintenance_fails_cleanly_at_every_call_site(shape, sweep_dir) -> None:
-    needs = {"backup": ("backup", "verify_backup")}.get(shape.action, (shape.action,))
-    if not operations_available("compact", *needs):
-        pytest.skip(f"{shape.action} or compact do not import")
     report = fault_sweep([shape], sweep_dir, per_site=True, cycle=True)
     assert report.cases >= 5, report.summary()
     assert not report.violations, f"{report.summary()}\n{rendered(report.violations)}"

@@ -4,7 +4,6 @@ large ones, every file operation, EIO and ENOSPC, once and from then on."""
 from __future__ import annotations
 
 import pytest
-from conftest import operations_available
 from harness_helpers import rendered
 
 from kroniko_ops.harness import scenarios
@@ -16,9 +15,7 @@ pytestmark = pytest.mark.soak
 
 
 def _shapes() -> list[scenarios.Shape]:
-    maintenance = [s for s in scenarios.maintenance_shapes()
-                   if operations_available("compact", "backup", "verify_backup", "recover")]
-    return scenarios.default_shapes(full=True) + maintenance
+    return scenarios.default_shapes(full=True) + scenarios.maintenance_shapes()
 
 
 def test_full_crash_sweep(sweep_dir) -> None:
