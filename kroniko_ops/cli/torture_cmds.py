@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from ..harness.powerloss.model import parse_state
+from ..harness.powerloss.simulate import power_loss, replay
 from ..harness.torture import Figures, torture
 from . import cli
 from .output import json_option, print_report
@@ -30,9 +32,23 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
 @click.option("--no-fsync", is_flag=True, help="Skip fsync (faster; a process kill loses nothing either way).")
 @click.option("--segment-bytes", type=click.IntRange(4096, 1 << 30), default=None,
               help="Segment size when torture creates the store (4096: segments roll every dozen events).")
+@click.option("--power-loss", is_flag=True,
+              help="Instead: record each operation's changes to the disk in STORE (a scratch folder) and check "
+                   "every state a power cut could leave (see docs/HARNESS.md).")
+@click.option("--operation", "operations", multiple=True, help="With --power-loss: only this operation "
+              "(append, batch, concurrent, roll, compact, backup, restore, reindex, recover, migrate).")
+@click.option("--states", type=click.IntRange(min=1), default=600, show_default=True,
+              help="With --power-loss: single-fault states checked per run at most (all of them when fewer).")
+@click.option("--samples", type=click.IntRange(min=0), default=150, show_default=True,
+              help="With --power-loss: random multi-fault states per run.")
+@click.option("--replay", type=click.Path(file_okay=False, exists=True), default=None,
+              help="With --power-loss: a run folder a failure named; rebuild and check --state of it.")
+@click.option("--state", "state_text", default=None, help="With --replay: the state as the failure printed it.")
 @json_option
 def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | None, kill_rate: float,
-                seed: int | None, no_fsync: bool, segment_bytes: int | None, as_json: bool) -> None:
+                seed: int | None, no_fsync: bool, segment_bytes: int | None, power_loss: bool,
+                operations: tuple[str, ...], states: int, samples: int, replay: str | None,
+                state_text: str | None, as_json: bool) -> None:
     """Hammer STORE with concurrent conditional appends, reads, retries and SIGKILLs, then prove
     the results: positions gap-free, acknowledged events kept, conditions honoured, rejections
     explained, real-time order kept, every read a committed prefix, and recover + fsck clean
@@ -41,6 +57,9 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
     STORE must be new, empty, or one torture used before. Exit 0 when no violation was found,
     4 when one was (each printed with the operations involved and the seed to replay it).
     """
+    if power_loss:
+        _power_loss(store, seed, rounds or 1, states, samples, list(operations), replay, state_text, as_json)
+        return
     tty = sys.stderr.isatty() and not as_json
 
     def tick(f: Figures) -> None:
@@ -69,4 +88,36 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
         if "failing_round" in fig:
             click.echo(f"  failing round {fig['failing_round']} (round seed {fig['failing_round_seed']}); "
                        f"replay with --seed {fig['seed']}")
+    click.get_current_context().exit(report.exit_code)
+
+
+PL_FIGURES = ("runs", "crash_states", "acknowledged_checked", "events_lost", "violations")
+
+
+def _power_loss(folder: str, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
+                replay_dir: str | None, state_text: str | None, as_json: bool) -> None:
+    """``torture --power-loss``: the simulator's figures per operation, or one replayed state."""
+    if replay_dir is not None:
+        if not state_text:
+            raise click.UsageError("--replay needs --state (as the failure printed it)")
+        outcome = replay(replay_dir, parse_state(state_text), folder)
+        for problem in outcome.problems:
+            click.echo(problem)
+        click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
+                   f"{outcome.acked_checked} acknowledged events checked")
+        click.get_current_context().exit(4 if outcome.problems else 0)
+    report = power_loss(folder, seed=seed, runs=runs, exhaustive_limit=states, samples=samples,
+                        operations=operations or None)
+    if as_json:
+        print_report(report, as_json=True)
+    else:
+        for f in report.findings:
+            click.echo(f.message)
+        click.echo(f"torture --power-loss {report.path}: seed {report.figures['seed']}")
+        click.echo(f"  {'operation':<11}" + "".join(f"{name:>22}" for name in PL_FIGURES))
+        for name, fig in report.figures.items():
+            if isinstance(fig, dict):
+                click.echo(f"  {name:<11}" + "".join(f"{fig[k]:>22}" for k in PL_FIGURES))
+        click.echo(f"  total: {report.figures['crash_states']} crash states, {report.figures['events_lost']} events "
+                   f"lost, {report.figures['violations']} violations")
     click.get_current_context().exit(report.exit_code)

@@ -155,3 +155,25 @@ def test_a_write_is_durable_only_after_a_sync_that_started_after_it() -> None:
 def test_a_state_description_round_trips() -> None:
     state = CrashState(12, frozenset({3, 5}), (7, 512), "none")
     assert parse_state(state.describe()) == state
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_torture_power_loss_prints_the_figures_per_operation(tmp_path: os.PathLike[str]) -> None:
+    import orjson
+    from click.testing import CliRunner
+
+    from kroniko_ops.cli import cli
+
+    args = ["torture", str(tmp_path / "pl"), "--power-loss", "--operation", "batch", "--states", "40", "--samples",
+            "5", "--seed", "3"]
+    res = CliRunner().invoke(cli, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = orjson.loads(res.stdout.splitlines()[-1])
+    assert summary["kind"] == "summary" and summary["exit_code"] == 0
+    assert summary["batch"]["crash_states"] >= 40 and summary["batch"]["events_lost"] == 0
+    text = CliRunner().invoke(cli, args)
+    assert text.exit_code == 0 and "batch" in text.stdout and "0 events lost, 0 violations" in text.stdout
+    bad = CliRunner().invoke(cli, ["torture", str(tmp_path / "pl"), "--power-loss", "--operation", "fly"])
+    assert bad.exit_code == 2 and "unknown operation" in bad.stderr
