@@ -41,13 +41,16 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
               help="With --power-loss: single-fault states checked per run at most (all of them when fewer).")
 @click.option("--samples", type=click.IntRange(min=0), default=150, show_default=True,
               help="With --power-loss: random multi-fault states per run.")
+@click.option("--io-stride", type=click.IntRange(min=0), default=1, show_default=True,
+              help="With --power-loss: then fail every Nth file operation of each maintenance operation with EIO "
+                   "and ENOSPC, once and from then on (0: skip this sweep).")
 @click.option("--replay", type=click.Path(file_okay=False, exists=True), default=None,
               help="With --power-loss: a run folder a failure named; rebuild and check --state of it.")
 @click.option("--state", "state_text", default=None, help="With --replay: the state as the failure printed it.")
 @json_option
 def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | None, kill_rate: float,
                 seed: int | None, no_fsync: bool, segment_bytes: int | None, power_loss: bool,
-                operations: tuple[str, ...], states: int, samples: int, replay: str | None,
+                operations: tuple[str, ...], states: int, samples: int, io_stride: int, replay: str | None,
                 state_text: str | None, as_json: bool) -> None:
     """Hammer STORE with concurrent conditional appends, reads, retries and SIGKILLs, then prove
     the results: positions gap-free, acknowledged events kept, conditions honoured, rejections
@@ -58,7 +61,8 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
     4 when one was (each printed with the operations involved and the seed to replay it).
     """
     if power_loss:
-        _power_loss(store, seed, rounds or 1, states, samples, list(operations), replay, state_text, as_json)
+        _power_loss(store, seed, rounds or 1, states, samples, list(operations), io_stride, replay, state_text,
+                    as_json)
         return
     tty = sys.stderr.isatty() and not as_json
 
@@ -95,7 +99,7 @@ PL_FIGURES = ("runs", "crash_states", "acknowledged_checked", "events_lost", "vi
 
 
 def _power_loss(folder: str, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
-                replay_dir: str | None, state_text: str | None, as_json: bool) -> None:
+                io_stride: int, replay_dir: str | None, state_text: str | None, as_json: bool) -> None:
     """``torture --power-loss``: the simulator's figures per operation, or one replayed state."""
     if replay_dir is not None:
         if not state_text:
@@ -107,7 +111,7 @@ def _power_loss(folder: str, seed: int | None, runs: int, states: int, samples: 
                    f"{outcome.acked_checked} acknowledged events checked")
         click.get_current_context().exit(4 if outcome.problems else 0)
     report = power_loss(folder, seed=seed, runs=runs, exhaustive_limit=states, samples=samples,
-                        operations=operations or None)
+                        operations=operations or None, io_stride=io_stride)
     if as_json:
         print_report(report, as_json=True)
     else:
@@ -116,8 +120,14 @@ def _power_loss(folder: str, seed: int | None, runs: int, states: int, samples: 
         click.echo(f"torture --power-loss {report.path}: seed {report.figures['seed']}")
         click.echo(f"  {'operation':<11}" + "".join(f"{name:>22}" for name in PL_FIGURES))
         for name, fig in report.figures.items():
-            if isinstance(fig, dict):
+            if isinstance(fig, dict) and "crash_states" in fig:
                 click.echo(f"  {name:<11}" + "".join(f"{fig[k]:>22}" for k in PL_FIGURES))
         click.echo(f"  total: {report.figures['crash_states']} crash states, {report.figures['events_lost']} events "
                    f"lost, {report.figures['violations']} violations")
+        sweep = report.figures.get("io_errors") or {}
+        if sweep:
+            click.echo(f"  I/O errors (EIO, ENOSPC, once and from then on):  {'operation':<11}{'cases':>8}"
+                       f"{'call sites':>12}{'corrupted stores':>18}")
+            for name, fig in sweep.items():
+                click.echo(f"  {'':<50}{name:<11}{fig['cases']:>8}{fig['call_sites']:>12}{fig['corrupted_stores']:>18}")
     click.get_current_context().exit(report.exit_code)

@@ -128,11 +128,12 @@ def _migrate_verify(root: str) -> list[str]:
 
 
 ACTIONS.update({
-    "backup": Action(_nothing, _backup_run, _backup_verify),
+    "backup": Action(_nothing, _backup_run, _backup_verify, "backup"),
     "restore": Action(_restore_prepare, _restore_run,
-                      lambda root: _complete_copy(os.path.join(root, "restored"), os.path.join(root, "bk"), "restore")),
+                      lambda root: _complete_copy(os.path.join(root, "restored"), os.path.join(root, STORE), "restore"),
+                      "restored"),
     "compact": Action(_nothing, _compact_run, _no_problems),
     "reindex": Action(_nothing, _reindex_run, _no_problems),
     "recover": Action(_recover_prepare, _recover_run, _no_problems),
-    "migrate": Action(_migrate_prepare, _migrate_run, _migrate_verify),
+    "migrate": Action(_migrate_prepare, _migrate_run, _migrate_verify, "migrated"),
 })

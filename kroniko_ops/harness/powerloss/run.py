@@ -32,6 +32,7 @@ class Action:
     prepare: Callable[[str], None]
     run: Callable[[str], None]
     verify: Callable[[str], list[str]]
+    output: str | None = None  # what it makes under the run's root, if anything
 
 
 ACTIONS: dict[str, Action] = {}  # filled by :mod:`.actions`

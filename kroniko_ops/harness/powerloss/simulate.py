@@ -124,11 +124,13 @@ def replay(run_dir: str, state: CrashState, scratch: str) -> Outcome:
 
 
 def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustive_limit: int = 600,
-               samples: int = 150, operations: list[str] | None = None) -> Report:
+               samples: int = 150, operations: list[str] | None = None, io_stride: int = 1) -> Report:
     """``kroniko-ops torture --power-loss``: record every operation (or those named) ``runs``
     times in ``folder`` and check their crash states; the report's figures hold, per operation,
     the runs, crash states, acknowledged events checked, events lost and violations, and each
-    failing state is an error finding with the command that rebuilds it."""
+    failing state is an error finding with the command that rebuilds it. Then (unless
+    ``io_stride`` is 0) the I/O-error sweep of the maintenance operations among them, failing
+    every ``io_stride``-th file operation: its figures are under ``io_errors``."""
     import os
     import time
 
@@ -146,6 +148,14 @@ def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustiv
         report.figures[name] = f.as_dict()
         for failure in f.failures:
             report.add("powerloss-violation", "error", failure.run_dir, failure.describe())
+    if io_stride:
+        from .iofaults import io_sweep
+
+        sweep = io_sweep({n: OPERATIONS[n] for n in names}, stride=io_stride, scratch=folder)
+        report.figures["io_errors"] = {n: f.as_dict() for n, f in sweep.items()}
+        for f in sweep.values():
+            for failure in f.failures[:3]:
+                report.add("io-error-damage", "error", folder, failure)
     report.figures["seed"] = seed
     report.figures["crash_states"] = sum(f.states for f in figures.values())
     report.figures["events_lost"] = sum(f.lost for f in figures.values())
