@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from . import fileio
@@ -34,6 +35,8 @@ CREATE TABLE IF NOT EXISTS postings(term INTEGER NOT NULL, position INTEGER NOT 
 CREATE TABLE IF NOT EXISTS ids(eid TEXT PRIMARY KEY, position INTEGER NOT NULL) WITHOUT ROWID;
 """
 PAGE = 4096  # positions fetched per query page: a huge tag never sits in memory whole
+TERM_CACHE = 200_000  # term ids a handle remembers (cleared beyond: they are looked up again in bulk)
+MAX_COMPOUND = 400  # terms per compound SELECT (SQLite refuses more than 500)
 
 
 def db_name(generation: int) -> str:
@@ -53,7 +56,17 @@ def generations(folder: str) -> list[int]:
 def connect(path: str) -> sqlite3.Connection:
     """Open an index database with the settings every user of it shares."""
     con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
-    con.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(1000):
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            # Processes opening a new database at once: the switch to WAL answers "locked"
+            # at once instead of waiting like other statements do.
+            if "locked" not in str(exc) or attempt == 999:
+                con.close()
+                raise
+            time.sleep(0.005)
     con.execute("PRAGMA synchronous=NORMAL")
     con.execute("PRAGMA busy_timeout=60000")
     return con
@@ -62,9 +75,13 @@ def connect(path: str) -> sqlite3.Connection:
 def create_db(path: str) -> sqlite3.Connection:
     """Create an empty index database at ``path`` (checkpoint 0)."""
     con = connect(path)
-    con.executescript(_SCHEMA)
+    con.execute("BEGIN IMMEDIATE")  # the write lock first: concurrent creators wait, not fail
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            con.execute(statement)
     con.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
     con.execute("INSERT OR IGNORE INTO checkpoint VALUES (0, 0, ?)", (GENESIS,))
+    con.execute("COMMIT")
     return con
 
 
@@ -84,14 +101,34 @@ class Index:
                 raise StoreCorrupted(
                     f"{self.path + suffix} is not a regular file; the index is derived data: move it away and run "
                     f"kroniko-ops reindex {os.path.dirname(folder)}")
-        self.con = create_db(self.path) if not gens else connect(self.path)
-        if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:
-            # Another process created the file a moment ago and has not run the schema yet; it is
-            # idempotent, so run it here too rather than read a database without tables.
-            self.con.close()
+        try:
+            self.con = create_db(self.path) if not gens else connect(self.path)
+            if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:
+                # Another process created the file a moment ago and has not run the schema yet; it
+                # is idempotent, so run it here too rather than read a database without tables.
+                self.con.close()
+                self.con = create_db(self.path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # busy, locked, I/O: not damage
+                raise
+            # Not a database any more (damaged): derived data, so start the next generation
+            # empty; the writer catches it up from the log, and reindex removes the old one.
+            self.generation += 1
+            self.path = os.path.join(folder, db_name(self.generation))
             self.con = create_db(self.path)
         self._terms: dict[tuple[int, str], int] = {}
         self._next = os.path.join(folder, db_name(self.generation + 1))  # checked on every read
+
+    @classmethod
+    def at(cls, path: str) -> Index:
+        """A handle on the database at ``path`` that a rebuild is writing (a temp name in the
+        index folder, not a generation: never :meth:`stale`); created empty when missing."""
+        self = cls.__new__(cls)
+        self.folder, self.generation, self.path = os.path.dirname(path), 0, path
+        self.con = connect(path) if os.path.exists(path) else create_db(path)
+        self._terms = {}
+        self._next = os.path.join(self.folder, db_name(0))  # generations start at 1: never there
+        return self
 
     def close(self) -> None:
         """Close the connection."""
@@ -115,14 +152,38 @@ class Index:
 
     # -- writing (under the writer lock) ---------------------------------------------------
 
-    def _term_ids(self, cur: sqlite3.Cursor, keys: Iterable[tuple[int, str]]) -> None:
-        missing = [k for k in set(keys) if k not in self._terms]
+    def _term_ids(self, cur: sqlite3.Cursor, kind: int, names: Iterable[str]) -> dict[str, int]:
+        """The ids of the terms ``(kind, name)`` for ``names`` (inside the caller's write
+        transaction), new terms given the next ids: two queries per 500 new terms, not one per
+        term. The cache is bounded: a store of a million entities must not hold them all."""
+        terms = self._terms
+        if len(terms) > TERM_CACHE:
+            terms.clear()
+        out: dict[str, int] = {}
+        missing: list[str] = []
+        for name in names:
+            tid = terms.get((kind, name))
+            if tid is None:
+                missing.append(name)
+            else:
+                out[name] = tid
         if not missing:
-            return
-        cur.executemany("INSERT OR IGNORE INTO terms(kind, name) VALUES (?, ?)", missing)
-        for kind, name in missing:
-            row = cur.execute("SELECT id FROM terms WHERE kind = ? AND name = ?", (kind, name)).fetchone()
-            self._terms[(kind, name)] = row[0]
+            return out
+        for i in range(0, len(missing), 500):  # another process may have added some of them
+            chunk = missing[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(cur.execute(f"SELECT name, id FROM terms WHERE kind = {int(kind)} AND name IN ({marks})",
+                                   chunk))
+        new = [name for name in missing if name not in out]
+        if new:
+            # The transaction holds the write lock: nobody else takes an id until it ends.
+            top = cur.execute("SELECT coalesce(max(id), 0) FROM terms").fetchone()[0]
+            rows = [(top + i, kind, name) for i, name in enumerate(new, 1)]
+            cur.executemany("INSERT INTO terms(id, kind, name) VALUES (?, ?, ?)", rows)
+            out.update((name, tid) for tid, _kind, name in rows)
+        for name in missing:
+            terms[(kind, name)] = out[name]
+        return out
 
     def add(self, entries: Sequence[Entry], checkpoint: tuple[int, bytes]) -> None:
         """Index ``entries`` (positions right after the current checkpoint) and move the
@@ -134,16 +195,20 @@ class Index:
             if checkpoint[0] <= at:  # another writer got here first: never move the checkpoint back
                 cur.execute("COMMIT")
                 return
-            entries = [e for e in entries if e[0] > at]
+            if not entries or entries[0][0] <= at:
+                entries = [e for e in entries if e[0] > at]
             if not entries or entries[0][0] != at + 1:
                 raise ValueError(f"index entries start at {entries[0][0] if entries else None}, "
                                  f"not right after the checkpoint {at}")
-            self._term_ids(cur, [(TYPE, e[2]) for e in entries] + [(TAG, t) for e in entries for t in e[3]])
-            terms = self._terms
-            rows = []
-            for pos, _eid, type_, tags in entries:
-                rows.append((terms[(TYPE, type_)], pos))
-                rows.extend((terms[(TAG, t)], pos) for t in set(tags))
+            type_id = self._term_ids(cur, TYPE, {e[2] for e in entries})
+            tag_id = self._term_ids(cur, TAG, {t for e in entries for t in e[3]})
+            rows = [(type_id[e[2]], e[0]) for e in entries]
+            add = rows.append
+            for pos, _eid, _type, etags in entries:
+                if len(etags) == 1:
+                    add((tag_id[etags[0]], pos))
+                elif etags:
+                    rows.extend([(tag_id[t], pos) for t in set(etags)])
             cur.executemany("INSERT OR IGNORE INTO postings VALUES (?, ?)", rows)
             cur.executemany("INSERT OR REPLACE INTO ids VALUES (?, ?)", [(e[1], e[0]) for e in entries])
             cur.execute("UPDATE checkpoint SET position = ?, chain = ? WHERE k = 0", checkpoint)
@@ -194,11 +259,15 @@ class Index:
         """SQL selecting the positions of one query item in ``:lo..:hi``, or None when it can
         match nothing (a tag or every type never indexed). Term ids are our own integers."""
         parts: list[str] = []
-        for tag in tags:
-            tid = self._term(TAG, tag)
-            if tid is None:
-                return None
+        tag_ids = [self._term(TAG, tag) for tag in tags]
+        if None in tag_ids:
+            return None
+        for tid in tag_ids:
             parts.append(f"SELECT position FROM postings WHERE term = {tid} AND position BETWEEN :lo AND :hi")
+        if len(parts) > MAX_COMPOUND:  # too many to intersect in one statement: count them instead
+            unique = sorted(set(tag_ids))  # type: ignore[type-var]
+            parts = [f"SELECT position FROM postings WHERE term IN ({','.join(map(str, unique))}) AND position "
+                     f"BETWEEN :lo AND :hi GROUP BY position HAVING count(*) = {len(unique)}"]
         if types:
             tids = [t for t in (self._term(TYPE, ty) for ty in types) if t is not None]
             if not tids:
@@ -213,6 +282,9 @@ class Index:
         selects = [sql for item in query.items if (sql := self._item_sql(item.types, item.tags)) is not None]
         if not selects:
             return
+        while len(selects) > MAX_COMPOUND:  # nest the unions: one compound SELECT takes 500 terms at most
+            selects = ["SELECT position FROM (" + " UNION ".join(selects[i:i + MAX_COMPOUND]) + ")"
+                       for i in range(0, len(selects), MAX_COMPOUND)]
         order = "DESC" if backwards else "ASC"
         sql = " UNION ".join(selects) + f" ORDER BY position {order} LIMIT {PAGE}"
         while lo <= hi:

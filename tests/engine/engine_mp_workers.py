@@ -148,3 +148,16 @@ def big_batch_low_limits(path: str, n: int, results: Any) -> None:
         results.put((last, count, tagged, grown))
     except BaseException:
         results.put(traceback.format_exc())
+
+
+def count_under_low_limits(path: str, results: Any) -> None:
+    """With 64 file descriptors, read the whole store forwards, backwards and by type; report
+    the three counts."""
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        with EventStore(path, durable=False) as store:
+            q = Query([QueryItem(types=["A", "B", "C", "Huge"])])
+            results.put((sum(1 for _ in store.read()), sum(1 for _ in store.read(backwards=True)),
+                         sum(1 for _ in store.read(q))))
+    except BaseException:
+        results.put(traceback.format_exc())

@@ -119,10 +119,44 @@ def test_index_folder_deleted_is_rebuilt(filled: EventStore) -> None:
         _caught_up(fresh)
 
 
-def test_an_index_of_another_history_is_rebuilt(tmp_path: Path) -> None:
+def test_a_damaged_index_database_does_not_stop_the_store(filled: EventStore) -> None:
+    # The index is derived: a database that no longer opens is replaced by a new generation,
+    # caught up from the log, instead of making the store unusable.
+    path, durable = filled.path, filled.durable
+    filled.close()
+    folder = os.path.join(path, "index")
+    for name in os.listdir(folder):
+        Path(folder, name).write_bytes(b"not an SQLite database, whatever it was" * 50)
+    with EventStore(path, durable=durable) as fresh:
+        _check_reads(fresh)
+        _caught_up(fresh)
+        assert fresh.index.generation == 2
+
+
+def test_a_lost_index_is_caught_up_in_chunks_not_held_in_memory(tmp_path: Path) -> None:
+    # Far behind, the index is brought up to the synced position before the writer reads the
+    # tail; otherwise it would keep one pending entry per record of the whole store.
+    path = str(tmp_path / "store")
+    with EventStore(path, durable=False) as store:
+        for b in range(6):
+            store.append([Event("A", {"i": i}, [f"t:{i % 7}", f"b:{b}"], None, f"e-{b}-{i}") for i in range(1000)])
+    shutil.rmtree(os.path.join(path, "index"))
+    with EventStore(path, durable=False) as fresh:
+        with fresh.locked():
+            fresh.writable_tail()
+            assert fresh.index.checkpoint()[0] == 6000  # caught up, nothing left pending
+        _check_index_rows(fresh)
+        assert fresh.append(Event("B", 0, ["t:1"], None, "after")) == 6001
+        assert len(list(fresh.read(Query([QueryItem(tags=["t:1"])])))) == 6 * len(range(1, 1000, 7)) + 1
+
+
+@pytest.mark.parametrize("more", [0, 5000], ids=["just behind", "far behind"])
+def test_an_index_of_another_history_is_rebuilt(tmp_path: Path, more: int) -> None:
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     with EventStore(a, durable=False) as sa, EventStore(b, durable=False) as sb:
         _fill(sa)
+        if more:
+            sa.append([Event("A", {"n": i}, ["t1"], None, f"more-{i}") for i in range(more)])
         sb.append([Event("Z", i, ["t2"], None, f"z-{i}") for i in range(12)])  # same length, other events
         for s in (sa, sb):
             with s.locked():
@@ -130,7 +164,7 @@ def test_an_index_of_another_history_is_rebuilt(tmp_path: Path) -> None:
     shutil.rmtree(os.path.join(a, "index"))
     shutil.copytree(os.path.join(b, "index"), os.path.join(a, "index"))
     with EventStore(a, durable=False) as fresh:
-        assert fresh.append(Event("A", 0, ["t1"], None, "after")) == 13
+        assert fresh.append(Event("A", 0, ["t1"], None, "after")) == 13 + more
         assert [e.id for e in fresh.read(Query([QueryItem(types=["Z"])]))] == []
         _check_reads(fresh)
         _caught_up(fresh)
