@@ -65,6 +65,8 @@ def _parse_events(stream: IO[bytes]) -> list[Event]:
             doc = json.loads(line, parse_int=_int64, parse_constant=_no_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidEvent(f"line {n}: {exc}") from None
+        except RecursionError:
+            raise InvalidEvent(f"line {n}: JSON nested too deeply to be an event") from None
         if type(doc) is not dict:
             raise InvalidEvent(f"line {n}: expected a JSON object with a 'type'")
         unknown = set(doc) - {"type", "data", "tags", "metadata", "id"}
