@@ -15,7 +15,6 @@ import fcntl
 import os
 import stat
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,8 +22,6 @@ from filelock import FileLock, Timeout
 
 from . import fileio
 from .errors import StoreLocked
-
-SPINS = 12  # short retries (about 20 ms in all) before a blocking wait
 
 
 def _open_lock_file(path: str) -> int:
@@ -52,6 +49,7 @@ class AppendLock:
         self.path = path
         self._fd = _open_lock_file(path)
         self._held_fd: int | None = None
+        self._waiter: _Waiter | None = None
 
     def acquire(self, timeout: float) -> None:
         """Take the lock within ``timeout`` seconds (< 0: wait forever) or raise StoreLocked."""
@@ -63,68 +61,81 @@ class AppendLock:
             pass
         if timeout == 0:
             raise _locked_out(self.path, timeout, "append")
-        # Writers hold the lock for tens of microseconds (their fsync runs after it), so a busy
-        # lock is usually free again at once: retry for a few milliseconds before starting a
-        # waiter thread, which costs more than the wait it would save.
-        delay = 0.00005
-        for _ in range(SPINS):
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.002)
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._held_fd = self._fd
-                return
-            except BlockingIOError:
-                pass
-        # Wait on a separate open file description, so that a wait abandoned after its timeout
-        # can be released by its own thread without touching this handle's descriptor.
-        waiter = _Waiter(self.path)
-        if not waiter.wait(None if timeout < 0 else timeout):
+        # A busy lock is waited for by a blocking flock, so that the kernel hands it over the
+        # moment it is free (polling with sleeps leaves it idle between holders), in this
+        # handle's waiter thread so that the wait can time out.
+        if self._waiter is None or not self._waiter.usable():
+            self._waiter = _Waiter(self.path)
+        if not self._waiter.wait(None if timeout < 0 else timeout):
             raise _locked_out(self.path, timeout, "append")
-        self._held_fd = waiter.fd
+        self._held_fd = self._waiter.fd
 
     def release(self) -> None:
         """Release the lock."""
         fd, self._held_fd = self._held_fd, None
-        if fd is None:
-            return
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        if fd != self._fd:
-            os.close(fd)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Release and close the lock file descriptor (the file stays)."""
+        """Release and close the lock file descriptors (the file stays)."""
         self.release()
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
         os.close(self._fd)
 
 
 class _Waiter:
-    """A blocking flock in a daemon thread; an abandoned wait unlocks as soon as it succeeds."""
+    """A daemon thread that takes the lock by a blocking flock on its own open file description
+    whenever its handle asks. A request abandoned after its timeout releases the lock as soon
+    as the flock returns. One per handle and process (a forked child makes its own)."""
 
     def __init__(self, path: str) -> None:
         self.fd = _open_lock_file(path)
-        self._done = threading.Event()
-        self._mutex = threading.Lock()
-        self._abandoned = False
+        self._pid = os.getpid()
+        self._cv = threading.Condition()
+        self._asked = self._served = self._granted = 0
+        self._abandoned: set[int] = set()
+        self._closed = False
         threading.Thread(target=self._run, name="kroniko-lock-wait", daemon=True).start()
 
+    def usable(self) -> bool:
+        """False in a forked child (the thread did not come along)."""
+        return self._pid == os.getpid() and not self._closed
+
     def _run(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        with self._mutex:
-            if self._abandoned:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-                os.close(self.fd)
-                return
-            self._done.set()
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._asked > self._served or self._closed)
+                if self._closed:
+                    return
+                request = self._asked
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            with self._cv:
+                self._served = request
+                if request in self._abandoned or self._closed:
+                    self._abandoned.discard(request)
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                else:
+                    self._granted = request
+                    self._cv.notify_all()
 
     def wait(self, timeout: float | None) -> bool:
-        if self._done.wait(timeout):
-            return True
-        with self._mutex:
-            if self._done.is_set():
+        """Ask for the lock; True once held through :attr:`fd`, False after ``timeout``."""
+        with self._cv:
+            self._asked += 1
+            request = self._asked
+            self._cv.notify_all()
+            if self._cv.wait_for(lambda: self._granted == request, timeout):
                 return True
-            self._abandoned = True
+            self._abandoned.add(request)
             return False
+
+    def close(self) -> None:
+        """Stop the thread when it is idle (a flock still waiting ends with the process)."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
 
 
 @contextmanager
