@@ -16,7 +16,7 @@ from .store import EventStore, ReadResult
 
 __version__ = "0.1.0"
 
-# Maintenance entry points (DESIGN section 2), imported on first use so that ``import kroniko_ops``
+# Maintenance entry points (the README's Python API), imported on first use so that ``import kroniko_ops``
 # stays cheap for applications that only append and read.
 _OPERATIONS = {
     "fsck": "kroniko_ops.ops.fsck",

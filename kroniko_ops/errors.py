@@ -1,6 +1,6 @@
 """One exception tree, rooted at :class:`KronikoError`.
 
-Every class carries the CLI exit code it maps to (DESIGN section 6), so the command line maps
+Every class carries the CLI exit code it maps to (the README lists them), so the command line maps
 exceptions to exit codes in one place, the way click's ``ClickException.exit_code`` does.
 """
 

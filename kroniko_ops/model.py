@@ -1,4 +1,4 @@
-"""The DCB value types: events, queries and append conditions (DESIGN section 2)."""
+"""The DCB value types: events, queries and append conditions (the public API of the README)."""
 
 from __future__ import annotations
 

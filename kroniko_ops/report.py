@@ -29,7 +29,7 @@ class Finding:
     repaired: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        """The DESIGN section 6 finding object."""
+        """The JSON finding object (docs/FSCK.md): code, severity, path, position, message, repaired."""
         return {"kind": "finding", "code": self.code, "severity": self.severity, "path": self.path,
                 "position": self.position, "message": self.message, "repaired": self.repaired}
 

@@ -20,7 +20,7 @@ class ReadResultLike(Protocol):
 
 
 class DCBStore(Protocol):
-    """The API the contract exercises (DESIGN section 2)."""
+    """The API the contract exercises (the public API the README documents)."""
 
     def append(self, events: Event | Iterable[Event], condition: AppendCondition | None = None) -> int: ...
 

@@ -14,7 +14,7 @@ class DCBContract(ReadContract, AppendContract, ModelContract):
     Override :meth:`make_store` to return a new empty store in the folder it is given (a store
     that needs no folder may ignore it), and :meth:`close_store` if closing is not ``close()``.
     Subclass under a ``Test...`` name for pytest to collect it; mixing in
-    ``unittest.TestCase`` works too. The tests use only the public API of DESIGN section 2.
+    ``unittest.TestCase`` works too. The tests use only the public API the README documents.
     """
 
 

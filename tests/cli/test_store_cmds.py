@@ -1,4 +1,4 @@
-"""The store commands (init, append, read, head, stats, demo) and their exit codes (DESIGN 6)."""
+"""The store commands (init, append, read, head, stats, demo) and their exit codes (README)."""
 
 from __future__ import annotations
 
