@@ -141,17 +141,18 @@ def decode_run(first: int, bodies: list[bytes], where: str = "") -> list[Sequenc
         append, new, pos = out.append, object.__new__, first
         for doc in docs:
             try:
-                type_, tags = doc["type"], doc["tags"]
-                if type_.__class__ is not str or tags.__class__ is not list:
+                tags = doc["tags"]
+                if doc["type"].__class__ is not str or tags.__class__ is not list or len(doc) != 5:
                     break
-                event = new(Event)
-                fields = event.__dict__
-                fields["type"], fields["data"], fields["tags"] = type_, doc["data"], tuple(tags)
-                fields["metadata"], fields["id"] = doc["metadata"], doc["id"]
             except (KeyError, TypeError):
                 break
+            # The five canonical keys are exactly Event's fields: copy them in one C call.
+            event = new(Event)
+            fields = event.__dict__
+            fields.update(doc)
+            fields["tags"] = tuple(tags)
             seq = new(SequencedEvent)
-            seq.__dict__["position"], seq.__dict__["event"] = pos, event
+            seq.__dict__.update(position=pos, event=event)
             append(seq)
             pos += 1
         else:
