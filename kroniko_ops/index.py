@@ -119,13 +119,16 @@ class Index:
         self._terms: dict[tuple[int, str], int] = {}
         self._next = os.path.join(folder, db_name(self.generation + 1))  # checked on every read
 
+    _complete = False  # whether ``_terms`` holds every term of the database (see :meth:`at`)
+
     @classmethod
     def at(cls, path: str) -> Index:
         """A handle on the database at ``path`` that a rebuild is writing (a temp name in the
         index folder, not a generation: never :meth:`stale`); created empty when missing."""
         self = cls.__new__(cls)
         self.folder, self.generation, self.path = os.path.dirname(path), 0, path
-        self.con = connect(path) if os.path.exists(path) else create_db(path)
+        self._complete = not os.path.exists(path)  # the cache holds every term of a database it creates
+        self.con = create_db(path) if self._complete else connect(path)
         self._terms = {}
         self._next = os.path.join(self.folder, db_name(0))  # generations start at 1: never there
         return self
@@ -159,17 +162,16 @@ class Index:
         terms = self._terms
         if len(terms) > TERM_CACHE:
             terms.clear()
-        out: dict[str, int] = {}
-        missing: list[str] = []
-        for name in names:
-            tid = terms.get((kind, name))
-            if tid is None:
-                missing.append(name)
-            else:
-                out[name] = tid
+            self._complete = False
+        names = list(names)
+        keys = [(kind, name) for name in names]
+        known = list(map(terms.get, keys))
+        missing = [name for name, tid in zip(names, known, strict=True) if tid is None]
         if not missing:
-            return out
-        for i in range(0, len(missing), 500):  # another process may have added some of them
+            return dict(zip(names, known, strict=True))  # type: ignore[arg-type]
+        out: dict[str, int] = {name: tid for name, tid in zip(names, known, strict=True) if tid is not None}
+        # Another process may have added some (not to a database this handle created and fills alone).
+        for i in range(0, 0 if self._complete else len(missing), 500):
             chunk = missing[i:i + 500]
             marks = ",".join("?" * len(chunk))
             out.update(cur.execute(f"SELECT name, id FROM terms WHERE kind = {int(kind)} AND name IN ({marks})",
@@ -178,11 +180,11 @@ class Index:
         if new:
             # The transaction holds the write lock: nobody else takes an id until it ends.
             top = cur.execute("SELECT coalesce(max(id), 0) FROM terms").fetchone()[0]
-            rows = [(top + i, kind, name) for i, name in enumerate(new, 1)]
-            cur.executemany("INSERT INTO terms(id, kind, name) VALUES (?, ?, ?)", rows)
-            out.update((name, tid) for tid, _kind, name in rows)
-        for name in missing:
-            terms[(kind, name)] = out[name]
+            fresh = range(top + 1, top + 1 + len(new))
+            cur.executemany("INSERT INTO terms(id, kind, name) VALUES (?, ?, ?)",
+                            zip(fresh, [kind] * len(new), new, strict=True))
+            out.update(zip(new, fresh, strict=True))
+        terms.update(zip([(kind, name) for name in missing], map(out.__getitem__, missing), strict=True))
         return out
 
     def add(self, entries: Sequence[Entry], checkpoint: tuple[int, bytes]) -> None:
@@ -215,6 +217,7 @@ class Index:
             cur.execute("COMMIT")
         except BaseException:
             self._terms.clear()  # ids assigned in the rolled-back transaction are void
+            self._complete = False
             if self.con.in_transaction:
                 cur.execute("ROLLBACK")
             raise

@@ -5,55 +5,101 @@ place by appearing under the next generation's name; then the old files go."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import orjson
+
 from . import fileio, layout
+from .errors import StoreCorrupted
 from .format import record as recfmt
-from .index import Index, create_db, db_name, generations, remove_generation
+from .index import Entry, Index, db_name, generations, remove_generation
 from .writer import Tail, entry_of
 
 if TYPE_CHECKING:
     from .store import EventStore  # the engine calls in here; only its type is needed
 
-CHUNK = 20000  # entries per index transaction while rebuilding
+CHUNK = 100_000  # entries per index transaction while rebuilding
+BUILD_CACHE_KIB = 131_072  # SQLite page cache of a build (the file is rewritten whole, then fsynced)
+
+
+def _entries(store: EventStore, lo: int, hi: int) -> Iterator[list[Entry]]:
+    """The index entries of positions ``lo..hi`` in lists of about CHUNK, read in bulk: each
+    run's bodies cut by :func:`record.bodies` and parsed by one orjson call. A run that does not
+    parse so is read again record by record (which names the damage: StoreCorrupted)."""
+    batch: list[Entry] = []
+    expect = lo
+    for first, raw in store.view.runs(lo, hi):
+        entries = _bulk(first, raw) if first == expect else None
+        if entries is None:
+            entries = _one_by_one(store, first, raw)
+        batch += entries
+        expect = first + len(entries)
+        if len(batch) >= CHUNK:
+            yield batch
+            batch = []
+    if expect != hi + 1:
+        raise StoreCorrupted(f"the log of {store.path} holds positions {lo}..{expect - 1}, not up to {hi}; "
+                             f"run: kroniko-ops fsck {store.path}")
+    if batch:
+        yield batch
+
+
+def _bulk(first: int, raw: bytes) -> list[Entry] | None:
+    bodies = recfmt.bodies(raw)
+    try:
+        docs = orjson.loads(b"[" + b",".join(bodies) + b"]")
+        if len(docs) != len(bodies):
+            return None
+        return [(pos, doc["id"], doc["type"], doc.get("tags") or ()) for pos, doc in enumerate(docs, first)]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def _one_by_one(store: EventStore, first: int, raw: bytes) -> list[Entry]:
+    out: list[Entry] = []
+    try:
+        for rec in recfmt.iter_records(raw):
+            if rec.position != first + len(out):
+                raise recfmt.RecordError(f"the record where position {first + len(out)} belongs holds "
+                                         f"{rec.position}")
+            out.append(entry_of(rec))
+    except (recfmt.RecordError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise StoreCorrupted(f"the log of {store.path} is damaged near position {first + len(out)} ({exc}); "
+                             f"run: kroniko-ops fsck {store.path}") from exc
+    return out
 
 
 def build_generation(store: EventStore, generation: int, upto: int) -> tuple[str, int, bytes]:
     """Write a new index database for positions ``1..upto`` under a temp name in ``index/``;
-    return its path, the position and the chain it is valid to."""
+    return its path, the position and the chain it is valid to.
+
+    The file is private until :func:`publish` fsyncs and renames it, so it is written without a
+    journal and without syncs; it is switched to WAL (what every user of an index expects) at
+    the end."""
     folder = store.layout.index
     tmp = os.path.join(folder, f"{layout.TMP_PREFIX}{os.getpid()}-{db_name(generation)}")
     for suffix in ("", "-wal", "-shm"):
         if os.path.lexists(tmp + suffix):
             fileio.unlink(tmp + suffix)
-    con = create_db(tmp)
-    con.execute("PRAGMA synchronous=OFF")  # made durable once, at the end
-    con.close()
-    new = Index.__new__(Index)
-    new.folder, new.generation, new.path = folder, generation, tmp
-    from .index import connect
-
-    new.con = connect(tmp)
-    new.con.execute("PRAGMA synchronous=OFF")
-    new._terms = {}
-    new._next = os.path.join(folder, db_name(generation + 1))
+    new = Index.at(tmp)
     chain = recfmt.GENESIS
     pos = 0
-    batch: list = []
     try:
+        con = new.con
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute(f"PRAGMA cache_size=-{BUILD_CACHE_KIB}")
         if upto:
-            for _first, raw in store.view.runs(1, upto):
-                for rec in recfmt.iter_records(raw):
-                    batch.append(entry_of(rec))
-                    chain, pos = rec.chain, rec.position
-                if len(batch) >= CHUNK:
-                    new.add(batch, (pos, chain))
-                    batch = []
-        if batch:
-            new.add(batch, (pos, chain))
-        new.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for batch in _entries(store, 1, upto):
+                pos = batch[-1][0]
+                chain = pos_chain = store.view.record(pos).chain
+                new.add(batch, (pos, pos_chain))
+        con.execute("PRAGMA cache_size=-2000")
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
-        new.con.close()
+        new.close()
     return tmp, pos, chain
 
 
@@ -62,15 +108,9 @@ def catch_up(index: Index, store: EventStore, tail: Tail) -> None:
     cp, _ = index.checkpoint()
     if cp >= tail.position:
         return
-    batch = []
-    for _first, raw in store.view.runs(cp + 1, tail.position):
-        for rec in recfmt.iter_records(raw):
-            batch.append(entry_of(rec))
-            if len(batch) >= CHUNK:
-                index.add(batch, (rec.position, rec.chain))
-                batch = []
-    if batch:
-        index.add(batch, (tail.position, tail.chain))
+    for batch in _entries(store, cp + 1, tail.position):
+        pos = batch[-1][0]
+        index.add(batch, (pos, tail.chain if pos == tail.position else store.view.record(pos).chain))
 
 
 def publish(store: EventStore, tmp: str, generation: int) -> None:

@@ -1,6 +1,7 @@
 """The full level's walk over every record, in position order, in bulk: runs of raw records read
-through the segment and pack readers, cut by :func:`record.iter_records`, bodies hashed with
-hashlib and parsed by one orjson call per run. Each record is checked for its header checksum
+through the segment and pack readers, checked by :func:`record.check_run` (a run with any damage
+is cut again by :func:`record.iter_records` to name it exactly), bodies parsed by one orjson
+call per run. Each record is checked for its header checksum
 (``log-bad-line``), position (``log-position-mismatch``), body hash (``event-hash-mismatch``),
 chain hash (``chain-mismatch``) and JSON (``event-unreadable``), then handed to the sinks (the
 index comparison and the references). A sealed segment's SHA-256 is computed from the same runs;
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -42,6 +44,24 @@ def _doc_problem(doc: object, eid: str) -> str | None:
     if "data" not in doc or "metadata" not in doc:
         return "it lacks data or metadata"
     return None
+
+
+def _all_sound(docs: list[Any], ids: Sequence[str]) -> bool:
+    """Whether every parsed body is an event with its record's id (what :func:`_doc_problem`
+    checks one by one, checked for a whole run with a few calls into C)."""
+    try:
+        if set(map(type, docs)) != {dict} or [d["id"] for d in docs] != list(ids):
+            return False
+        types = [d["type"] for d in docs]
+        tags = [d["tags"] for d in docs]
+    except KeyError:
+        return False
+    if set(map(type, types)) != {str} or "" in types or set(map(type, tags)) != {list}:
+        return False
+    flat = [t for row in tags for t in row]
+    if flat and set(map(type, flat)) != {str}:
+        return False
+    return all(map(dict.__contains__, docs, repeat("data"))) and all(map(dict.__contains__, docs, repeat("metadata")))
 
 
 class Walker:
@@ -139,6 +159,16 @@ class Walker:
             self.chain, self.next_pos = None, last + 1
 
     def _run(self, raw: bytes, a: int, b: int, single: Callable[[int], bytes] | None) -> None:
+        # The common case in bulk: every record whole, in place, hashed and chained right.
+        ids, bodies, chain, problems = recfmt.check_run(raw, a, self.chain if self.hashes else None)
+        if not self.hashes:
+            problems = [p for p in problems if p[1] in ("header", "position")]
+        if not problems and len(ids) == b - a + 1 and self.next_pos == a:
+            self._docs(range(a, b + 1), ids, bodies)
+            self.chain, self.next_pos = chain, b + 1
+            self.checked += len(ids)
+            return
+        # Something is wrong in this run: name it exactly, record by record.
         try:
             recs = list(recfmt.iter_records(raw))
         except recfmt.RecordError:
@@ -146,7 +176,6 @@ class Walker:
         if len(recs) == b - a + 1:
             self._records(recs)
             return
-        # Some record of the run is damaged: find which, one position at a time.
         for p in range(a, b + 1):
             try:
                 if single is None:
@@ -163,18 +192,14 @@ class Walker:
     # -- checking --------------------------------------------------------------------------
 
     def _records(self, recs: list[recfmt.Record]) -> None:
-        try:
-            docs = orjson.loads(b"[" + b",".join([r.body for r in recs]) + b"]")
-            if len(docs) != len(recs):
-                docs = None
-        except orjson.JSONDecodeError:
-            docs = None
+        """Check parsed records one by one (a run with some damage, or a scanned segment)."""
         sha = hashlib.sha256
         hashes, add = self.hashes, self.ctx.add
         chain, expect = self.chain, self.next_pos
-        good: list[Row] = []
-        keep = good.append
-        for i, rec in enumerate(recs):
+        positions: list[int] = []
+        ids: list[str] = []
+        bodies: list[bytes] = []
+        for rec in recs:
             pos = rec.position
             if pos != expect:
                 add("log-position-mismatch", "error", self.rel, f"the record where position {expect} belongs holds "
@@ -191,18 +216,44 @@ class Walker:
                     add("chain-mismatch", "error", self.rel, f"the chain hash of position {pos} does not follow "
                         "from the previous record's", pos)
             chain, expect = rec.chain, pos + 1
+            positions.append(pos)
+            ids.append(rec.event_id)
+            bodies.append(rec.body)
+        self._docs(positions, ids, bodies)
+        self.chain, self.next_pos = chain, expect
+        self.checked += len(recs)
+
+    def _docs(self, positions: Sequence[int], ids: Sequence[str], bodies: Sequence[bytes]) -> None:
+        """Parse the bodies (one orjson call for the run), check each is an event with its
+        record's id, and hand the sound ones to the sinks."""
+        try:
+            docs = orjson.loads(b"[" + b",".join(bodies) + b"]")
+            if len(docs) != len(bodies):
+                docs = None
+        except orjson.JSONDecodeError:
+            docs = None
+        if docs is not None and _all_sound(docs, ids):
+            rows = list(zip(positions, ids, docs, strict=True))
+            for sink in self.sinks:
+                sink(rows)
+            return
+        add = self.ctx.add
+        good: list[Row] = []
+        keep = good.append
+        for i, pos in enumerate(positions):
+            eid = ids[i]
             if docs is not None:
                 doc = docs[i]
             else:
                 try:
-                    doc = orjson.loads(rec.body)
+                    doc = orjson.loads(bodies[i])
                 except orjson.JSONDecodeError as exc:
                     add("event-unreadable", "error", self.rel, f"the event at position {pos} is not JSON ({exc})", pos)
                     self.bad(pos)
                     continue
             # The common case checked inline (a call per record costs a tenth of the budget).
             try:
-                ok = (doc["id"] == rec.event_id and doc["type"].__class__ is str and doc["type"]
+                ok = (doc["id"] == eid and doc["type"].__class__ is str and doc["type"]
                       and doc["tags"].__class__ is list and "data" in doc and "metadata" in doc)
                 if ok:
                     for tag in doc["tags"]:
@@ -212,14 +263,12 @@ class Walker:
                 ok = False
             if not ok:
                 add("event-unreadable", "error", self.rel, f"the event at position {pos} is not a valid event: "
-                    f"{_doc_problem(doc, rec.event_id)}", pos)
+                    f"{_doc_problem(doc, eid)}", pos)
                 self.bad(pos)
                 continue
-            keep((pos, rec.event_id, doc))
+            keep((pos, eid, doc))
         for sink in self.sinks:
             sink(good)
-        self.chain, self.next_pos = chain, expect
-        self.checked += len(recs)
 
 
 def iter_docs(parts: Sequence[Part], lo: int, hi: int) -> Iterator[tuple[int, str, dict[str, Any]]]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ... import fileio, layout
 from ...errors import StoreCorrupted
 from ...format import segment as segfmt
-from ...layout import Layout
+from ...layout import Layout, check_no_symlinks
 from ...locking import held
 from ...report import Finding, Report
 from ..recovery.common import open_store
@@ -65,6 +65,12 @@ def repair_store(root: str, *, full: bool, max_errors: int | None, ref_fields: S
         return check_store(root, full=full, max_errors=max_errors, ref_fields=ref_fields, refs_only=refs_only,
                            progress=progress)
 
+    try:
+        check_no_symlinks(root)
+    except StoreCorrupted:
+        # A linked folder would take writes outside the store, the maintenance lock's file
+        # first: only check (the report names each link as layout-symlink) and repair nothing.
+        return check().report
     with held(Layout(root).maintenance_lock, lock_timeout, "maintenance"):
         first = check()
         todo = planned(first)

@@ -7,19 +7,21 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections import defaultdict
 
 from ... import layout
 from ...errors import InvalidArgument, LegacyStore, StoreNotFound
 from ...index import db_name, generations
-from ...layout import Layout, is_legacy, stale_temp
+from ...layout import Layout, check_no_symlinks, is_legacy, stale_temp
 from ...report import Report
 from ...store import EventStore
 
 
 def require_store(path: str | os.PathLike[str]) -> str:
     """``path`` as a string when it is a format-3 store; raises (nothing written) otherwise: a
-    missing path (exit 8), a legacy Ruby store or a folder that is no store (exit 2)."""
+    missing path (exit 8), a legacy Ruby store or a folder that is no store (exit 2), a store
+    whose own folders or files are symbolic links (StoreCorrupted)."""
     root = os.fspath(path)
     if not os.path.exists(root):
         raise StoreNotFound(f"no store at {root}")
@@ -29,28 +31,58 @@ def require_store(path: str | os.PathLike[str]) -> str:
         raise LegacyStore(root)
     if not os.path.lexists(Layout(root).format_file):
         raise InvalidArgument(f"{root} is not a kroniko-ops store (it has no FORMAT file); nothing was written")
+    check_no_symlinks(root)  # before the maintenance lock: its file would be written through a linked locks/
     return root
 
 
 def open_store(root: str, lock_timeout: float, report: Report | None = None) -> EventStore:
-    """An :class:`EventStore` on an existing store. An index database SQLite cannot open is
-    derived data: it is set aside into ``lost-found/`` and the store opened with a new one."""
+    """An :class:`EventStore` on an existing store. An index database SQLite cannot read is
+    derived data: it is set aside into ``lost-found/`` (before the store is opened, which would
+    start a new generation beside it) and the store opened with a new one."""
+    folder = Layout(root).index
+    gens = generations(folder)
+    if gens:
+        problem = _unreadable(os.path.join(folder, db_name(gens[-1])))
+        if problem is not None:
+            _set_aside_index(root, gens[-1], problem, report)
     try:
         return EventStore(root, create=False, lock_timeout=lock_timeout)
     except sqlite3.DatabaseError as exc:
-        folder = Layout(root).index
         gens = generations(folder)
-        if not gens:
+        if not gens or isinstance(exc, sqlite3.OperationalError):
             raise
-        base = os.path.join(folder, db_name(gens[-1]))
-        files = [base + s for s in ("", "-wal", "-shm") if os.path.lexists(base + s)]
-        layout.set_aside(root, "index", f"The index database {db_name(gens[-1])}, which SQLite could not open "
-                         f"({exc}). An index is derived data rebuilt from the log: this copy is safe to delete.",
-                         move=files)
-        if report is not None:
-            report.add("index-corrupt", "error", f"index/{db_name(gens[-1])}", f"the index does not open ({exc}): "
-                       "set aside into lost-found/, rebuilt from the log", repaired=True)
+        _set_aside_index(root, gens[-1], exc, report)
         return EventStore(root, create=False, lock_timeout=lock_timeout)
+
+
+def _unreadable(path: str) -> sqlite3.DatabaseError | None:
+    """Why SQLite cannot read the index database at ``path`` (opened read-only), or None."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True, timeout=60.0)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        con.execute("SELECT position FROM checkpoint WHERE k = 0").fetchone()
+    except sqlite3.OperationalError:  # busy, or a file a writer created a moment ago: no damage
+        return None
+    except sqlite3.DatabaseError as exc:
+        return exc
+    finally:
+        con.close()
+    return None
+
+
+def _set_aside_index(root: str, generation: int, exc: Exception, report: Report | None) -> None:
+    folder = Layout(root).index
+    base = os.path.join(folder, db_name(generation))
+    files = [base + s for s in ("", "-wal", "-shm") if os.path.lexists(base + s)]
+    layout.set_aside(root, "index", f"The index database {db_name(generation)}, which SQLite could not open "
+                     f"({exc}). An index is derived data rebuilt from the log: this copy is safe to delete.",
+                     move=files)
+    if report is not None:
+        report.add("index-corrupt", "error", f"index/{db_name(generation)}", f"the index does not open ({exc}): "
+                   "set aside into lost-found/, rebuilt from the log", repaired=True)
 
 
 def set_aside_temps(root: str, report: Report, durable: bool = True) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-from ... import index as indexmod
 from ... import layout, rebuild
 from ...index import Index, generations
 from ...layout import Layout, stale_temp
@@ -44,15 +43,6 @@ def _leftovers(store: EventStore, report: Report) -> None:
                        "index rebuild: set aside into lost-found/", repaired=True)
 
 
-def _open_built(path: str, folder: str, generation: int) -> Index:
-    """An :class:`Index` handle on the database being built at ``path`` (not yet published)."""
-    built = Index.__new__(Index)
-    built.folder, built.generation, built.path = folder, generation, path
-    built.con = indexmod.connect(path)
-    built._terms = {}
-    return built
-
-
 def reindex_store(store: EventStore, report: Report) -> None:
     """The body of :func:`reindex` (the caller holds the maintenance lock)."""
     _leftovers(store, report)
@@ -69,7 +59,7 @@ def reindex_store(store: EventStore, report: Report) -> None:
         store.view.refresh()
         if store.view.active is not None and store.view.active.first == tail.segment:
             store.view.active.extend(tail.end)
-        built = _open_built(tmp, folder, generation)
+        built = Index.at(tmp)
         try:
             rebuild.catch_up(built, store, tail)
             built.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
