@@ -13,6 +13,8 @@ import click
 
 from ..errors import EXIT_OPERATIONAL, KronikoError
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a command stopped by Ctrl-C
+
 
 class _Failed(click.ClickException):
     """A library error on its way out, with the library's exit code."""
@@ -33,6 +35,10 @@ class _Group(click.Group):
             raise _Failed(str(exc), exc.exit_code) from exc
         except BrokenPipeError:
             ctx.exit(0)
+        except KeyboardInterrupt:
+            # Never 1 (fsck's "all repaired") for a run cut short: say so and exit 130.
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except OSError as exc:
             raise _Failed(str(exc), EXIT_OPERATIONAL) from exc
 
@@ -43,7 +49,7 @@ def cli() -> None:
     """kroniko-ops: a file-based DCB event store and the tools that keep it healthy.
 
     Exit codes: 0 success (fsck: clean), 1 fsck repaired everything, 2 usage error (nothing
-    written), 3 append condition failed, 4 problems remain, 8 operational error.
+    written), 3 append condition failed, 4 problems remain, 8 operational error, 130 interrupted (Ctrl-C).
     """
 
 
