@@ -6,6 +6,8 @@ exceptions to exit codes in one place, the way click's ``ClickException.exit_cod
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_REPAIRED = 1
 EXIT_USAGE = 2
@@ -57,6 +59,14 @@ class StoreNotFound(KronikoError):
     """The path names no store (and the operation does not create one)."""
 
 
+class NotAStore(StoreNotFound):
+    """The path is a folder but holds no store (empty, or a creation that never finished), and
+    the operation does not create one: bad usage (exit 2), nothing was written. A missing path
+    stays :class:`StoreNotFound` (exit 8)."""
+
+    exit_code = EXIT_USAGE
+
+
 class StoreCorrupted(KronikoError):
     """The store is damaged in a way the operation cannot work around; run ``kroniko-ops fsck``."""
 
@@ -82,3 +92,16 @@ class DurabilityError(KronikoError):
     new :class:`~kroniko_ops.EventStore`, which recovers the log tail, and read to learn what
     was committed.
     """
+
+
+class NothingWritten(KronikoError):
+    """An operation failed before it changed anything: a lock or file it needs could not be
+    opened or created (disk full, permissions, too many open files). The store is as it was;
+    fix the cause and retry. Never used once a write may have reached the disk: that is
+    :class:`DurabilityError`."""
+
+
+def out_of_files(exc: OSError) -> bool:
+    """True when ``exc`` says the process or the system ran out of file descriptors (EMFILE,
+    ENFILE): a limit of the caller, never damage to the file it was opening."""
+    return exc.errno in (errno.EMFILE, errno.ENFILE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -51,6 +52,23 @@ def generations(folder: str) -> list[int]:
     except FileNotFoundError:
         return []
     return sorted(int(m.group(1)) for n in names if (m := _NAME_RE.match(n)))
+
+
+def check_files(path: str) -> None:
+    """Raise :class:`StoreCorrupted` when the index database at ``path`` or its ``-wal`` or
+    ``-shm`` is a symbolic link or not a regular file: SQLite follows links (it would write
+    outside the store) and opens a FIFO blocking (it would hang). Checked with ``lstat`` before
+    every ``sqlite3.connect`` of a store's index; a missing file is fine."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            mode = os.lstat(path + suffix).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise StoreCorrupted(
+                f"{path + suffix} is {kind}; the index is derived data: move it away and run "
+                f"kroniko-ops reindex {os.path.dirname(os.path.dirname(path))}")
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -95,12 +113,7 @@ class Index:
         self.path = os.path.join(folder, db_name(self.generation))
         if not gens:
             fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
-        for suffix in ("", "-wal", "-shm"):  # SQLite follows links: it would write outside the store
-            if os.path.islink(self.path + suffix) or (
-                    os.path.lexists(self.path + suffix) and not os.path.isfile(self.path + suffix)):
-                raise StoreCorrupted(
-                    f"{self.path + suffix} is not a regular file; the index is derived data: move it away and run "
-                    f"kroniko-ops reindex {os.path.dirname(folder)}")
+        check_files(self.path)
         try:
             self.con = create_db(self.path) if not gens else connect(self.path)
             if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import fileio
 from .codec import DEFAULT_MAX_EVENT_BYTES
-from .errors import InvalidArgument, LegacyStore, StoreCorrupted, StoreNotFound
+from .errors import InvalidArgument, LegacyStore, NotAStore, NothingWritten, StoreCorrupted, StoreNotFound, out_of_files
 
 FORMAT_LINE = "kroniko-ops format 3"
 TMP_PREFIX = ".tmp-"
@@ -162,6 +163,7 @@ def is_legacy(root: str) -> bool:
 
 
 LAYOUT_NAMES = frozenset({"FORMAT", "log", "index", "packs", "locks", "lost-found"})
+_INDEX_FILE_RE = re.compile(r"\A\d{6}\.sqlite3(-wal|-shm)?\Z")  # an index generation's database files
 
 
 def _is_empty_dir(root: str) -> bool:
@@ -182,8 +184,8 @@ def _is_unfinished_creation(root: str) -> bool:
 
 
 def check_no_symlinks(root: str) -> None:
-    """Refuse a store whose own folders or files are symbolic links: writing through one would
-    write outside the store."""
+    """Refuse a store whose own folders or files are symbolic links (writing through one would
+    write outside the store), or whose index database files are not regular files."""
     for name in sorted(LAYOUT_NAMES):
         path = os.path.join(root, name)
         if os.path.islink(path):
@@ -191,6 +193,22 @@ def check_no_symlinks(root: str) -> None:
                 f"{path} is a symbolic link; a store's own files and folders must not be links "
                 f"(writing through it would write outside the store). Run: kroniko-ops fsck {root}"
             )
+    # The index databases are opened by SQLite, which follows links and blocks opening a FIFO:
+    # every one must be a regular file before anything connects to it.
+    folder = os.path.join(root, "index")
+    try:
+        names = sorted(n for n in os.listdir(folder) if _INDEX_FILE_RE.match(n))
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    for name in names:
+        try:
+            mode = os.lstat(os.path.join(folder, name)).st_mode
+        except FileNotFoundError:
+            continue  # a reindex removed an old generation meanwhile
+        if not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise StoreCorrupted(f"{os.path.join(folder, name)} is {kind}; SQLite would follow or block on it. "
+                                 f"The index is derived data: remove it by hand, then run kroniko-ops reindex {root}")
 
 
 def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -226,6 +244,9 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
     lay = Layout(root)
     if not os.path.exists(root) or _is_empty_dir(root) or _is_unfinished_creation(root):
         if not create_missing:
+            if os.path.exists(root):  # a folder, but no store in it: bad usage, not "could not run"
+                raise NotAStore(f"{root} is an empty folder, not a store; nothing was written. Create one with: "
+                                f"kroniko-ops init {root}")
             raise StoreNotFound(f"no store at {root}; create one with: kroniko-ops init {root}")
         # Several processes may open a new store at once: create it under the append lock and
         # let whoever comes second find FORMAT (written last) in place.
@@ -250,6 +271,9 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
             f"{root} is a non-empty folder that is not a kroniko-ops store; use an empty folder"
         ) from None
     except OSError as exc:
+        if out_of_files(exc):  # the process's limit, not the store's fault
+            raise NothingWritten(f"could not open {lay.format_file} ({exc}); nothing was written: raise the "
+                                 "open-files limit (ulimit -n) or close files, and retry") from exc
         raise StoreCorrupted(f"{lay.format_file} is unreadable ({exc}); run: kroniko-ops fsck {root}") from None
     try:
         return parse_format(raw)

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 
 from . import fileio
-from .errors import StoreCorrupted
+from .errors import NothingWritten, StoreCorrupted, out_of_files
 from .format import pack as packfmt
 from .format import record as recfmt
 from .format import segment as segfmt
@@ -28,6 +28,8 @@ from .layout import Layout
 RUN_BYTES = 1 << 20  # raw bytes handed out per run: bulk enough to decode fast, flat in memory
 LOCATE_TRIES = 20  # listings before a position no file holds is damage, not a compaction racing us
 MAX_OPEN_SEGMENTS = 32  # sealed segments kept open: descriptors and offset tables stay bounded
+
+_RELISTS = 20  # listings tried while compactions keep removing the segment just listed
 
 
 class ActiveSegment:
@@ -42,6 +44,9 @@ class ActiveSegment:
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
+            if out_of_files(exc):  # the process's limit, not the segment's fault
+                raise NothingWritten(f"could not open {self.path} ({exc}); nothing was written: raise the "
+                                     "open-files limit (ulimit -n) or close files, and retry") from exc
             root = os.path.dirname(os.path.dirname(self.path))
             raise StoreCorrupted(f"{self.path} cannot be used as a log segment ({exc.strerror}); "
                                  f"run: kroniko-ops fsck {root}") from None
@@ -115,7 +120,15 @@ class LogView:
     def refresh(self) -> None:
         """List ``log/`` and ``packs/`` again."""
         with self._lock:
-            self._list()
+            for attempt in range(_RELISTS):
+                try:
+                    self._list()
+                    return
+                except FileNotFoundError:
+                    # The segment listed last was sealed, packed and removed by a compaction
+                    # before it could be opened: a new listing names the new active segment.
+                    if attempt == _RELISTS - 1:
+                        raise
 
     def _list(self) -> None:
         segs: dict[int, set[str]] = {}

@@ -17,6 +17,20 @@ from .errors import EXIT_OK, EXIT_PROBLEMS, EXIT_REPAIRED
 SEVERITIES = ("error", "warning", "info")
 
 
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8, so JSON and a terminal can carry it: a file name that is not
+    UTF-8 (Python hands it out with ``surrogateescape``) shows its bytes as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name produced: escape it as such
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass
 class Finding:
     """One broken invariant (or a note): code, severity, where, and whether it was repaired."""
@@ -30,8 +44,9 @@ class Finding:
 
     def as_json(self) -> dict[str, Any]:
         """The JSON finding object (docs/FSCK.md): code, severity, path, position, message, repaired."""
-        return {"kind": "finding", "code": self.code, "severity": self.severity, "path": self.path,
-                "position": self.position, "message": self.message, "repaired": self.repaired}
+        # A Finding built directly (not through Report.add) may still hold an undecodable name.
+        return {"kind": "finding", "code": self.code, "severity": self.severity, "path": safe_text(self.path),
+                "position": self.position, "message": safe_text(self.message), "repaired": self.repaired}
 
 
 @dataclass
@@ -53,7 +68,8 @@ class Report:
             repaired: bool = False) -> Finding:
         """Record a finding and return it (so a repair can set ``repaired`` later)."""
         assert severity in SEVERITIES, severity
-        finding = Finding(code, severity, path, message, position, repaired)
+        # Paths come from directory listings: a name that is not UTF-8 is reported escaped.
+        finding = Finding(code, severity, safe_text(path), safe_text(message), position, repaired)
         self.findings.append(finding)
         return finding
 
@@ -83,10 +99,11 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         """The closing JSON object: exit code, head, counts per code, figures, seconds."""
-        return {"kind": "summary", "operation": self.operation, "path": self.path,
+        figures = {k: safe_text(v) if isinstance(v, str) else v for k, v in self.figures.items()}
+        return {"kind": "summary", "operation": self.operation, "path": safe_text(self.path),
                 "exit_code": self.exit_code, "head": self.head, "counts": self.counts(),
                 "problems": len(self.problems), "repaired": sum(f.repaired for f in self.findings),
-                "seconds": round(self.seconds, 3), **self.figures}
+                "seconds": round(self.seconds, 3), **figures}
 
 
 def write_metrics(path: str, prefix: str, values: dict[str, float | int], labels: dict[str, str]) -> None:

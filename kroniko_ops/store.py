@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 from . import fileio, layout
 from .codec import encode_event
-from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent
+from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent, NothingWritten
 from .format import record as recfmt
 from .index import Index
 from .locking import AppendLock
@@ -54,7 +54,11 @@ class EventStore(ReadPath):
         self.layout = layout.Layout(self.path)
         self.syncer = fileio.Syncer(durable)
         self.view = LogView(self.layout)
-        self.synced = SyncedFile(self.layout.synced_file)
+        try:
+            self.synced = SyncedFile(self.layout.synced_file)
+        except OSError as exc:
+            self.view.close()
+            raise _nothing_written(f"opening {self.layout.synced_file}", exc) from exc
         self.index = Index(self.layout.index)
         self._writer = Writer(self.layout, self.view, self.syncer, self.segment_bytes)
         self._lock: AppendLock | None = None
@@ -236,7 +240,10 @@ class EventStore(ReadPath):
 
     def _locked(self) -> _Held:
         if self._lock is None:
-            self._lock = AppendLock(self.layout.append_lock)
+            try:
+                self._lock = AppendLock(self.layout.append_lock)
+            except OSError as exc:  # opening or creating the lock file: before anything is written
+                raise _nothing_written(f"opening the writer lock {self.layout.append_lock}", exc) from exc
         return _Held(self._lock, self.lock_timeout)
 
     def _writable_tail(self) -> Tail:
@@ -382,6 +389,11 @@ class EventStore(ReadPath):
             raise DurabilityError(
                 f"{doing} in {self.path} failed: {exc}. Nothing new was committed by this append; this handle "
                 "is closed for writing: open a new EventStore and retry") from exc
+
+
+def _nothing_written(doing: str, exc: OSError) -> NothingWritten:
+    return NothingWritten(f"{doing} failed ({exc}); nothing was written: fix the cause (disk full, permissions, "
+                          "open-files limit) and retry")
 
 
 class _Held:

@@ -24,7 +24,7 @@ from . import fileio
 from .format.record import GENESIS
 
 _LINE = b"synced %012d %012d %012d %s %-36s %c "
-_SIZE = 159
+SIZE = _SIZE = 159  # bytes of the one line; the file never holds more
 
 
 def boot_id() -> str:

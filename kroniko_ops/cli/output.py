@@ -7,10 +7,29 @@ from typing import Any
 import click
 import orjson
 
+from ..report import safe_text
+
+
+def _safe(value: Any) -> Any:
+    """``value`` with every string made valid UTF-8 (keys included)."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {_safe(k): _safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_safe(v) for v in value]
+    return value
+
 
 def emit_json(obj: dict[str, Any]) -> None:
-    """Print one JSON object as a line on stdout."""
-    click.echo(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode())
+    """Print one JSON object as a line on stdout. A string that is not valid UTF-8 (a file name
+    read from a directory listing) is printed with its bytes escaped as ``\\xNN``: a line of
+    output is never lost to a traceback."""
+    try:
+        line = orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # orjson.JSONEncodeError: "str is not valid UTF-8: surrogates not allowed"
+        line = orjson.dumps(_safe(obj), option=orjson.OPT_NON_STR_KEYS)
+    click.echo(line.decode())
 
 
 def json_option(f: Any) -> Any:
@@ -36,11 +55,11 @@ def print_report(report: Any, as_json: bool, quiet: bool = False) -> None:
         for f in group[:50]:
             where = f" @{f.position}" if f.position is not None else ""
             mark = " [repaired]" if f.repaired else ""
-            click.echo(f"  {f.path}{where}: {f.message}{mark}")
+            click.echo(f"  {safe_text(f.path)}{where}: {safe_text(f.message)}{mark}")
         if len(group) > 50:
             click.echo(f"  ... and {len(group) - 50} more (use --json for all)")
     code = report.exit_code
     verdict = {0: "clean", 1: "all problems repaired"}.get(code, f"{len(report.problems)} problem(s) remain")
-    figures = " ".join(f"{k}={v}" for k, v in report.figures.items() if isinstance(v, (int, float, str)))
-    click.echo(f"{report.operation} {report.path}: {verdict} (head {report.head}; {figures}; "
+    figures = safe_text(" ".join(f"{k}={v}" for k, v in report.figures.items() if isinstance(v, (int, float, str))))
+    click.echo(f"{report.operation} {safe_text(report.path)}: {verdict} (head {report.head}; {figures}; "
                f"{report.seconds:.2f}s; exit {code})")

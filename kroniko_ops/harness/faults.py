@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import fileio, layout, store, synced, writer
-from ..errors import AppendConditionFailed, DurabilityError, KronikoError
+from ..errors import AppendConditionFailed, DurabilityError, KronikoError, NothingWritten
 from ..model import Event
 from ..store import EventStore
 from . import history as hist
@@ -153,7 +153,8 @@ def _fault_case(prep: scenarios.Prepared, case: str, injector: FailNth, report: 
     except Exception as e:  # the faults under test: anything else is judged below
         exc = e
         unknown = isinstance(e, (DurabilityError, OSError)) or prep.shape.action != "append"
-        result = {"outcome": hist.UNKNOWN if unknown else hist.ERROR, "error": f"{type(e).__name__}: {e}"}
+        outcome = hist.NOT_WRITTEN if isinstance(e, NothingWritten) else hist.UNKNOWN if unknown else hist.ERROR
+        result = {"outcome": outcome, "error": f"{type(e).__name__}: {e}"}
     finally:
         fileio.set_fault_injector(previous)
     op = prep.record(1, 0, t0, time.monotonic_ns(), result)

@@ -28,6 +28,8 @@ COMMITTED = "committed"
 REJECTED = "rejected"
 UNKNOWN = "unknown"
 ERROR = "error"
+# Failed before anything was written (NothingWritten): its events must be absent, like a rejection's.
+NOT_WRITTEN = "not-written"
 SKIPPED = "skipped"
 
 
@@ -76,7 +78,7 @@ class OpRecord:
             result += f" @{self.position - len(self.ids) + 1}..{self.position}"
         elif self.outcome == REJECTED:
             result += f" (conflict @{self.conflict})"
-        elif self.outcome == ERROR:
+        elif self.outcome in (ERROR, NOT_WRITTEN):
             result += f" ({self.error})"
         return (f"{self.name} {what} [{ids}: {len(self.ids)} event(s) {events}]{cond}"
                 f" t={(self.invoke - t0) / 1e6:.3f}..{end}ms -> {result}")

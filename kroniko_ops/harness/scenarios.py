@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import fileio
 from ..codec import encode_event
-from ..errors import AppendConditionFailed, DurabilityError, KronikoError
+from ..errors import AppendConditionFailed, DurabilityError, KronikoError, NothingWritten
 from ..format import record as recfmt
 from ..layout import TMP_PREFIX
 from ..model import Event
@@ -134,6 +134,8 @@ class Prepared:
                 return {"outcome": hist.COMMITTED, "pos": s.append(self.events(), condition)}
             except AppendConditionFailed as exc:
                 return {"outcome": hist.REJECTED, "conflict": exc.position}
+            except NothingWritten as exc:
+                return {"outcome": hist.NOT_WRITTEN, "error": f"{type(exc).__name__}: {exc}"}
             except (DurabilityError, OSError) as exc:
                 return {"outcome": hist.UNKNOWN, "error": f"{type(exc).__name__}: {exc}"}
             except KronikoError as exc:

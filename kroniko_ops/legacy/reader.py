@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from .. import fileio
+from ..errors import StoreCorrupted
 from ..layout import is_legacy
 
 # Ruby: "#{Time.now.to_f.round(6)}-#{SecureRandom.uuid}". Float#to_s always has a '.', at most 10
@@ -39,6 +41,8 @@ _LONG_NUMBER = re.compile(rb"\d{19,}")
 _MAX_NAME_BYTES = 250
 CHUNK = 1 << 20
 MAX_LINE = 64 * 1024
+MAX_EVENT_FILE = 2 * (64 << 20) + (64 << 10)  # JSON of the largest event a store takes, escapes and all
+MAX_TORN_TAIL = 64 << 20  # bytes of a torn last log line read and kept; the rest of a longer one is not
 
 
 def fingerprint(text: str) -> int:
@@ -181,11 +185,10 @@ class LegacyReader:
         """The committed lines in order, streamed; a torn last line is not yielded. A line over
         ``MAX_LINE`` bytes is yielded as ``bad`` (its first bytes only), so memory stays bounded
         whatever the log holds."""
-        try:
-            f = open(self.log_path, "rb")
-        except FileNotFoundError:
+        fd = self._open_log()
+        if fd is None:
             return
-        with f:
+        with os.fdopen(fd, "rb") as f:
             position = 0
             while True:
                 raw = f.readline(MAX_LINE)
@@ -205,9 +208,8 @@ class LegacyReader:
 
     def torn_tail(self) -> tuple[int, bytes]:
         """``(offset, bytes)`` after the last newline of the log: a torn last line, or ``b""``."""
-        try:
-            fd = os.open(self.log_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = self._open_log()
+        if fd is None:
             return 0, b""
         try:
             size = os.fstat(fd).st_size
@@ -218,11 +220,27 @@ class LegacyReader:
                 nl = block.rfind(b"\n")
                 if nl >= 0:
                     offset = start + nl + 1
-                    return offset, os.pread(fd, size - offset, offset)
+                    break
                 end = start
-            return 0, os.pread(fd, size, 0)
+            else:
+                offset = 0
+            # A tail past MAX_TORN_TAIL (a log extended by gigabytes) is damage whose first bytes
+            # are shown and kept, never read whole into memory.
+            return offset, os.pread(fd, min(size - offset, MAX_TORN_TAIL), offset)
         finally:
             os.close(fd)
+
+    def _open_log(self) -> int | None:
+        """A descriptor on ``log/append.log`` (None when absent), opened without following a
+        link or blocking on a FIFO; :class:`StoreCorrupted` when it is not a regular file."""
+        try:
+            return fileio.open_read(self.log_path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            reason = "a symbolic link (not followed)" if exc.errno == errno.ELOOP else "not a regular file"
+            raise StoreCorrupted(f"{self.log_path} is {reason}: the legacy log cannot be read; put the real "
+                                 "log file back and run the command again") from exc
 
     # -- events ---------------------------------------------------------------------------
 
@@ -239,6 +257,10 @@ class LegacyReader:
         except FileNotFoundError:
             return None
         try:
+            size = os.fstat(fd).st_size
+            if size > MAX_EVENT_FILE:
+                # Checked before reading: a file grown by gigabytes is damage, never read into memory.
+                raise OSError(errno.EFBIG, f"{size} bytes, over the {MAX_EVENT_FILE} an event file may hold")
             first = os.read(fd, CHUNK)
             if len(first) < CHUNK:
                 return first
@@ -291,7 +313,7 @@ class LegacyReader:
     @staticmethod
     def iter_index_entries(path: str) -> Iterator[tuple[str, bool]]:
         """``(id, newline-terminated)`` for each line of one index file, streamed."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = fileio.open_read(path)  # no link followed, no FIFO blocked on
         with os.fdopen(fd, "rb") as f:
             for raw in f:
                 done = raw.endswith(b"\n")

@@ -93,7 +93,7 @@ def remove_tree(root: str) -> None:
     for path in files:
         fileio.unlink(path)
     for path in dirs:
-        os.rmdir(path)
+        fileio.rmdir(path)
 
 
 class Target:
@@ -208,7 +208,7 @@ class Target:
                 fileio.rename(src, os.path.join(self.target, name))
                 if self.durable and name == "log":
                     fileio.fsync_dir(self.target)  # the log's name is durable before FORMAT's
-        os.rmdir(self.path)
+        fileio.rmdir(self.path)
         self.published = True
         self._sync_name(self.target)
 

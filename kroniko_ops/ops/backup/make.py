@@ -54,6 +54,32 @@ def backup(store: str | os.PathLike[str], dest: str | os.PathLike[str], *, incre
     fileio.makedirs(parent)
     for path in sweep_stale(parent, "backup", os.path.basename(dest)):
         report.add("backup-stale-temp", "info", path, "removed a temp copy left by an interrupted backup")
+    problem = ""
+    for _ in range(snapshot.ATTEMPTS):
+        try:
+            head, chain, manifest, sink, referenced = _attempt(store, dest, parent, base, archive, lock_timeout,
+                                                               progress, durable)
+            break
+        except snapshot.Vanished as exc:
+            # Compaction removed a file after the snapshot planned it (its records are in a pack
+            # published first): what was written is gone, start again from a new snapshot.
+            problem = str(exc)
+    else:
+        raise StoreCorrupted(f"the files of {store} kept being replaced while they were copied ({problem}); "
+                             f"run the backup again, or: kroniko-ops fsck {store}")
+    report.head = head
+    report.finish()
+    report.figures.update(backup_kind=manifest.kind, chain=chain.hex(), files=len(manifest.files),
+                          copied=len(sink.files), referenced=referenced, bytes=sink.bytes,
+                          mb_per_s=round(sink.bytes / max(report.seconds, 1e-9) / 1e6, 1))
+    return report
+
+
+def _attempt(store: str, dest: str, parent: str, base: tuple[str, Manifest] | None, archive: bool,
+             lock_timeout: float, progress: bool, durable: bool) -> tuple[int, bytes, Manifest, Sink, int]:
+    """One snapshot copied and published at ``dest``: its head, chain, manifest, sink and how
+    many files were referenced; raises :class:`snapshot.Vanished` (nothing left behind) when a
+    planned file is gone before it was copied."""
     with snapshot.take(store, lock_timeout) as snap:
         head, chain = snap.state.position, snap.state.chain
         if base is not None:
@@ -76,12 +102,8 @@ def backup(store: str | os.PathLike[str], dest: str | os.PathLike[str], *, incre
                 sink.abort()
             remove_tree(tmp)
             raise
-    report.head = head
-    report.finish()
-    report.figures.update(backup_kind=manifest.kind, chain=chain.hex(), files=len(manifest.files),
-                          copied=len(sink.files), referenced=referenced, bytes=sink.bytes,
-                          mb_per_s=round(sink.bytes / max(report.seconds, 1e-9) / 1e6, 1))
-    return report
+    assert sink is not None
+    return head, chain, manifest, sink, referenced
 
 
 def _check_dest(dest: str, archive: bool) -> None:
@@ -129,22 +151,23 @@ def _write(snap: snapshot.Snapshot, sink: Sink, manifest: Manifest, base: Manife
     manifest.files["FORMAT"] = FileEntry(len(snap.format_bytes), sha)
     referenced = 0
     for part in bar(snap.parts, len(snap.parts), "backup", quiet=not progress):
-        if part.kind == "active":
-            _check_head(snap, part)
-            manifest.active = part.files[0][0]
-        for rel, fd, size in part.files:
-            known = _known(part, rel, fd, size, base)
-            if known is not None:
-                manifest.files[rel] = FileEntry(size, known, in_base=True)
-                referenced += 1
-                continue
-            check = _Check(part, rel, size)
-            sha = sink.add(rel, size, check.tee(fd_chunks(fd, 0, size)))
-            if not check.ok(sha):
-                raise StoreCorrupted(f"{snap.root}/{rel} does not match the checksum its trailer records "
-                                     f"({'pack' if part.kind == 'pack' else 'segment'}-corrupt); "
-                                     f"run: kroniko-ops fsck {snap.root}")
-            manifest.files[rel] = FileEntry(size, sha)
+        with snap.opened(part) as files:  # one part's files open at a time
+            if part.kind == "active":
+                _check_head(snap, files[0])
+                manifest.active = files[0][0]
+            for rel, fd, size in files:
+                known = _known(part, rel, fd, size, base)
+                if known is not None:
+                    manifest.files[rel] = FileEntry(size, known, in_base=True)
+                    referenced += 1
+                    continue
+                check = _Check(part, rel, size)
+                sha = sink.add(rel, size, check.tee(fd_chunks(fd, 0, size)))
+                if not check.ok(sha):
+                    raise StoreCorrupted(f"{snap.root}/{rel} does not match the checksum its trailer records "
+                                         f"({'pack' if part.kind == 'pack' else 'segment'}-corrupt); "
+                                         f"run: kroniko-ops fsck {snap.root}")
+                manifest.files[rel] = FileEntry(size, sha)
     return referenced
 
 
@@ -154,8 +177,8 @@ def _known(part: snapshot.Part, rel: str, fd: int, size: int, base: Manifest | N
     entry = base.files.get(rel) if base is not None else None
     if entry is None or entry.size != size or part.kind == "active":
         return None
-    if rel.endswith(".seg") and part.seal is not None:
-        sha = part.seal.seg_sha256.hex()
+    if rel.endswith(".seg") and part.seg_sha256 is not None:
+        sha = part.seg_sha256.hex()
     else:
         h = hashlib.sha256()
         for chunk in fd_chunks(fd, 0, size):
@@ -173,8 +196,8 @@ class _Check:
         self.whole: str | None = None
         self.want: bytes | None = None
         self.limit = 0
-        if part.kind == "sealed" and rel.endswith(".seg") and part.seal is not None:
-            self.whole = part.seal.seg_sha256.hex()
+        if part.kind == "sealed" and rel.endswith(".seg") and part.seg_sha256 is not None:
+            self.whole = part.seg_sha256.hex()
         elif part.kind == "pack":
             self.want, self.limit = part.pack_sha256, size - packfmt.TRAILER_SIZE
         self.h = hashlib.sha256()
@@ -196,14 +219,14 @@ class _Check:
         return self.want is None or self.h.digest() == self.want
 
 
-def _check_head(snap: snapshot.Snapshot, part: snapshot.Part) -> None:
+def _check_head(snap: snapshot.Snapshot, file: tuple[str, int, int]) -> None:
     """The head's segment, up to the synced end, must end with the record at the head, carrying
     a commit mark and the head's chain (else the synced position and the log disagree). Only the
     last record is read: a record holds no raw newline, so it starts after the one before it."""
-    _rel, fd, end = part.files[0]
+    _rel, fd, end = file
     state = snap.state
     if end == 0:
-        ok = state.position == part.first - 1
+        ok = state.position == state.segment - 1
     else:
         window = 1 << 16
         while True:

@@ -1,18 +1,27 @@
 """A consistent view of a live store at one head: the files that hold positions ``1..head``,
-opened before anything is copied.
+planned before anything is copied.
 
 The synced position is read first; then ``log/`` and ``packs/`` are listed and a cover of
 ``1..head`` is chosen (packs first, then sealed segments, then the head's segment cut at the
-synced end) and every file of it is opened. Sealed segments, their ``.idx`` files and packs
-never change once named, and the active segment only grows, so the bytes read later through
-these descriptors are the bytes of that head even if appends, sealing or compaction go on
-meanwhile (a file compaction removes stays readable through its descriptor). A file gone
-between the listing and its opening makes the whole snapshot start again.
+synced end) and every file of it is opened, checked and noted: its size, its identity (device
+and inode) and the checksum its trailer records. Sealed segments, their ``.idx`` files and packs
+never change once named, and the active segment only grows, so the bytes read later are the
+bytes of that head even if appends, sealing or compaction go on meanwhile.
+
+A store may hold more files than a process may open, so only the first :data:`PINNED` files and
+the head's segment stay open; the others are closed after planning and opened again, one part
+at a time, when they are copied (:meth:`Snapshot.opened`). A file compaction removes stays
+readable through a descriptor, not through its name: a file gone, or another file under its
+name, when it is opened again raises :class:`Vanished`, and the backup starts again from a new
+snapshot (compaction published the pack holding those records first, so the next listing finds
+it). A file gone between the listing and its first opening makes the snapshot start again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ... import fileio
@@ -24,19 +33,43 @@ from ...store import EventStore
 from ...synced import SyncedState
 
 ATTEMPTS = 50
+PINNED = 64  # files kept open from planning to copying (the head's segment always is)
+
+
+@dataclass
+class File:
+    """One file of a part: its name in the store, where it is, the bytes to copy, its identity
+    ``(st_dev, st_ino)`` when planned, and its descriptor while open (else -1)."""
+
+    rel: str
+    path: str
+    size: int
+    ident: tuple[int, int]
+    fd: int = -1
+
+    def close(self) -> None:
+        """Close the descriptor if open."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 @dataclass
 class Part:
-    """One container of the snapshot: a pack, a sealed segment (``.seg`` and ``.idx``) or the
-    head's segment (cut at the synced end). ``files`` are ``(relative name, fd, bytes to copy)``."""
+    """One container of the snapshot: a pack, a sealed segment (``.idx`` and ``.seg``) or the
+    head's segment (cut at the synced end)."""
 
     kind: str  # "pack" | "sealed" | "active"
     first: int
     last: int
-    files: list[tuple[str, int, int]] = field(default_factory=list)
-    seal: segfmt.Seal | None = None
+    files: list[File] = field(default_factory=list)
+    seg_sha256: bytes | None = None  # a sealed segment's SHA-256, as its offset index records it
     pack_sha256: bytes | None = None  # the pack trailer's SHA-256 of every byte before the trailer
+
+    def close(self) -> None:
+        """Close its files."""
+        for f in self.files:
+            f.close()
 
 
 @dataclass
@@ -56,9 +89,24 @@ class Snapshot:
     def close(self) -> None:
         """Close every descriptor."""
         for p in self.parts:
-            for _rel, fd, _size in p.files:
-                os.close(fd)
+            p.close()
         self.parts = []
+
+    @contextmanager
+    def opened(self, part: Part) -> Iterator[list[tuple[str, int, int]]]:
+        """``(relative name, fd, bytes to copy)`` of each file of ``part``, opened again if it was
+        closed after planning (and closed again after the ``with`` body); raises
+        :class:`Vanished` when one is gone or another file took its name."""
+        again: list[File] = []
+        try:
+            for f in part.files:
+                if f.fd < 0:
+                    f.fd = _reopen(f)
+                    again.append(f)
+            yield [(f.rel, f.fd, f.size) for f in part.files]
+        finally:
+            for f in again:
+                f.close()
 
     def __enter__(self) -> Snapshot:
         return self
@@ -67,8 +115,8 @@ class Snapshot:
         self.close()
 
 
-class _Vanished(Exception):
-    """A listed file disappeared before it was opened (compaction): list again."""
+class Vanished(Exception):
+    """A planned file disappeared before it was copied (compaction): snapshot again."""
 
 
 def take(root: str, lock_timeout: float = 30.0) -> Snapshot:
@@ -85,7 +133,7 @@ def take(root: str, lock_timeout: float = 30.0) -> Snapshot:
         try:
             _cover(lay, state, parts)
             return Snapshot(root, state, fmt, parts)
-        except _Vanished as exc:
+        except Vanished as exc:
             problem = str(exc)
         except BaseException:
             Snapshot(root, state, fmt, parts).close()
@@ -115,13 +163,29 @@ def _open(path: str) -> int:
     try:
         return fileio.open_read(path)
     except FileNotFoundError:
-        raise _Vanished(f"{path} disappeared") from None
+        raise Vanished(f"{path} disappeared") from None
+
+
+def _file(rel: str, path: str, fd: int, size: int | None = None) -> File:
+    st = os.fstat(fd)
+    return File(rel, path, st.st_size if size is None else size, (st.st_dev, st.st_ino), fd)
+
+
+def _reopen(f: File) -> int:
+    """``f`` opened again: the same file (identity and size) as when it was planned."""
+    fd = _open(f.path)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != f.ident or st.st_size < f.size:
+        os.close(fd)
+        raise Vanished(f"{f.path} was replaced after it was planned")
+    return fd
 
 
 def _cover(lay: Layout, state: SyncedState, parts: list[Part]) -> None:
-    """Fill ``parts`` with open containers covering ``1..state.position`` exactly."""
+    """Fill ``parts`` with containers covering ``1..state.position`` exactly (each file opened
+    and checked; the first PINNED files and the head's segment left open)."""
     segs, packs = _listing(lay)
-    head, pos = state.position, 1
+    head, pos, pinned = state.position, 1, 0
     while pos <= head:
         if pos == state.segment and "seg" in segs.get(pos, ()):
             parts.append(_active(lay, state))
@@ -134,9 +198,12 @@ def _cover(lay: Layout, state: SyncedState, parts: list[Part]) -> None:
         elif {"seg", "idx"} <= segs.get(pos, set()):
             parts.append(_sealed(lay, pos))
             if parts[-1].last > head:
-                raise _Vanished(f"sealed segment {pos} ends past the head {head} it should hold")
+                raise Vanished(f"sealed segment {pos} ends past the head {head} it should hold")
         else:
-            raise _Vanished(f"no pack or segment starts at position {pos}")
+            raise Vanished(f"no pack or segment starts at position {pos}")
+        pinned += len(parts[-1].files)
+        if pinned > PINNED:
+            parts[-1].close()  # planned: opened again when copied (the head's segment stays open)
         pos = parts[-1].last + 1
     if state.segment == head + 1 and "seg" in segs.get(head + 1, ()):
         parts.append(_active(lay, state))  # an empty segment after a roll: the synced end is 0
@@ -145,14 +212,14 @@ def _cover(lay: Layout, state: SyncedState, parts: list[Part]) -> None:
 def _pack(lay: Layout, first: int, last: int, name: str) -> Part:
     path = os.path.join(lay.packs, name)
     fd = _open(path)
-    part = Part("pack", first, last, [(f"packs/{name}", fd, os.fstat(fd).st_size)])
+    part = Part("pack", first, last, [_file(f"packs/{name}", path, fd)])
     try:
         with packfmt.PackReader(path) as reader:  # a pack's name is never reused: same file as fd
             part.pack_sha256 = reader.sha256
             rng = (reader.first, reader.last)
     except FileNotFoundError:
         os.close(fd)
-        raise _Vanished(f"{path} disappeared") from None
+        raise Vanished(f"{path} disappeared") from None
     except (packfmt.PackError, OSError) as exc:
         os.close(fd)
         raise StoreCorrupted(f"{path} does not open as a pack ({exc}) (pack-corrupt); "
@@ -170,19 +237,26 @@ def _sealed(lay: Layout, first: int) -> Part:
     ifd = _open(idx)
     try:
         sfd = _open(seg)
-    except _Vanished:
+    except Vanished:
         os.close(ifd)
         raise
-    part = Part("sealed", first, first, [(f"log/{segfmt.idx_name(first)}", ifd, os.fstat(ifd).st_size),
-                                         (f"log/{segfmt.seg_name(first)}", sfd, os.fstat(sfd).st_size)])
+    part = Part("sealed", first, first, [_file(f"log/{segfmt.idx_name(first)}", idx, ifd),
+                                         _file(f"log/{segfmt.seg_name(first)}", seg, sfd)])
     try:
-        data = os.pread(ifd, os.fstat(ifd).st_size, 0)
-        part.seal = segfmt.decode_idx(data, first)
+        isize, ssize = part.files[0].size, part.files[1].size
+        # Sizes first: an offset index holds 8 bytes per record of at least one byte, and a
+        # sealed segment is exactly as long as its index says; a file grown by gigabytes is
+        # damage, never read into memory nor hashed.
+        if isize > 8 * (ssize + 2) + segfmt.TRAILER_SIZE:
+            raise segfmt.SegmentError(f"the offset index holds {isize} bytes, more than a segment of {ssize} needs")
+        seal = segfmt.decode_idx(os.pread(ifd, isize, 0), first)
+        if seal.size != ssize:
+            raise segfmt.SegmentError(f"the segment holds {ssize} bytes, its offset index says {seal.size}")
     except segfmt.SegmentError as exc:
         os.close(ifd)
         os.close(sfd)
         raise StoreCorrupted(f"{idx}: {exc} (segment-corrupt); run: kroniko-ops fsck {lay.root}") from None
-    part.last = part.seal.last
+    part.last, part.seg_sha256 = seal.last, seal.seg_sha256  # the offsets are not kept: memory stays flat
     return part
 
 
@@ -192,4 +266,5 @@ def _active(lay: Layout, state: SyncedState) -> Part:
     if os.fstat(fd).st_size < state.end:
         os.close(fd)
         raise StoreCorrupted(f"{path} is shorter than its synced end {state.end}; run: kroniko-ops fsck {lay.root}")
-    return Part("active", state.segment, state.position, [(f"log/{segfmt.seg_name(state.segment)}", fd, state.end)])
+    return Part("active", state.segment, state.position,
+                [_file(f"log/{segfmt.seg_name(state.segment)}", path, fd, state.end)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+from ... import fileio
 from ...errors import StoreNotFound
 from ...format import pack as packfmt
 from ...format import record as recfmt
@@ -196,7 +197,7 @@ def _pack(chain: Chain, part: Part, w: _Walk) -> None:
     with holder.container.real_path(part.rel) as path:
         try:
             reader = packfmt.PackReader(path)
-        except packfmt.PackError as exc:
+        except (packfmt.PackError, OSError) as exc:  # OSError: a link, FIFO or device at its name
             w.report.add("backup-pack-corrupt", "error", part.rel, str(exc).replace(path, part.rel))
             w.chain, w.pos = None, (part.last or part.first) + 1
             return
@@ -236,7 +237,13 @@ def _active(chain: Chain, part: Part, w: _Walk) -> None:
 def _segment(chain: Chain, part: Part, w: _Walk, seal: segfmt.Seal | None) -> None:
     holder = chain.holder(part.rel)
     with holder.container.real_path(part.rel) as path:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # Never follows a link nor blocks on a FIFO planted at a segment's name.
+            fd = fileio.open_read(path)
+        except OSError as exc:
+            w.report.add("backup-segment-corrupt", "error", part.rel, f"unreadable ({exc.strerror})")
+            w.chain, w.pos = None, (seal.last if seal is not None else part.first) + 1
+            return
         try:
             size = os.fstat(fd).st_size
             digest = hashlib.sha256()

@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 import os
 
-from ... import fileio, layout, locking
+from ... import fileio, layout
 from ...errors import InvalidArgument
 from ...format import pack as packfmt
 from ...report import Report
 from ...synced import decode as decode_synced
+from ..recovery.common import maintenance_lock, require_store
 from .run import Compaction
 
 __all__ = ["DEFAULT_PRUNE_DAYS", "compact"]
@@ -63,11 +64,13 @@ def compact(path: str | os.PathLike[str], *, prune_age: float = DEFAULT_PRUNE_DA
         raise InvalidArgument(f"prune_age must be a number of days >= 0 (0 disables pruning), got {prune_age!r}")
     if isinstance(block_bytes, bool) or not isinstance(block_bytes, int) or not 4096 <= block_bytes <= 64 << 20:
         raise InvalidArgument(f"block_bytes must be an int in 4096..{64 << 20}, got {block_bytes!r}")
-    root = os.fspath(path)
+    # Refuse a missing path, an empty or foreign folder before anything is written (the
+    # maintenance lock file included); then let the engine check FORMAT.
+    root = require_store(path)
     layout.open_store(root, False, None, durable)
     lay = layout.Layout(root)
     report = Report("compact", root)
-    with locking.held(lay.maintenance_lock, lock_timeout, "maintenance"):
+    with maintenance_lock(root, lock_timeout):
         job = Compaction(lay, report, dry_run=dry_run, prune_age=float(prune_age), block_bytes=block_bytes,
                          durable=durable, show_progress=progress)
         try:

@@ -3,13 +3,15 @@
 Read-only unless ``repair``, and safe while writers append: it never takes the append lock,
 reads records up to the committed head and only looks at the active segment's bytes past it.
 The checks live in one module per mechanism (:mod:`.tree`, :mod:`.coverage`, :mod:`.tail`,
-:mod:`.records`, :mod:`.index_check`, :mod:`.refs`); :mod:`.check` runs them, :mod:`.repair`
+:mod:`.records`, :mod:`.index_check`, :mod:`.refs`; :mod:`.parts` keeps a bounded number of the
+log's files open); :mod:`.check` runs them, :mod:`.repair`
 repairs what is safe. ``docs/FSCK.md`` lists every finding code.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 
@@ -92,6 +94,18 @@ def _write_metrics(metrics_file: str, root: str, level: str, values: dict[str, f
     write_metrics(metrics_file, METRICS_PREFIX, values, {"store": os.path.abspath(root), "level": level})
 
 
+_STORE_FILE = re.compile(r"\A\d{12}\.(seg|idx)\Z|\A\d{12}-\d{12}\.pack\Z")
+
+
+def _holds_store_files(lay: Layout) -> bool:
+    """True when ``log/`` or ``packs/`` holds a file named like a segment, offset index or pack."""
+    for folder in (lay.log_dir, lay.packs):
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            if any(_STORE_FILE.match(n) for n in os.listdir(folder)):
+                return True
+    return False
+
+
 def _require_store(root: str) -> None:
     """Refuse, before anything is read or written, what is not a store: a missing path (exit
     8), a file or a folder with neither FORMAT nor a log (exit 2)."""
@@ -100,8 +114,11 @@ def _require_store(root: str) -> None:
     if not os.path.isdir(root):
         raise InvalidArgument(f"{root} is a file, not a store folder")
     lay = Layout(root)
-    if not is_legacy(root) and not any(os.path.lexists(p) for p in (lay.format_file, lay.log_dir)):
-        raise InvalidArgument(f"{root} is not a kroniko-ops store (no FORMAT file and no log/ folder)")
+    if not is_legacy(root) and not os.path.lexists(lay.format_file) and not _holds_store_files(lay):
+        # A log/ of someone else's files is no store that lost its FORMAT: --repair would move
+        # those files into a lost-found/ it creates.
+        raise InvalidArgument(f"{root} is not a kroniko-ops store (no FORMAT file, and no segment or pack in "
+                              "log/ or packs/); nothing was written")
 
 
 def _check_legacy(root: str, level: str, repair: bool, progress: bool) -> Report:

@@ -1,7 +1,8 @@
 """Which file holds each position: sealed segments (their offset index decoded and checked),
 packs (header, table and trailer checked on open), the active segment; positions covered by no
 file (``segment-gap``) or by two that disagree (``segment-overlap``), and the chain hash across
-each boundary between two files.
+each boundary between two files. Each file is opened, read for what the plan needs (range, size,
+last chain hash, first record) and closed again: the walk reopens it (:mod:`.parts`).
 
 ``log/`` is listed before ``packs/``: compaction publishes a pack before it removes the segments
 it replaces, so this order can see both (an overlap that agrees, noted as superseded) but never
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ... import fileio
@@ -19,56 +21,18 @@ from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
 from .context import RECOVER, RESEAL, Context
+from .parts import ACTIVE, PACK, SCANNED, SEALED, Part, Pool
 
-PACK, SEALED, SCANNED, ACTIVE = "pack", "sealed", "scanned", "active"
+__all__ = ["ACTIVE", "PACK", "SCANNED", "SEALED", "Part", "Plan", "build_plan"]
 SETTLE_CHECKS, SETTLE_SECONDS = 5, 0.05  # how long a roll may take before it counts as interrupted
-
-
-@dataclass
-class Part:
-    """One file holding a range of positions. ``reader`` is a :class:`segfmt.SealedSegment` or
-    a :class:`packfmt.PackReader`; a ``scanned`` segment (its offset index missing or damaged) is
-    read with :func:`segfmt.scan` through ``fd``."""
-
-    kind: str
-    first: int
-    last: int
-    path: str
-    last_chain: bytes = recfmt.GENESIS
-    reader: object | None = None
-    fd: int = -1
-    size: int = 0
-
-    def close(self) -> None:
-        """Release the file."""
-        if self.reader is not None:
-            self.reader.close()  # type: ignore[attr-defined]
-            self.reader = None
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def first_record(self) -> recfmt.Record:
-        """The record at :attr:`first` (raises ``RecordError``/``PackError``/``OSError``)."""
-        return self.record_at(self.first)
-
-    def record_at(self, position: int) -> recfmt.Record:
-        """The record at ``position`` of this file."""
-        if self.kind in (SEALED, PACK):
-            return self.reader.record(position)  # type: ignore[attr-defined]
-        if self.kind == ACTIVE:
-            return recfmt.parse_at(self.reader.read_run(position, position))  # type: ignore[attr-defined]
-        for rec in segfmt.scan(self.fd, 0, self.size):
-            if rec.position == position:
-                return rec
-        raise recfmt.RecordError(f"position {position} not found in {self.path}")
 
 
 @dataclass
 class Plan:
     """The files of the log in position order (``parts``), the ones a pack supersedes, and the
-    active segment (None when the last segment is sealed)."""
+    active segment (None when the last segment is sealed). ``pool`` bounds the files open at once."""
 
+    pool: Pool
     parts: list[Part] = field(default_factory=list)
     superseded: list[Part] = field(default_factory=list)
     active_first: int = 1
@@ -123,7 +87,7 @@ def build_plan(ctx: Context) -> Plan:
             rng = packfmt.parse_name(name)
             if rng is not None and _regular(os.path.join(lay.packs, name)):
                 packs.append((rng, name))
-    plan = Plan()
+    plan = Plan(Pool(lay.packs))
     seg_firsts = sorted(f for f, kinds in segs.items() if "seg" in kinds)
     for first, kinds in sorted(segs.items()):
         if "seg" not in kinds:
@@ -141,18 +105,28 @@ def build_plan(ctx: Context) -> Plan:
             seg_firsts = seg_firsts[:-1]
     parts: list[Part] = []
     for first in seg_firsts:
-        part = _open_sealed(ctx, first, last_sealed=first == seg_firsts[-1])
+        part = _open_sealed(ctx, plan.pool, first, last_sealed=first == seg_firsts[-1])
         if part is not None:
             parts.append(part)
     for (first, last), name in packs:
-        part = _open_pack(ctx, first, last, os.path.join(lay.packs, name))
+        part = _open_pack(ctx, plan.pool, first, last, os.path.join(lay.packs, name))
         if part is not None:
             parts.append(part)
     _arrange(ctx, plan, parts)
     return plan
 
 
-def _open_sealed(ctx: Context, first: int, last_sealed: bool) -> Part | None:
+def _head(read: Callable[[], recfmt.Record]) -> tuple[bytes, bytes] | Exception:
+    """The event hash and chain hash of the first record, read by ``read()`` (only these are
+    kept: the body may be large), or the error reading it."""
+    try:
+        rec = read()
+        return rec.event_hash, rec.chain
+    except (packfmt.PackError, recfmt.RecordError, OSError, IndexError, StopIteration) as exc:
+        return exc if not isinstance(exc, StopIteration) else recfmt.RecordError("the file holds no record")
+
+
+def _open_sealed(ctx: Context, pool: Pool, first: int, last_sealed: bool) -> Part | None:
     log_dir = ctx.layout.log_dir
     rel = f"log/{segfmt.seg_name(first)}"
     try:
@@ -162,45 +136,54 @@ def _open_sealed(ctx: Context, first: int, last_sealed: bool) -> Part | None:
     except (segfmt.SegmentError, OSError) as exc:
         why = f"its offset index does not verify ({exc})"
     else:
-        size = os.fstat(seg.fd).st_size
+        try:
+            size = os.fstat(seg.fd).st_size
+            head = _head(lambda: seg.record(first))
+        finally:
+            seg.close()
         if size != seg.seal.size:
             ctx.add("segment-corrupt", "error", rel, f"the segment is {size} bytes, its offset index says "
                     f"{seg.seal.size}: a sealed segment never changes; restore it from a backup")
-        return Part(SEALED, first, seg.last, seg.path, seg.seal.last_chain, seg, size=size)
+        return Part(SEALED, first, seg.last, seg.path, seg.seal.last_chain, size=size, pool=pool, head=head)
     # Without a usable offset index, learn the segment's range by scanning its records.
     path = os.path.join(log_dir, segfmt.seg_name(first))
     try:
         fd = fileio.open_read(path)
     except FileNotFoundError:
         return None  # removed meanwhile: compaction published the pack holding it first
-    size = os.fstat(fd).st_size
     try:
+        size = os.fstat(fd).st_size
         seal = segfmt.decode_idx(segfmt.build_seal(fd, first, size), first)
+        head = _head(lambda: next(segfmt.scan(fd, 0, size)))
     except (segfmt.SegmentError, recfmt.RecordError) as exc:
-        os.close(fd)
         ctx.add("segment-corrupt", "error", rel, f"{why}, and its records do not form a whole segment "
                 f"({exc}); restore it from a backup")
         return None
+    finally:
+        os.close(fd)
     action = RESEAL if last_sealed else None
     ctx.add("segment-corrupt", "error", f"log/{segfmt.idx_name(first)}",
             f"{why}; the segment's records are whole (positions {first}..{seal.last})"
             + (" (a power cut while sealing)" if last_sealed else ""), first, action=action)
-    return Part(SCANNED, first, seal.last, path, seal.last_chain, None, fd, size)
+    return Part(SCANNED, first, seal.last, path, seal.last_chain, size=size, pool=pool, head=head)
 
 
-def _open_pack(ctx: Context, first: int, last: int, path: str) -> Part | None:
+def _open_pack(ctx: Context, pool: Pool, first: int, last: int, path: str) -> Part | None:
     rel = ctx.rel(path)
     try:
         reader = packfmt.PackReader(path)
     except (packfmt.PackError, OSError) as exc:
         ctx.add("pack-corrupt", "error", rel, f"the pack does not open ({exc}); restore it from a backup", first)
         return None
-    if (reader.first, reader.last) != (first, last):
-        ctx.add("pack-corrupt", "error", rel, f"the pack holds {reader.first}..{reader.last}, its name says "
-                f"{first}..{last}", first)
+    try:
+        if (reader.first, reader.last) != (first, last):
+            ctx.add("pack-corrupt", "error", rel, f"the pack holds {reader.first}..{reader.last}, its name says "
+                    f"{first}..{last}", first)
+            return None
+        head = _head(lambda: reader.record(first))
+    finally:
         reader.close()
-        return None
-    return Part(PACK, first, last, path, reader.last_chain, reader, size=reader.size)
+    return Part(PACK, first, last, path, reader.last_chain, size=reader.size, pool=pool, head=head)
 
 
 def _arrange(ctx: Context, plan: Plan, parts: list[Part]) -> None:
@@ -254,12 +237,11 @@ def _superseded(ctx: Context, plan: Plan, part: Part) -> None:
 
 def _check_link(ctx: Context, part: Part, chain: bytes) -> None:
     """The first record of ``part`` must chain onto the previous file's last chain hash."""
-    try:
-        rec = part.first_record()
-    except (packfmt.PackError, recfmt.RecordError, OSError) as exc:
+    head = part.head
+    if not isinstance(head, tuple):
         code = "pack-corrupt" if part.kind == PACK else "segment-corrupt"
-        ctx.add(code, "error", ctx.rel(part.path), f"its first record does not read ({exc})", part.first)
+        ctx.add(code, "error", ctx.rel(part.path), f"its first record does not read ({head})", part.first)
         return
-    if recfmt.chain_of(chain, rec.event_hash) != rec.chain:
+    if recfmt.chain_of(chain, head[0]) != head[1]:
         ctx.add("chain-mismatch", "error", ctx.rel(part.path), "the first record of this file does not chain "
                 "onto the previous file's last record: files of different histories", part.first)

@@ -17,9 +17,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ...errors import StoreCorrupted
 from ...format import pack as packfmt
 from ...format import record as recfmt
-from ...index import TAG, TYPE, db_name, generations
+from ...index import TAG, TYPE, check_files, db_name, generations
 from .context import MAX_FINDINGS_PER_CODE, REINDEX, Context
 from .coverage import Plan
 from .records import iter_docs
@@ -59,6 +60,13 @@ class IndexCheck:
         path = os.path.join(folder, db_name(gens[-1]))
         self.rel = f"index/{db_name(gens[-1])}"
         try:
+            check_files(path)
+        except StoreCorrupted as exc:
+            # Never handed to SQLite: it follows links and blocks opening a FIFO.
+            self.ctx.add("index-corrupt", "error", self.rel, str(exc), action=REINDEX)
+            self.spill.begin()
+            return
+        try:
             self.spill.attach_index(path)
             self.spill.begin()
             row = self.spill.con.execute("SELECT position, chain FROM idx.checkpoint WHERE k = 0").fetchone()
@@ -72,7 +80,21 @@ class IndexCheck:
             self.ctx.add("index-corrupt", "error", self.rel, "the index has no checkpoint row", action=REINDEX)
             return
         self.cp, self.cp_chain, self.usable = int(row[0]), bytes(row[1]), True
+        self._trailing(path)
         self.ctx.report.figures["index_checkpoint"] = self.cp
+
+    def _trailing(self, path: str) -> None:
+        """Bytes past the database's last page (in this read snapshot, WAL included): SQLite never
+        reads them, so ``quick_check`` calls such a file clean; an index SQLite wrote ends at a
+        page (a checkpoint truncates the file to the database's size when it shrinks)."""
+        page_size = self.spill.con.execute("PRAGMA idx.page_size").fetchone()[0]
+        pages = self.spill.con.execute("PRAGMA idx.page_count").fetchone()[0]
+        size = os.lstat(path).st_size
+        if size > page_size * pages:
+            self.ctx.add("index-trailing-garbage", "error", self.rel,
+                         f"{size - page_size * pages} bytes past the database's last page (it is {size} bytes, its "
+                         f"{pages} pages of {page_size} end at byte {page_size * pages}): not written by SQLite",
+                         action=REINDEX)
 
     def judge_checkpoint(self, plan: Plan, head: int) -> None:
         """The checkpoint must name a position of the log, with the log's chain hash there."""

@@ -4,8 +4,9 @@ walked by a forked child (hashing and JSON parsing are CPU-bound, and one proces
 positions) in its own scratch database and sends back its findings and digest sums; the parent
 adds them up in position order, so the report is the same as a walk in one process.
 
-Forked children inherit the parent's open files and its hash secret (the digests compare Python
-hashes); where ``fork`` is not available the walk runs in this process.
+Forked children inherit the parent's plan (each opens the log's files itself, a bounded number at
+a time, see :mod:`.parts`) and its hash secret (the digests compare Python hashes); where
+``fork`` is not available the walk runs in this process.
 """
 
 from __future__ import annotations

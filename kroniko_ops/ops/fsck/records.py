@@ -23,7 +23,7 @@ from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
 from .context import Context
-from .coverage import ACTIVE, PACK, SCANNED, SEALED, Part
+from .parts import ACTIVE, SEALED, Part
 
 RUN = 2048  # positions read per run from a segment
 Row = tuple[int, str, dict[str, Any]]  # (position, id, event document) of a sound record
@@ -90,14 +90,35 @@ class Walker:
                 self.chain = None
             self.next_pos = part.first
             last = min(part.last, upto)
-            if part.kind == SEALED:
-                self._sealed(part, last)
-            elif part.kind == PACK:
-                self._pack(part, last)
-            elif part.kind == ACTIVE:
-                self._segment_runs(part, last)
-            else:
-                self._scanned(part, last)
+            try:
+                part.open()
+            except (OSError, segfmt.SegmentError, packfmt.PackError) as exc:
+                self._unreadable(part, last, exc)
+                continue
+            try:
+                if part.substitute:
+                    self.ctx.add("segment-superseded", "info", self.rel, f"removed while fsck ran (compaction); "
+                                 f"positions {part.first}..{part.last} were checked in "
+                                 f"{self.ctx.rel(part.substitute)}")
+                if part.in_pack:
+                    self._pack(part, last)
+                elif part.kind == SEALED:
+                    self._sealed(part, last)
+                elif part.kind == ACTIVE:
+                    self._segment_runs(part, last)
+                else:
+                    self._scanned(part, last)
+            finally:
+                part.release()  # one file open at a time: a store may hold more than the process may open
+
+    def _unreadable(self, part: Part, last: int, exc: BaseException) -> None:
+        """``part`` could not be opened again (removed, and no pack holds its records)."""
+        code = "segment-gap" if isinstance(exc, FileNotFoundError) else "segment-corrupt"
+        self.ctx.add(code, "error", self.rel, f"the file does not open again ({exc}) and no pack holds positions "
+                     f"{part.first}..{last}: removed or changed while fsck ran?", part.first)
+        for p in range(part.first, last + 1):
+            self.bad(p)
+        self.chain, self.next_pos = None, last + 1
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -125,16 +146,18 @@ class Walker:
     def _pack(self, part: Part, last: int) -> None:
         reader = part.reader
         assert isinstance(reader, packfmt.PackReader)
-        if self.hashes:
+        if self.hashes and not part.substitute:  # a pack read for a removed file: only its range
             problems = reader.verify()
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 self.ctx.add("pack-corrupt", "error", self.rel, f"the pack does not verify: {problems[0]}{more}; "
                              "restore it from a backup", part.first)
         for block in reader.blocks:
-            a, b = block.first, min(last, block.first + block.count - 1)
+            a, b = max(part.first, block.first), min(last, block.first + block.count - 1)
             if a > last:
                 break
+            if b < a:
+                continue
             try:
                 raw = b"".join(reader.read_range(a, b))
             except packfmt.PackError as exc:
@@ -278,25 +301,37 @@ def iter_docs(parts: Sequence[Part], lo: int, hi: int) -> Iterator[tuple[int, st
         if part.last < lo or part.first > hi:
             continue
         a0, b0 = max(lo, part.first), min(hi, part.last)
-        if part.kind == SCANNED:
-            try:
-                for rec in segfmt.scan(part.fd, 0, part.size):
-                    if a0 <= rec.position <= b0:
-                        yield from _docs([rec])
-            except recfmt.RecordError:
-                pass
-            continue
-        for a in range(a0, b0 + 1, RUN):
-            b = min(b0, a + RUN - 1)
-            try:
-                if part.kind == PACK:
-                    raw = b"".join(part.reader.read_range(a, b))  # type: ignore[attr-defined]
-                else:
-                    raw = part.reader.read_run(a, b)  # type: ignore[attr-defined]
-                recs = list(recfmt.iter_records(raw))
-            except (recfmt.RecordError, packfmt.PackError):
-                recs = [] if part.kind == PACK else list(_one_by_one(part, a, b))
-            yield from _docs(recs)
+        try:
+            part.open()
+        except (OSError, segfmt.SegmentError, packfmt.PackError):
+            continue  # reported by the walk
+        try:
+            yield from _part_docs(part, a0, b0)
+        finally:
+            part.release()
+
+
+def _part_docs(part: Part, a0: int, b0: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``iter_docs`` within one opened part."""
+    if part.reader is None:
+        try:
+            for rec in segfmt.scan(part.fd, 0, part.size):
+                if a0 <= rec.position <= b0:
+                    yield from _docs([rec])
+        except recfmt.RecordError:
+            pass
+        return
+    for a in range(a0, b0 + 1, RUN):
+        b = min(b0, a + RUN - 1)
+        try:
+            if part.in_pack:
+                raw = b"".join(part.reader.read_range(a, b))  # type: ignore[attr-defined]
+            else:
+                raw = part.reader.read_run(a, b)  # type: ignore[attr-defined]
+            recs = list(recfmt.iter_records(raw))
+        except (recfmt.RecordError, packfmt.PackError):
+            recs = [] if part.in_pack else list(_one_by_one(part, a, b))
+        yield from _docs(recs)
 
 
 def _one_by_one(part: Part, a: int, b: int) -> Iterator[recfmt.Record]:

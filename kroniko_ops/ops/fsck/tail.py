@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ... import fileio
@@ -20,10 +21,14 @@ from ...errors import StoreCorrupted
 from ...format import record as recfmt
 from ...format import segment as segfmt
 from ...logview import ActiveSegment
+from ...synced import SIZE as SYNCED_BYTES
 from ...synced import SyncedState, decode
+from ...writer import MAX_TAIL_SLACK
 from .context import RECOVER, Context
 from .coverage import ACTIVE, SCANNED, Part, Plan
 
+_CHUNK = 8 << 20  # bytes of a tail read at once while looking for a committed record past it
+_MAX_RECORD = (64 << 20) + (64 << 10)  # the largest event FORMAT allows, with room for its header
 SETTLE_CHECKS, SETTLE_SECONDS = 4, 0.05  # how long a tail must stay unchanged to be a dead writer's
 
 
@@ -51,6 +56,10 @@ def read_synced(ctx: Context) -> SyncedState | None:
     if state is None and raw:
         ctx.add("synced-damaged", "warning", "locks/synced", "the synced position does not parse (fails its "
                 "CRC); the next writer re-verifies the unsynced part of the log and rewrites it", action=RECOVER)
+    if state is not None and len(raw) > SYNCED_BYTES:
+        ctx.add("synced-damaged", "warning", "locks/synced", f"{len(raw) - SYNCED_BYTES} bytes after its one line "
+                "(written in place, it never grows): remove locks/synced by hand; the next writer re-verifies the "
+                "log's unsynced part and writes it again")
     if state is not None and state.poisoned:
         ctx.add("store-poisoned", "error", "locks/synced", "an fsync failed in a writer: appends are refused "
                 "until the unsynced part of the log is re-read from disk", state.position, action=RECOVER)
@@ -156,13 +165,36 @@ def _scan(fd: int, start: tuple[int, int, bytes], size: int) -> tuple[int, int, 
     return end, pos, chain, ""
 
 
+def _committed_after(fd: int, end: int, size: int) -> Iterator[recfmt.Record]:
+    """The records that parse among the lines of bytes ``end..size``, read a chunk at a time (a
+    line longer than any event is no record and is skipped, so memory stays bounded)."""
+    carry, offset = b"", end
+    while offset < size:
+        chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
+        if not chunk:
+            return
+        offset += len(chunk)
+        lines = (carry + chunk).split(b"\n")
+        carry = lines.pop()
+        if len(carry) > _MAX_RECORD:
+            carry = b"\xff"  # never a record: the next newline ends it
+        for line in lines:
+            try:
+                yield recfmt.parse_at(line + b"\n")
+            except recfmt.RecordError:
+                continue
+
+
 def _classify(ctx: Context, rel: str, fd: int, end: int, size: int, pos: int, stop: str) -> None:
-    rest = os.pread(fd, size - end, end)
-    for line in rest.split(b"\n")[:-1]:
-        try:
-            rec = recfmt.parse_at(line + b"\n")
-        except recfmt.RecordError:
-            continue
+    if size - end > MAX_TAIL_SLACK:
+        # More than any batch could leave (a file extended by gigabytes, or garbage): damage to
+        # report, never a tail to read into memory or for recovery to copy into lost-found/.
+        ctx.add("log-tail-oversized", "error", rel, f"bytes {end}..{size} after position {pos}: {size - end} bytes "
+                f"past the last commit mark, more than any batch leaves ({MAX_TAIL_SLACK}); not cut by recovery: "
+                f"restore the store from a backup, or cut the file at byte {end} by hand after keeping a copy",
+                pos + 1)
+        return
+    for rec in _committed_after(fd, end, size):
         if rec.commit and rec.position > pos:
             ctx.add("log-bad-line", "error", rel, f"bytes {end}..{size} after position {pos} do not verify, yet a "
                     f"committed record ({rec.position}) follows them: damage to committed data, never cut; "

@@ -25,6 +25,16 @@ def check_format(ctx: Context) -> str:
     """Report a missing or unreadable ``FORMAT``; return which case it is."""
     path = ctx.layout.format_file
     try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # missing: reported below by the read
+    if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+        # Never followed nor opened: a link may point anywhere, a FIFO would block the read.
+        with os.scandir(ctx.root) as it:
+            entry = next((e for e in it if e.name == "FORMAT"), None)
+        if entry is not None and _special(ctx, entry):
+            return FORMAT_BAD
+    try:
         raw = fileio.read_small(path, 4096)
     except FileNotFoundError:
         ctx.add("format-missing", "error", "FORMAT", "the FORMAT file is missing: this folder has a log but "
@@ -35,6 +45,12 @@ def check_format(ctx: Context) -> str:
         return FORMAT_BAD
     try:
         parse_format(raw)
+        extra = [line for line in raw.split(b"\n")[1:] if line.strip() and (b"=" not in line or b"\0" in line)]
+        if extra:
+            # parse_format skips such lines (a later version may add keys), so they would pass unseen.
+            ctx.add("format-garbage", "warning", "FORMAT", f"{len(extra)} line(s) after the format line are no "
+                    f"key=value setting (first: {extra[0][:60]!r}): bytes no kroniko-ops wrote; restore FORMAT "
+                    "from a backup or remove those lines by hand")
         return FORMAT_OK
     except (ValueError, UnicodeDecodeError) as exc:
         first = raw.split(b"\n", 1)[0].strip()

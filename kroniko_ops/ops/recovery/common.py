@@ -9,19 +9,24 @@ import sqlite3
 import time
 import urllib.parse
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 
 from ... import layout
-from ...errors import InvalidArgument, LegacyStore, StoreNotFound
+from ...errors import InvalidArgument, LegacyStore, NothingWritten, StoreCorrupted, StoreNotFound
 from ...index import db_name, generations
 from ...layout import Layout, check_no_symlinks, is_legacy, stale_temp
+from ...locking import held
 from ...report import Report
 from ...store import EventStore
 
 
 def require_store(path: str | os.PathLike[str]) -> str:
     """``path`` as a string when it is a format-3 store; raises (nothing written) otherwise: a
-    missing path (exit 8), a legacy Ruby store or a folder that is no store (exit 2), a store
-    whose own folders or files are symbolic links (StoreCorrupted)."""
+    missing path (exit 8), a legacy Ruby store or a folder that is no store, empty or not
+    (exit 2), a log of segments without FORMAT or a store whose own folders or files are
+    symbolic links (StoreCorrupted, exit 4). Every maintenance command calls this before it
+    takes a lock or writes anything: a lock file is a write."""
     root = os.fspath(path)
     if not os.path.exists(root):
         raise StoreNotFound(f"no store at {root}")
@@ -29,10 +34,38 @@ def require_store(path: str | os.PathLike[str]) -> str:
         raise InvalidArgument(f"{root} is a file, not a store folder")
     if is_legacy(root):
         raise LegacyStore(root)
-    if not os.path.lexists(Layout(root).format_file):
+    lay = Layout(root)
+    if not os.path.lexists(lay.format_file):
+        if os.path.isdir(lay.log_dir) and not os.path.islink(lay.log_dir) and _has_segment(lay.log_dir):
+            # A log of segments without its FORMAT is a damaged store (or a move into a mount
+            # point that stopped half-way), not a foreign folder: fsck says what to do.
+            raise StoreCorrupted(f"{root} has a log but no FORMAT file; nothing was written. Run: "
+                                 f"kroniko-ops fsck {root}")
         raise InvalidArgument(f"{root} is not a kroniko-ops store (it has no FORMAT file); nothing was written")
     check_no_symlinks(root)  # before the maintenance lock: its file would be written through a linked locks/
     return root
+
+
+@contextmanager
+def maintenance_lock(root: str, lock_timeout: float) -> Iterator[None]:
+    """Hold ``locks/maintenance.lock`` of the store ``root`` for the ``with`` body. Failing to
+    open or create the lock file (disk full, permissions, too many open files) happens before
+    anything is written, and says so (:class:`NothingWritten`, exit 8)."""
+    lock = Layout(root).maintenance_lock
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(held(lock, lock_timeout, "maintenance"))
+        except OSError as exc:
+            raise NothingWritten(f"could not take the maintenance lock {lock} ({exc}); nothing was written: fix "
+                                 "the cause (disk full, permissions, open-files limit) and run the command again"
+                                 ) from exc
+        yield
+
+
+def _has_segment(log_dir: str) -> bool:
+    """True when ``log_dir`` holds a file named like a segment (``<12 digits>.seg``)."""
+    with os.scandir(log_dir) as it:
+        return any(len(e.name) == 16 and e.name.endswith(".seg") and e.name[:12].isdigit() for e in it)
 
 
 def open_store(root: str, lock_timeout: float, report: Report | None = None) -> EventStore:

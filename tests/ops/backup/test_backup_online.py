@@ -112,3 +112,32 @@ def test_segments_compacted_away_between_listing_and_opening_are_found_in_the_pa
     assert verify_backup(str(tmp_path / "b")).exit_code == 0
     assert restore(str(tmp_path / "b"), str(tmp_path / "r"), durable=False).exit_code == 0
     assert contents(str(tmp_path / "r")) == contents(src)
+
+
+def test_a_file_compacted_away_before_it_is_copied_makes_the_backup_start_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a few files stay open from planning to copying: a sealed segment compaction removes
+    in between is found gone when it is opened again, and the backup starts again from a new
+    snapshot (which copies the pack), at the same head."""
+    src = str(tmp_path / "src")
+    fill(src, 60)
+    monkeypatch.setattr(snapshot, "PINNED", 0)
+    real = snapshot.take
+    taken = []
+
+    def take_then_compact(root, lock_timeout=30.0):  # type: ignore[no-untyped-def]
+        snap = real(root, lock_timeout)
+        if not taken:
+            assert compact(src, durable=False).exit_code == 0
+        taken.append([p.kind for p in snap.parts])
+        return snap
+
+    monkeypatch.setattr(snapshot, "take", take_then_compact)
+    report = backup(src, str(tmp_path / "b"), durable=False)
+    assert len(taken) == 2 and "pack" not in taken[0] and "pack" in taken[1]
+    assert report.head == contents(src)[-1][0]
+    assert os.listdir(tmp_path / "b" / "packs")
+    assert [x for x in os.listdir(tmp_path) if x.startswith(".tmp-")] == []
+    assert verify_backup(str(tmp_path / "b")).exit_code == 0
+    assert restore(str(tmp_path / "b"), str(tmp_path / "r"), durable=False).exit_code == 0
+    assert contents(str(tmp_path / "r")) == contents(src)
