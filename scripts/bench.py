@@ -3,7 +3,7 @@
 
     python scripts/bench.py [--size ci|full] [--only GROUP ...] [--json OUT] [--dir DIR]
 
-GROUP is one of engine, read, tags, open, fsck, reindex (all by default). Every row prints its rate,
+GROUP is one of engine, read, tags, open, fsck, reindex, postgres (all by default). Every row prints its rate,
 the baseline it is compared with, the ratio, the required and goal figures and whether they are met:
 
     durable conditional append, 1 process, 1 event       >= 0.8x SQLite       goal >= 1.0x
@@ -17,8 +17,13 @@ the baseline it is compared with, the ratio, the required and goal figures and w
     fsck full                                            >= 200k events/s     goal >= 500k/s
       peak memory from 100k to N events                  flat (<= 1.25x)
     reindex                                              >= 100k events/s     goal >= 300k/s
+    PostgreSQL: conditional batches of 100, 1 process    vs the file store (figure only)
+    PostgreSQL: the same, 8 processes                    >= 1.0x file store   goal >= 1.0x
 
-N is 1,000,000 with ``--size full`` and 50,000 with ``--size ci`` (a smoke run of a minute or two).
+N is 1,000,000 with ``--size full`` and 50,000 with ``--size ci`` (a smoke run of a minute or two);
+``--size smoke`` only checks that every step runs (a few hundred events each, meaningless figures).
+The postgres group (scripts/bench_postgres.py) starts a throwaway PostgreSQL server (initdb and
+pg_ctl from /usr/lib/postgresql/*/bin, as the postgres account when run as root).
 The SQLite baseline (scripts/bench_engine.py) is WAL + synchronous=FULL with an events table and an
 indexed event_tags table. Comparative pairs run twice, alternating (kroniko, SQLite, kroniko, SQLite),
 and the ratio uses the better run of each. Big stores are built with ``durable=False`` in batches of
@@ -83,6 +88,7 @@ class Size:
 
 SIZES = {
     "ci": Size(seconds=1.0, procs_seconds=2.0, small=10_000, big=50_000, fsck_small=10_000, tag_reps=50, opens=3),
+    "smoke": Size(seconds=0.2, procs_seconds=0.2, small=1_000, big=2_000, fsck_small=1_000, tag_reps=3, opens=1),
     "full": Size(seconds=5.0, procs_seconds=10.0, small=10_000, big=1_000_000, fsck_small=100_000, tag_reps=300,
                  opens=7),
 }
@@ -114,6 +120,9 @@ SPECS = {  # in the table's order
     "fsck": Spec(">= 200k/s", ">= 500k/s", "rate", ">=", 200_000, 500_000),
     "fsck_memory": Spec("flat <= 1.25x", "same", "ratio", "<=", 1.25, 1.25),
     "reindex": Spec(">= 100k/s", ">= 300k/s", "rate", ">=", 100_000, 300_000),
+    "pg_single": Spec("figure only", "", "", ">=", 0.0, 0.0),
+    "pg_batch": Spec("figure only", "", "", ">=", 0.0, 0.0),
+    "pg_procs": Spec(">= 1.0x file store", ">= 1.0x", "ratio", ">=", 1.0, 1.0),
 }
 _SEQ = itertools.count()
 
@@ -263,10 +272,41 @@ def reindex_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
 
 # -- table -------------------------------------------------------------------------------------
 
+def postgres_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Durable conditional appends (one event: 1 and PROCS processes; batches of BATCH: 1 process):
+    PostgreSQL vs the format-3 file store."""
+    import bench_postgres as bp
+
+    # A smoke run stops after 1 append per appender; otherwise time decides.
+    cap = 1 if size.seconds < 0.5 else 10**9
+    srv = bp.Server()
+    try:
+        rows = []
+        runs = (("pg_single", 1, 1, size.seconds), ("pg_procs", bp.PROCS, 1, size.procs_seconds),
+                ("pg_batch", 1, bp.BATCH, size.seconds))
+        for key, procs, batch, secs in runs:
+            def ours(procs: int = procs, batch: int = batch, secs: float = secs) -> float:
+                return bp.run(srv.new_url(), procs, secs, cap, batch)
+
+            def theirs(procs: int = procs, batch: int = batch, secs: float = secs) -> float:
+                return bp.run(fresh(tmp, "k"), procs, secs, cap, batch)
+
+            k1, f1, k2, f2 = ours(), theirs(), ours(), theirs()
+            k, f = max(k1, k2), max(f1, f2)
+            what = "one event" if batch == 1 else f"batches of {batch}"
+            rows.append(row(key, f"PostgreSQL: durable conditional appends of {what}, {procs} process(es)",
+                            k, "ev/s", f, k / f, f"baseline: format-3 file store; runs {k1:,.0f} / {k2:,.0f} "
+                            f"vs file {f1:,.0f} / {f2:,.0f}"))
+        return rows
+    finally:
+        srv.stop()
+
+
 Step = Callable[[Size, str, Fixtures], list[Row]]
 GROUPS: dict[str, tuple[Step, ...]] = {  # in run order: the last step compacts the big store
     "engine": (append_rows, procs_rows, batch_rows), "tags": (tag_rows,), "open": (open_rows,),
     "fsck": (fsck_rows,), "reindex": (reindex_rows,), "read": (read_segment_rows, read_pack_rows),
+    "postgres": (postgres_rows,),
 }
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..ops.fsck import fsck as run_fsck
 from ..ops.recovery import recover as run_recover
 from ..ops.recovery import reindex as run_reindex
+from ..postgres.tools import fsck_target
 from . import cli
 from .output import json_option, print_report
 
@@ -41,13 +41,14 @@ def _finish(report: object, as_json: bool, quiet: bool = False) -> None:
 @json_option
 def fsck(store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int | None, ref_fields: tuple[str, ...],
          refs_only: bool, quiet: bool, metrics_file: str | None, lock_timeout: float, as_json: bool) -> None:
-    """Check STORE for damage, like git fsck; with --repair, fix what is safe.
+    """Check STORE for damage, like git fsck; with --repair, fix what is safe. STORE may be a
+    postgresql:// URL (checked only: positions, hashes, chain, tag table, references).
 
     Exit codes are bits: 0 clean, 1 problems were found and all repaired, 4 problems remain
     (5: some repaired, some remain), 2 bad usage or not a store, 8 the check could not run
     (missing store, lock held past --lock-timeout, I/O error).
     """
-    report = run_fsck(store, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
+    report = fsck_target(store, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
                       ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout,
                       progress=not quiet and not as_json, metrics_file=metrics_file)
     _finish(report, as_json, quiet)

@@ -1,10 +1,11 @@
-"""Command: migrate a Ruby kroniko store (format 1) into a new format-3 store."""
+"""Commands: migrate (a Ruby kroniko store into a new format-3 store, or between a file store
+and PostgreSQL), mirror (follow a file store into PostgreSQL)."""
 
 from __future__ import annotations
 
 import click
 
-from ..legacy.migrate import migrate as migrate_store
+from ..postgres.tools import migrate_target, mirror_target
 from . import cli
 from .output import json_option, print_report
 
@@ -12,7 +13,7 @@ from .output import json_option, print_report
 @cli.command()
 @click.argument("legacy", type=click.Path(file_okay=True, dir_okay=True))
 @click.argument("target", type=click.Path(file_okay=True, dir_okay=True))
-@click.option("--dry-run", is_flag=True, help="Make and report every decision; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Make and report every decision; write nothing (legacy stores).")
 @json_option
 def migrate(legacy: str, target: str, dry_run: bool, as_json: bool) -> None:
     """Copy the Ruby kroniko store LEGACY into a new store TARGET (missing or empty folder).
@@ -24,12 +25,36 @@ def migrate(legacy: str, target: str, dry_run: bool, as_json: bool) -> None:
     built under a temporary name beside TARGET and appears as TARGET only when complete and
     durable: an interrupted run leaves nothing under TARGET.
 
+    With a postgresql:// URL on either side: `migrate STORE URL` copies a file store into an
+    empty database schema (one transaction), `migrate URL STORE` copies a PostgreSQL store into a
+    new folder; positions, ids, hashes and the chain are kept exactly (docs/POSTGRES.md).
+
     Exit 0: migrated, nothing to report; 1: migrated, damage was found and handled (see the
     findings); 2: bad arguments (TARGET not empty, LEGACY not a Ruby store), nothing written;
     4: the legacy log grew during the run (stop the Ruby writers, migrate again); 8: operational
     error (nothing was published under TARGET: fix the cause and migrate again).
     """
-    report = migrate_store(legacy, target, dry_run=dry_run, quiet=False)
+    report = migrate_target(legacy, target, dry_run=dry_run)
     print_report(report, as_json)
     if report.exit_code:
         click.get_current_context().exit(report.exit_code)
+
+
+@cli.command()
+@click.argument("store", type=click.Path(file_okay=False, dir_okay=True))
+@click.argument("url")
+@click.option("--once", is_flag=True, help="Copy until caught up with STORE's head, then exit (the default "
+              "follows STORE until interrupted).")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Seconds between looks at STORE when following.")
+@json_option
+def mirror(store: str, url: str, once: bool, interval: float, as_json: bool) -> None:
+    """Follow the file store STORE into the PostgreSQL store at URL (empty, or an earlier mirror
+    of STORE): whole batches, one transaction each, verbatim (positions, ids, hashes, chain).
+    A killed mirror resumes where the database is; running it again copies nothing twice.
+
+    Exit 0 caught up (with --once), 2 URL holds other events (nothing copied), 8 could not run,
+    130 interrupted while following.
+    """
+    report = mirror_target(store, url, follow=not once, interval=interval)
+    print_report(report, as_json)

@@ -12,11 +12,12 @@ import orjson
 from ..errors import InvalidEvent
 from ..model import AppendCondition, Event, Query, QueryItem
 from ..ops.demo import run_demo
-from ..ops.stats import stats as store_stats
-from ..store import EventStore
+from ..postgres import open_store
+from ..postgres.tools import stats_target
 from . import cli
 from .output import emit_json, json_option
 
+# A folder, or a postgresql:// URL (docs/POSTGRES.md): the library tells them apart.
 STORE = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 
 
@@ -37,8 +38,8 @@ def _event_json(e: Any) -> dict[str, Any]:
 @click.option("--segment-bytes", type=click.IntRange(min=4096, max=1 << 30), default=None,
               help="Size at which the log rolls to a new segment, fixed in FORMAT (default 16 MiB).")
 def init(store: str, max_event_bytes: int | None, segment_bytes: int | None) -> None:
-    """Create an empty store in STORE (a new or empty folder)."""
-    with EventStore(store, max_event_bytes=max_event_bytes, segment_bytes=segment_bytes) as s:
+    """Create an empty store in STORE (a new or empty folder, or a postgresql:// URL)."""
+    with open_store(store, max_event_bytes=max_event_bytes, segment_bytes=segment_bytes) as s:
         click.echo(f"initialised {s.path} (head {s.head()})")
 
 
@@ -100,7 +101,7 @@ def append(store: str, source: IO[bytes], fail_if_type: tuple[str, ...], fail_if
         condition = AppendCondition(_query(fail_if_type, fail_if_tag), after)
     elif after is not None:
         raise click.UsageError("--after needs --fail-if-type or --fail-if-tag")
-    with EventStore(store, create=False, durable=not no_fsync) as s:
+    with open_store(store, create=False, durable=not no_fsync) as s:
         click.echo(s.append(events, condition))
 
 
@@ -116,7 +117,7 @@ def append(store: str, source: IO[bytes], fail_if_type: tuple[str, ...], fail_if
 def read(store: str, types: tuple[str, ...], tags: tuple[str, ...], start: int | None, backwards: bool,
          limit: int | None, as_json: bool) -> None:
     """Print the events of STORE that match (all by default)."""
-    with EventStore(store, create=False) as s:
+    with open_store(store, create=False) as s:
         result = s.read(_query(types, tags), start=start, backwards=backwards, limit=limit)
         count = 0
         for e in result:
@@ -135,7 +136,7 @@ def read(store: str, types: tuple[str, ...], tags: tuple[str, ...], start: int |
 @STORE
 def head(store: str) -> None:
     """Print the last committed position of STORE (0 when empty)."""
-    with EventStore(store, create=False) as s:
+    with open_store(store, create=False) as s:
         click.echo(s.head())
 
 
@@ -144,8 +145,9 @@ def head(store: str) -> None:
 @STORE
 @json_option
 def stats(store: str, as_json: bool) -> None:
-    """Counts and sizes: events in segments and packs, index, lost-found (like git count-objects -v)."""
-    report = store_stats(store)
+    """Counts and sizes: events in segments and packs, index, lost-found (like git count-objects -v);
+    for a postgresql:// URL: events, batches, types, tag rows, table sizes."""
+    report = stats_target(store)
     if as_json:
         emit_json({"kind": "stats", **report.as_dict()})
     else:

@@ -9,6 +9,7 @@ import click
 from ..harness.powerloss.model import parse_state
 from ..harness.powerloss.simulate import power_loss, replay
 from ..harness.torture import Figures, torture
+from ..postgres import is_url
 from . import cli
 from .output import json_option, print_report
 
@@ -57,10 +58,13 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
     explained, real-time order kept, every read a committed prefix, and recover + fsck clean
     after every kill.
 
-    STORE must be new, empty, or one torture used before. Exit 0 when no violation was found,
-    4 when one was (each printed with the operations involved and the seed to replay it).
+    STORE (a folder, or a postgresql:// URL) must be new, empty, or one torture used before.
+    Exit 0 when no violation was found, 4 when one was (each printed with the operations involved
+    and the seed to replay it).
     """
     if power_loss:
+        if is_url(store):
+            raise click.UsageError("--power-loss simulates a file store's disk; give it a scratch folder")
         _power_loss(store, seed, rounds or 1, states, samples, list(operations), io_stride, replay, state_text,
                     as_json)
         return

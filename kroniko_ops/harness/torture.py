@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidArgument
 from ..model import Event
+from ..postgres import display, open_store
 from ..report import Report
-from ..store import EventStore
 from .checker import Prior, Violation, check
 from .crash import random_kills
 from .history import COMMITTED, REJECTED, UNKNOWN
@@ -56,14 +56,14 @@ class Figures:
 
 def _claim(path: str, durable: bool, segment_bytes: int | None) -> int:
     """Make sure the store is torture's own (marking a new one); return its head."""
-    with EventStore(path, durable=durable, segment_bytes=segment_bytes) as s:
+    with open_store(path, durable=durable, segment_bytes=segment_bytes) as s:
         head = s.head()
         if head == 0:
             return s.append(Event(MARKER_TYPE, {"note": "written by kroniko-ops torture"}, id="torture-marker"))
         first = next(iter(s.read(limit=1)), None)
         if first is None or first.type != MARKER_TYPE:
             raise InvalidArgument(
-                f"{path} holds events torture did not write; torture appends many test events, so "
+                f"{display(path)} holds events torture did not write; torture appends many test events, so "
                 "give it a new folder (or one an earlier torture run used)"
             )
         return head
@@ -95,9 +95,9 @@ def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rat
         raise InvalidArgument(f"rounds must be at least 1, got {rounds}")
     if not 0.0 <= kill_rate <= 1.0:
         raise InvalidArgument(f"kill rate must be between 0 and 1, got {kill_rate}")
-    path = os.fspath(path)
+    path = os.fspath(path)  # a folder, or a postgresql:// URL (docs/POSTGRES.md)
     seed = random.SystemRandom().getrandbits(32) if seed is None else seed
-    report = Report("torture", path)
+    report = Report("torture", display(path))
     figures = Figures()
     base = _claim(path, durable, segment_bytes)
     prior = Prior(entry_at=entry_reader(path))
@@ -164,10 +164,10 @@ def _count(figures: Figures, result: RunResult) -> None:
 
 def _report(report: Report, figures: Figures, path: str, seed: int, workers: int, duration: float | None,
             kill_rate: float, have_p6: bool) -> Report:
-    with EventStore(path, create=False, durable=False) as s:
+    with open_store(path, create=False, durable=False) as s:
         report.head = s.head()
     for v in figures.violations:
-        report.add(f"violation-p{v.prop}-{v.code}", "error", path, v.render(), None)
+        report.add(f"violation-p{v.prop}-{v.code}", "error", display(path), v.render(), None)
     report.figures.update(
         seed=seed, workers=workers, duration=duration, kill_rate=kill_rate, rounds=figures.rounds,
         operations=figures.operations, commits=figures.commits, rejections=figures.rejections,

@@ -1,7 +1,8 @@
 """Property 6 and the store side of the checks: recover, fsck, and read the log for the checker.
 
 The log is read through the engine (``EventStore.records``: parsed, chain-ordered records up to
-the synced head, each with its commit mark and body hash), never by parsing store files here.
+the synced head, each with its commit mark and body hash; ``PostgresEventStore.records`` for a
+``postgresql://`` URL), never by parsing store files here.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import kroniko_ops
 from ..codec import decode_event
 from ..errors import KronikoError
 from ..format.record import Record
-from ..store import EventStore
+from ..postgres import is_url, open_store
 from .checker import LogEntry, Prior, Violation, check
 from .history import History
 
@@ -35,7 +36,7 @@ def entry_of(rec: Record) -> LogEntry:
 
 def iter_log(path: str, lo: int = 1, hi: int | None = None) -> Iterator[LogEntry]:
     """The committed entries ``lo..hi`` (to the synced head when ``hi`` is None), in order."""
-    with EventStore(path, create=False, durable=False) as s:
+    with open_store(path, create=False, durable=False) as s:
         top = s.head() if hi is None else hi
         for rec in s.records(lo, top):
             yield entry_of(rec)
@@ -59,7 +60,7 @@ def chain_at(path: str, position: int) -> bytes:
     """The chain hash of the record at ``position`` (empty for 0): it fixes the whole prefix."""
     if position == 0:
         return b""
-    with EventStore(path, create=False, durable=False) as s:
+    with open_store(path, create=False, durable=False) as s:
         return next(iter(s.records(position, position))).chain
 
 
@@ -74,6 +75,14 @@ def recover_and_fsck(path: str, quick: bool = False) -> list[Violation]:
     level) must then find nothing (info findings aside).
     """
     out = []
+    if is_url(path):
+        # A server rolls back a dead client's transaction itself: nothing to recover, only to check.
+        from ..postgres.fsck import fsck as pg_fsck  # psycopg is an optional extra
+
+        report = pg_fsck(path, quick=quick)
+        if report.exit_code != 0:
+            out.append(Violation(6, "fsck-not-clean", f"fsck exits {report.exit_code}: {_findings(report)}"))
+        return out
     rec = kroniko_ops.recover(path)  # type: ignore[attr-defined]
     if rec.exit_code & 4:
         out.append(Violation(6, "recover-failed", f"recover left problems (exit {rec.exit_code}): {_findings(rec)}"))

@@ -21,7 +21,8 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from .. import fileio
-from ..errors import AppendConditionFailed, DurabilityError, KronikoError
+from ..errors import AppendConditionFailed, DurabilityError, KronikoError, NothingWritten
+from ..postgres import is_url, open_store
 from ..store import EventStore
 from . import history as hist
 from .crash import kill_at_nth_op
@@ -39,14 +40,15 @@ def context(method: str = "forkserver") -> BaseContext:
     """The multiprocessing context workers run in; ``forkserver`` preloads the engine."""
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        ctx.set_forkserver_preload(["kroniko_ops.store", "kroniko_ops.harness.worker"])
+        # psycopg is preloaded too when installed (a PostgreSQL run); a missing one is skipped.
+        ctx.set_forkserver_preload(["kroniko_ops.store", "kroniko_ops.harness.worker", "psycopg"])
     return ctx
 
 
 def create_store(path: str, workload: Workload) -> None:
     """Create the store a workload runs on, with its segment size (workers open it with
     ``create=False``, so the size is the one the store was created with)."""
-    EventStore(path, durable=workload.durable, segment_bytes=workload.segment_bytes).close()
+    open_store(path, durable=workload.durable, segment_bytes=workload.segment_bytes).close()
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def worker_main(args: WorkerArgs, ready: Any, go: Any) -> None:
     closes its end of ``go`` and every worker sees end-of-file at once.
     """
     rec = hist.Recorder(args.history)
-    engine = EventStore if args.mutant is None else STORES[args.mutant]
+    engine = open_store if args.mutant is None else STORES[args.mutant]
     store = engine(args.path, durable=args.workload.durable, create=False, lock_timeout=args.lock_timeout)
     ready.send_bytes(b"r")
     ready.close()
@@ -137,20 +139,33 @@ def _append(store: EventStore, events: list[Any], condition: Any, op: OpPlan, i:
     after = condition.after if condition is not None else None
     t = time.monotonic_ns()
     rec.record(i=i, ev="invoke", t=t, conditional=condition is not None, after=after)
-    previous = fileio.set_fault_injector(kill_at_nth_op(op.kill_at)) if op.kill_at else None
+    previous = None
+    if op.kill_at and is_url(store.path):
+        # No file operations to count on a server: die inside the transaction, just before its
+        # COMMIT, holding the writers' lock (the server must roll it back and let the others on).
+        store.before_commit = _kill_self
+    elif op.kill_at:
+        previous = fileio.set_fault_injector(kill_at_nth_op(op.kill_at))
     try:
         pos = store.append(events, condition)
         outcome: dict[str, Any] = {"outcome": hist.COMMITTED, "pos": pos}
     except AppendConditionFailed as exc:
         outcome = {"outcome": hist.REJECTED, "conflict": exc.position}
+    except NothingWritten as exc:
+        outcome = {"outcome": hist.NOT_WRITTEN, "error": str(exc)}
     except (DurabilityError, OSError) as exc:
         outcome = {"outcome": hist.UNKNOWN, "error": str(exc)}
     except KronikoError as exc:
         outcome = {"outcome": hist.ERROR, "error": f"{type(exc).__name__}: {exc}"}
     finally:
-        if op.kill_at:
+        if op.kill_at and not is_url(store.path):
             fileio.set_fault_injector(previous)
     rec.record(i=i, ev="done", t=time.monotonic_ns(), **outcome)
+
+
+def _kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # pragma: no cover - the signal is delivered before this returns
 
 
 # -- the parent side ---------------------------------------------------------------------------

@@ -1,0 +1,396 @@
+"""The DCB event store on PostgreSQL: the same API and contract as :class:`~kroniko_ops.EventStore`.
+
+Locking (``docs/POSTGRES.md``): every append runs one transaction that first locks the single row
+of ``head`` with ``SELECT ... FOR UPDATE``. Writers on any connection or process therefore commit
+one after the other; the row holds the last position and chain, so positions are gap-free (a
+rolled-back or killed writer changes nothing; no sequence is involved) and the id and condition
+checks see everything committed before. The row lock is released by the commit itself.
+
+Group commit, as the file store does it (write under the lock, fsync after it): the append's
+transaction commits with ``synchronous_commit = off``, so the lock is released without waiting
+for the WAL flush; the writer then makes it durable by committing a small synchronous
+transaction (an upsert of its row in ``synced``), whose flush covers every earlier commit record.
+Writers waiting on one flush share it. Readers see events up to the largest ``synced`` position:
+only durable ones (a reader finding the head past it, say after a writer died between its two
+commits, makes the head durable itself). Conditions are checked against every committed event,
+and a conflict is raised only once the conflicting event is durable, so the caller can read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from ..codec import DEFAULT_MAX_EVENT_BYTES, decode_event, decode_run, encode_event
+from ..errors import AppendConditionFailed, InvalidArgument, InvalidEvent, StoreLocked
+from ..format.record import chain_of
+from ..model import AppendCondition, Event, Query, SequencedEvent
+from . import schema as pgschema
+from .errors import CommitUnknown, ServerUnavailable
+from .query import select
+from .url import parse, scrub
+
+PAGE = 512  # rows one keyset page fetches at most
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored event as the tools see it (migrate, mirror, fsck)."""
+
+    position: int
+    event_id: str
+    body: bytes
+    event_hash: bytes
+    chain: bytes
+    commit: bool
+
+
+def connect(url: str, password: str | None, shown: str, **kwargs: Any) -> psycopg.Connection:
+    """A connection, or :class:`ServerUnavailable` naming the server without its password."""
+    try:
+        return psycopg.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        raise ServerUnavailable(f"cannot connect to {shown}: {scrub(str(exc).strip(), password)}") from None
+
+
+class PgReadResult:
+    """The events of one read for the head fixed when it started (``.head``); re-iterable."""
+
+    def __init__(self, store: PostgresEventStore, query: Query, lo: int, hi: int, backwards: bool,
+                 limit: int | None, head: int) -> None:
+        self.head = head
+        self._args = (store, query, lo, hi, backwards, limit)
+
+    def __iter__(self) -> Iterator[SequencedEvent]:
+        store, query, lo, hi, backwards, limit = self._args
+        return store._iter(query, lo, hi, backwards, limit)
+
+
+class PostgresEventStore:
+    """A DCB event store in a PostgreSQL database (schema created on first use).
+
+    ``url`` is ``postgresql://user:password@host:port/database`` (``?schema=NAME`` picks the
+    PostgreSQL schema, ``kroniko`` by default). ``durable=False`` turns ``synchronous_commit`` off
+    for this connection (tests and bulk loads only). ``lock_timeout`` bounds the wait for the
+    writers' lock (:class:`StoreLocked` after it).
+    """
+
+    def __init__(self, url: str, *, durable: bool = True, create: bool = True, lock_timeout: float = 30.0,
+                 max_event_bytes: int | None = None, schema: str | None = None) -> None:
+        parsed = parse(url, schema)
+        self.url, self.path, self.schema = parsed.shown, parsed.shown, parsed.schema
+        self._conninfo, self._password = parsed.conninfo, parsed.password
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self.max_event_bytes = max_event_bytes or DEFAULT_MAX_EVENT_BYTES
+        self._mutex = threading.RLock()
+        self._conn = self._connect()
+        try:
+            pgschema.ensure(self._conn, self.schema, self.url, create)
+        except psycopg.Error as exc:
+            self._conn.close()
+            raise ServerUnavailable(f"preparing {self.url}: {scrub(str(exc), self._password)}") from None
+        except BaseException:
+            self._conn.close()
+            raise
+        s = sql.Identifier(self.schema)
+        self._t = {name: sql.SQL("{}.{}").format(s, sql.Identifier(name)) for name in pgschema.TABLES}
+        self.channel = f"kroniko_{self.schema}"
+        # Called inside an append's transaction just before COMMIT (the harness kills there).
+        self.before_commit: Callable[[], None] | None = None
+
+    def _connect(self) -> psycopg.Connection:
+        conn = connect(self._conninfo, self._password, self.url, autocommit=True)
+        # Appends commit without waiting for the WAL flush (see the module's docstring: _sync
+        # waits for it, outside the head lock); lock_timeout bounds the wait for that lock.
+        conn.execute(f"SET synchronous_commit = off; SET lock_timeout = '{max(1, int(self.lock_timeout * 1000))}ms'")
+        return conn
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._mutex:
+            self._conn.close()
+
+    def __enter__(self) -> PostgresEventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStore({self.url!r}, schema={self.schema!r})"
+
+    def _live(self) -> psycopg.Connection:
+        """The connection, opened again when the last one broke (a server restart, a network cut)."""
+        if self._conn.broken:
+            self._conn.close()
+            self._conn = self._connect()
+        return self._conn
+
+    def table(self, name: str) -> sql.Composed:
+        """The qualified name of one of the store's tables (for the tools' own SQL)."""
+        return self._t[name]
+
+    def connection(self) -> psycopg.Connection:
+        """The store's connection (autocommit; the tools open their own transactions on it)."""
+        return self._live()
+
+    def _run(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            try:
+                return self._live().execute(query, params).fetchall()
+            except psycopg.OperationalError as exc:
+                raise ServerUnavailable(f"{self.url}: {scrub(str(exc), self._password)}") from None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def head(self) -> int:
+        """The last durable committed position (0 when the store is empty): what reads see."""
+        head, synced = self._run(sql.SQL("SELECT h.position, (SELECT coalesce(max(position), 0) FROM {}) "
+                                         "FROM {} h").format(self._t["synced"], self._t["head"]))[0]
+        if synced < head:
+            self._sync(int(head))  # a writer is flushing, or died before it could: make it durable
+        return int(head)
+
+    def _sync(self, position: int) -> None:
+        """Make every commit up to ``position`` durable and visible to readers: a synchronous
+        commit of this connection's ``synced`` row (its WAL flush covers all commits before)."""
+        # One round trip (a simple query of several statements); the position is an int we made.
+        on = "on" if self.durable else "off"
+        with self._mutex:
+            try:
+                self._live().execute(sql.SQL(
+                    "BEGIN; SET LOCAL synchronous_commit = {}; INSERT INTO {} AS s (slot, position) VALUES "
+                    "(pg_backend_pid(), {}) ON CONFLICT (slot) DO UPDATE SET position = greatest(s.position, "
+                    "excluded.position); COMMIT").format(sql.SQL(on), self._t["synced"], sql.Literal(int(position))))
+            except psycopg.OperationalError as exc:
+                raise CommitUnknown(f"{self.url}: {scrub(str(exc), self._password)}; an append may or may not be "
+                                    "durable: retry it with the same ids") from None
+
+    def head_chain(self) -> tuple[int, bytes]:
+        """The last committed position and its chain hash (for the tools: durable or not)."""
+        pos, chain = self._run(sql.SQL("SELECT position, chain FROM {}").format(self._t["head"]))[0]
+        return int(pos), bytes(chain)
+
+    def read(self, query: Query | None = None, *, start: int | None = None, backwards: bool = False,
+             limit: int | None = None) -> PgReadResult:
+        """Events matching ``query`` (all when None) up to the head as of now (``.head``);
+        ``start`` inclusive (a maximum going backwards), ``limit`` caps the count. Pages of
+        :data:`PAGE` rows are fetched by position (keyset), never the whole result at once."""
+        query = Query.all() if query is None else query
+        if not isinstance(query, Query):
+            raise InvalidArgument(f"query must be a Query, got {type(query).__name__}")
+        for name, value in (("start", start), ("limit", limit)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
+        head = self.head()
+        lo, hi = 1, head
+        if start is not None:
+            if backwards:
+                hi = min(hi, start)
+            else:
+                lo = max(lo, start)
+        return PgReadResult(self, query, lo, hi, backwards, limit, head)
+
+    def _select(self, query: Query, lo: int, hi: int, backwards: bool, limit: int,
+                columns: str = "e.position, e.body") -> tuple[Any, list[Any]]:
+        return select(self._t["events"], self._t["tags"], query, lo, hi, backwards, limit, columns)
+
+    def _iter(self, query: Query, lo: int, hi: int, backwards: bool, limit: int | None) -> Iterator[SequencedEvent]:
+        left = limit
+        size = 16  # grows to PAGE: a read stopped early (limit=1) fetches little
+        while lo <= hi and (left is None or left > 0):
+            want = size if left is None else min(size, left)
+            size = min(size * 4, PAGE)
+            rows = self._run(*self._select(query, lo, hi, backwards, want))
+            for pos, body in rows:
+                yield from decode_run(pos, [bytes(body)], self.url)
+            if left is not None:
+                left -= len(rows)
+            if len(rows) < want:
+                return
+            if backwards:
+                hi = rows[-1][0] - 1
+            else:
+                lo = rows[-1][0] + 1
+
+    def rows(self, lo: int, hi: int) -> Iterator[Row]:
+        """The stored rows of positions ``lo..hi`` in order (for the tools)."""
+        while lo <= hi:
+            got = self._run(sql.SQL("SELECT position, id, body, event_hash, chain, commit FROM {} WHERE position "
+                                    "BETWEEN %s AND %s ORDER BY position LIMIT %s").format(self._t["events"]),
+                            (lo, hi, PAGE * 4))
+            if not got:
+                return
+            for pos, eid, body, h, chain, commit in got:
+                yield Row(pos, eid, bytes(body), bytes(h), bytes(chain), commit)
+            lo = got[-1][0] + 1
+
+    def records(self, lo: int, hi: int) -> Iterator[Row]:
+        """The stored rows of ``lo..hi`` (the harness reads the log through this, as it does
+        :meth:`kroniko_ops.EventStore.records`)."""
+        return self.rows(lo, hi)
+
+    def subscribe(self, query: Query | None = None, *, after: int = 0, wait: float = 1.0,
+                  poll_interval: float | None = None, max_interval: float | None = None) -> Iterator[SequencedEvent]:
+        """Yield matching events after ``after``, then wait for new ones (woken by
+        ``LISTEN/NOTIFY``, re-checking every ``wait`` seconds anyway), forever. Close the
+        generator to stop; it holds a connection of its own for the notifications.
+        ``max_interval`` (the file store's keyword) sets ``wait``; ``poll_interval`` is accepted
+        for the same API and unused: notifications wake the subscriber."""
+        wait = max_interval if max_interval is not None else wait
+        listen = self._connect()
+        try:
+            listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            pos = after
+            while True:
+                result = self.read(query, start=pos + 1)
+                yield from result
+                pos = max(pos, result.head)
+                while self.head() <= pos:
+                    for _ in listen.notifies(timeout=wait, stop_after=1):
+                        pass
+        finally:
+            listen.close()
+
+    # -- appending -------------------------------------------------------------------------
+
+    def append(self, events: Event | Iterable[Event], condition: AppendCondition | None = None) -> int:
+        """Append one event or a batch atomically; return the last position written.
+
+        Raises :class:`AppendConditionFailed`, :class:`InvalidEvent` (nothing written; also for
+        an id committed before other than in an exact retry of its batch), :class:`StoreLocked`.
+        """
+        batch = [events] if isinstance(events, Event) else list(events)
+        if not batch:
+            raise InvalidEvent("an append needs at least one event; the batch is empty")
+        if condition is not None and not isinstance(condition, AppendCondition):
+            raise InvalidArgument("condition must be an AppendCondition or None")
+        encoded = [encode_event(e, self.max_event_bytes) for e in batch]
+        ids = [eid for eid, _ in encoded]
+        if len(set(ids)) != len(ids):
+            raise InvalidEvent("the batch holds the same event id twice")
+        explicit = any(e.id is not None for e in batch)
+        hashes = [hashlib.sha256(raw).digest() for _, raw in encoded]
+        with self._mutex:
+            try:
+                self._live()
+                try:
+                    done = self._commit(batch, encoded, ids, hashes, explicit, condition)
+                except AppendConditionFailed:
+                    self._sync(self.head_chain()[0])  # the conflicting event is durable before we say so
+                    raise
+                self._sync(done)  # the acknowledgement waits for the WAL flush (shared with other writers)
+                return done
+            except pgerrors.LockNotAvailable:
+                raise StoreLocked(f"the writers' lock of {self.url} was not free within {self.lock_timeout}s") from None
+            except pgerrors.UniqueViolation as exc:  # only a writer bypassing the head lock gets here
+                detail = exc.diag.message_detail
+                raise InvalidEvent(f"an event id of the batch is already committed ({detail})") from None
+            except psycopg.OperationalError as exc:
+                raise CommitUnknown(f"appending to {self.url}: {scrub(str(exc), self._password)}; the append "
+                                    "may or may not be committed: retry it with the same ids") from None
+
+    def _commit(self, batch: list[Event], encoded: list[tuple[str, bytes]], ids: list[str], hashes: list[bytes],
+                explicit: bool, condition: AppendCondition | None) -> int:
+        conn, t = self._conn, self._t
+        with conn.transaction():
+            lock = sql.SQL("SELECT position, chain FROM {} FOR UPDATE").format(t["head"])
+            head, chain = conn.execute(lock).fetchone()
+            if explicit:
+                done = self._check_ids(ids)
+                if done is not None:
+                    return done
+            if condition is not None:
+                self._check_condition(condition, head)
+            chain = bytes(chain)
+            with conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY {} (position, id, type, tags, body, event_hash, chain, commit) FROM STDIN")
+                              .format(t["events"])) as cp:
+                    last = len(batch) - 1
+                    for i, (e, (eid, raw)) in enumerate(zip(batch, encoded, strict=True)):
+                        chain = chain_of(chain, hashes[i])
+                        cp.write_row((head + 1 + i, eid, e.type, list(e.tags), raw, hashes[i], chain, i == last))
+                tag_rows = [(tag, head + 1 + i) for i, e in enumerate(batch) for tag in dict.fromkeys(e.tags)]
+                if tag_rows:
+                    with cur.copy(sql.SQL("COPY {} (tag, position) FROM STDIN").format(t["tags"])) as cp:
+                        for r in tag_rows:
+                            cp.write_row(r)
+            new = head + len(batch)
+            conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s RETURNING pg_notify(%s, %s)")
+                         .format(t["head"]), (new, chain, self.channel, str(new)))
+            if self.before_commit is not None:
+                self.before_commit()  # the harness SIGKILLs its own process here: mid-append, lock held
+        return new
+
+    def _check_ids(self, ids: list[str]) -> int | None:
+        """The file store's rule: all ids committed in order at consecutive positions is a retry
+        (its last position is returned); any other reuse is refused."""
+        found = dict(self._conn.execute(sql.SQL("SELECT id, position FROM {} WHERE id = ANY(%s)")
+                                        .format(self._t["events"]), (ids,)).fetchall())
+        if not found:
+            return None
+        got = [found.get(i) for i in ids]
+        first = got[0]
+        if first is not None and got == list(range(first, first + len(ids))):
+            return got[-1]
+        pos, eid = next((p, i) for p, i in zip(got, ids, strict=True) if p is not None)
+        raise InvalidEvent(f"event id {eid} is already committed at position {pos}; a retry must repeat the whole "
+                           "batch in order, anything else needs new ids")
+
+    def _check_condition(self, condition: AppendCondition, head: int) -> None:
+        after = condition.after or 0
+        if after >= head:
+            return
+        query = condition.fail_if_events_match
+        if query.is_all:
+            raise AppendConditionFailed(after + 1)
+        q, params = self._select(query, after + 1, head, False, 1, "e.position")
+        row = self._conn.execute(q, params).fetchone()
+        if row is not None:
+            raise AppendConditionFailed(int(row[0]))
+
+    # -- for the tools ---------------------------------------------------------------------
+
+    def import_rows(self, rows: Iterable[Row], expect_head: int | None = None) -> int:
+        """Append rows copied from another store verbatim (positions, ids, bodies, hashes, chain
+        and batch marks) in one transaction under the writers' lock, streamed; they must continue
+        the head exactly (and the head must be ``expect_head`` when given), else nothing is
+        written (:class:`InvalidArgument`). Returns the new head."""
+        conn, t = self._live(), self._t
+        with self._mutex, conn.transaction():
+            lock = sql.SQL("SELECT position, chain FROM {} FOR UPDATE").format(t["head"])
+            start, chain = conn.execute(lock).fetchone()
+            if expect_head is not None and start != expect_head:
+                raise InvalidArgument(f"{self.url} is at position {start}, not {expect_head}: another writer "
+                                      "appended meanwhile; nothing was copied")
+            head, chain = start, bytes(chain)
+            with conn.cursor() as cur:
+                copy = sql.SQL("COPY {} (position, id, type, tags, body, event_hash, chain, commit) FROM STDIN")
+                with cur.copy(copy.format(t["events"])) as cp:
+                    for r in rows:
+                        head += 1
+                        chain = chain_of(chain, r.event_hash)
+                        if r.position != head or chain != r.chain or hashlib.sha256(r.body).digest() != r.event_hash:
+                            raise InvalidArgument(f"the event at {r.position} does not continue {self.url} at {head} "
+                                                  "with a matching hash and chain; nothing was copied")
+                        event = decode_event(r.body)
+                        cp.write_row((r.position, r.event_id, event.type, list(event.tags), r.body, r.event_hash,
+                                      r.chain, r.commit))
+            # The tag rows, from the rows just copied, by the server: nothing held in memory here.
+            conn.execute(sql.SQL("INSERT INTO {} (tag, position) SELECT DISTINCT u.tag, e.position FROM {} e, "
+                                 "unnest(e.tags) AS u(tag) WHERE e.position > %s").format(t["tags"], t["events"]),
+                         (start,))
+            conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s").format(t["head"]), (head, chain))
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, str(head)))
+        self._sync(head)
+        return head
