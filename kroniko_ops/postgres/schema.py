@@ -12,6 +12,11 @@ All live in one PostgreSQL schema (``kroniko`` unless the URL says ``?schema=``)
 - ``synced(slot, position)``: one row per writer connection (its backend pid): the last position
   it made durable. Readers see events up to the largest (:mod:`.store` explains why).
 - ``events_json``: a view with ``data`` and ``metadata`` as ``jsonb`` for SQL users.
+- ``append(...)``: the whole append under the head lock in one statement (one round trip while
+  the lock is held; :mod:`.store` calls it). The condition arrives as its query's items (JSON:
+  ``[{"types": [...], "tags": [...]}]``) and is checked with static, plan-cached SQL: through the
+  tag table when the item has tags, else the ``(type, position)`` index. The chain is computed
+  here, from the head row.
 """
 
 from __future__ import annotations
@@ -47,6 +52,67 @@ CREATE OR REPLACE VIEW {s}.events_json AS
     SELECT position, id, type, tags, (convert_from(body, 'UTF8')::jsonb) -> 'data' AS data,
            (convert_from(body, 'UTF8')::jsonb) -> 'metadata' AS metadata, event_hash, chain
     FROM {s}.events;
+CREATE OR REPLACE FUNCTION {s}.append(p_ids text[], p_types text[], p_bodies bytea[], p_hashes bytea[],
+        p_tag_of int[], p_tags text[], p_explicit boolean, p_after bigint, p_items jsonb, p_channel text)
+    RETURNS TABLE (status text, pos bigint, detail text) LANGUAGE plpgsql AS $fn$
+DECLARE
+    h bigint; c bytea; n int := cardinality(p_ids); got bigint[]; k int; hit bigint; x bigint; chains bytea[];
+    item jsonb; i_types text[]; i_tags text[];
+BEGIN
+    SELECT hd.position, hd.chain INTO h, c FROM {s}.head hd FOR UPDATE;
+    IF p_explicit THEN
+        SELECT array_agg(e.position ORDER BY u.ord) INTO got
+            FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord) LEFT JOIN {s}.events e ON e.id = u.id;
+        IF EXISTS (SELECT 1 FROM unnest(got) g WHERE g IS NOT NULL) THEN
+            -- all ids committed in order at consecutive positions: an idempotent retry
+            IF got[1] IS NOT NULL AND NOT EXISTS (SELECT 1 FROM generate_subscripts(got, 1) i
+                                                  WHERE got[i] IS DISTINCT FROM got[1] + i - 1) THEN
+                RETURN QUERY SELECT 'retry'::text, got[n], NULL::text; RETURN;
+            END IF;
+            SELECT i INTO k FROM generate_subscripts(got, 1) i WHERE got[i] IS NOT NULL ORDER BY i LIMIT 1;
+            RETURN QUERY SELECT 'reused'::text, got[k], p_ids[k]; RETURN;
+        END IF;
+    END IF;
+    IF p_items IS NOT NULL AND coalesce(p_after, 0) < h THEN
+        FOR item IN SELECT * FROM jsonb_array_elements(p_items) LOOP
+            i_types := ARRAY(SELECT jsonb_array_elements_text(item -> 'types'));
+            i_tags := ARRAY(SELECT jsonb_array_elements_text(item -> 'tags'));
+            IF cardinality(i_tags) > 0 THEN
+                SELECT t.position INTO x FROM {s}.tags t JOIN {s}.events e ON e.position = t.position
+                    WHERE t.tag = i_tags[1] AND t.position > coalesce(p_after, 0) AND e.tags @> i_tags
+                      AND (cardinality(i_types) = 0 OR e.type = ANY(i_types))
+                    ORDER BY t.position LIMIT 1;
+            ELSIF cardinality(i_types) > 0 THEN
+                SELECT min(e.position) INTO x FROM {s}.events e
+                    WHERE e.type = ANY(i_types) AND e.position > coalesce(p_after, 0);
+            ELSE
+                x := coalesce(p_after, 0) + 1;  -- an item with neither matches every event
+            END IF;
+            IF x IS NOT NULL AND (hit IS NULL OR x < hit) THEN
+                hit := x;
+            END IF;
+        END LOOP;
+        IF hit IS NOT NULL THEN
+            RETURN QUERY SELECT 'conflict'::text, hit, NULL::text; RETURN;
+        END IF;
+    END IF;
+    chains := ARRAY[]::bytea[];
+    FOR k IN 1..n LOOP
+        c := sha256(c || p_hashes[k]);
+        chains := chains || c;
+    END LOOP;
+    INSERT INTO {s}.events (position, id, type, tags, body, event_hash, chain, commit)
+        SELECT h + u.ord, u.id, u.type, coalesce(t.tags, ARRAY[]::text[]), u.body, u.hash, u.chain, u.ord = n
+        FROM unnest(p_ids, p_types, p_bodies, p_hashes, chains) WITH ORDINALITY AS u(id, type, body, hash, chain, ord)
+        LEFT JOIN (SELECT x.ev, array_agg(x.tag ORDER BY x.ord) AS tags
+                   FROM unnest(p_tag_of, p_tags) WITH ORDINALITY AS x(ev, tag, ord) GROUP BY x.ev) t ON t.ev = u.ord;
+    INSERT INTO {s}.tags (tag, position)
+        SELECT DISTINCT x.tag, h + x.ev FROM unnest(p_tag_of, p_tags) AS x(ev, tag);
+    UPDATE {s}.head SET position = h + n, chain = c;
+    PERFORM pg_notify(p_channel, (h + n)::text);
+    RETURN QUERY SELECT 'ok'::text, h + n, NULL::text;
+END
+$fn$;
 INSERT INTO {s}.head (one, position, chain) VALUES (true, 0, decode(repeat('00', 32), 'hex'))
     ON CONFLICT DO NOTHING;
 """

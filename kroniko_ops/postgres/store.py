@@ -1,10 +1,11 @@
 """The DCB event store on PostgreSQL: the same API and contract as :class:`~kroniko_ops.EventStore`.
 
-Locking (``docs/POSTGRES.md``): every append runs one transaction that first locks the single row
-of ``head`` with ``SELECT ... FOR UPDATE``. Writers on any connection or process therefore commit
-one after the other; the row holds the last position and chain, so positions are gap-free (a
-rolled-back or killed writer changes nothing; no sequence is involved) and the id and condition
-checks see everything committed before. The row lock is released by the commit itself.
+Locking (``docs/POSTGRES.md``): every append runs one transaction (one call of the schema's
+``append`` function) that first locks the single row of ``head`` with ``SELECT ... FOR UPDATE``.
+Writers on any connection or process therefore commit one after the other; the row holds the
+last position and chain, so positions are gap-free (a rolled-back or killed writer changes
+nothing; no sequence is involved) and the id and condition checks see everything committed
+before. The row lock is released by the commit itself.
 
 Group commit, as the file store does it (write under the lock, fsync after it): the append's
 transaction commits with ``synchronous_commit = off``, so the lock is released without waiting
@@ -27,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from ..codec import DEFAULT_MAX_EVENT_BYTES, decode_event, decode_run, encode_event
 from ..errors import AppendConditionFailed, InvalidArgument, InvalidEvent, StoreLocked
@@ -302,62 +304,33 @@ class PostgresEventStore:
 
     def _commit(self, batch: list[Event], encoded: list[tuple[str, bytes]], ids: list[str], hashes: list[bytes],
                 explicit: bool, condition: AppendCondition | None) -> int:
-        conn, t = self._conn, self._t
-        with conn.transaction():
-            lock = sql.SQL("SELECT position, chain FROM {} FOR UPDATE").format(t["head"])
-            head, chain = conn.execute(lock).fetchone()
-            if explicit:
-                done = self._check_ids(ids)
-                if done is not None:
-                    return done
-            if condition is not None:
-                self._check_condition(condition, head)
-            chain = bytes(chain)
-            with conn.cursor() as cur:
-                with cur.copy(sql.SQL("COPY {} (position, id, type, tags, body, event_hash, chain, commit) FROM STDIN")
-                              .format(t["events"])) as cp:
-                    last = len(batch) - 1
-                    for i, (e, (eid, raw)) in enumerate(zip(batch, encoded, strict=True)):
-                        chain = chain_of(chain, hashes[i])
-                        cp.write_row((head + 1 + i, eid, e.type, list(e.tags), raw, hashes[i], chain, i == last))
-                tag_rows = [(tag, head + 1 + i) for i, e in enumerate(batch) for tag in dict.fromkeys(e.tags)]
-                if tag_rows:
-                    with cur.copy(sql.SQL("COPY {} (tag, position) FROM STDIN").format(t["tags"])) as cp:
-                        for r in tag_rows:
-                            cp.write_row(r)
-            new = head + len(batch)
-            conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s RETURNING pg_notify(%s, %s)")
-                         .format(t["head"]), (new, chain, self.channel, str(new)))
-            if self.before_commit is not None:
+        """One call of the schema's ``append`` function: lock, id and condition checks, insert and
+        head update on the server, so the head lock is held for one statement, not a round trip
+        per step."""
+        conn = self._conn
+        tag_of = [i + 1 for i, e in enumerate(batch) for _ in e.tags]
+        tags = [t for e in batch for t in e.tags]
+        items = None
+        after = condition.after or 0 if condition is not None else 0
+        if condition is not None:
+            items = Jsonb([{"types": list(i.types), "tags": list(i.tags)}
+                           for i in condition.fail_if_events_match.items] or [{"types": [], "tags": []}])
+        call = sql.SQL("SELECT status, pos, detail FROM {}.append(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)").format(
+            sql.Identifier(self.schema))
+        args = (ids, [e.type for e in batch], [raw for _, raw in encoded], hashes, tag_of, tags, explicit, after,
+                items, self.channel)
+        if self.before_commit is None:
+            status, pos, detail = conn.execute(call, args).fetchone()  # autocommit: its own transaction
+        else:
+            with conn.transaction():
+                status, pos, detail = conn.execute(call, args).fetchone()
                 self.before_commit()  # the harness SIGKILLs its own process here: mid-append, lock held
-        return new
-
-    def _check_ids(self, ids: list[str]) -> int | None:
-        """The file store's rule: all ids committed in order at consecutive positions is a retry
-        (its last position is returned); any other reuse is refused."""
-        found = dict(self._conn.execute(sql.SQL("SELECT id, position FROM {} WHERE id = ANY(%s)")
-                                        .format(self._t["events"]), (ids,)).fetchall())
-        if not found:
-            return None
-        got = [found.get(i) for i in ids]
-        first = got[0]
-        if first is not None and got == list(range(first, first + len(ids))):
-            return got[-1]
-        pos, eid = next((p, i) for p, i in zip(got, ids, strict=True) if p is not None)
-        raise InvalidEvent(f"event id {eid} is already committed at position {pos}; a retry must repeat the whole "
-                           "batch in order, anything else needs new ids")
-
-    def _check_condition(self, condition: AppendCondition, head: int) -> None:
-        after = condition.after or 0
-        if after >= head:
-            return
-        query = condition.fail_if_events_match
-        if query.is_all:
-            raise AppendConditionFailed(after + 1)
-        q, params = self._select(query, after + 1, head, False, 1, "e.position")
-        row = self._conn.execute(q, params).fetchone()
-        if row is not None:
-            raise AppendConditionFailed(int(row[0]))
+        if status == "conflict":
+            raise AppendConditionFailed(int(pos))
+        if status == "reused":
+            raise InvalidEvent(f"event id {detail} is already committed at position {pos}; a retry must repeat the "
+                               "whole batch in order, anything else needs new ids")
+        return int(pos)
 
     # -- for the tools ---------------------------------------------------------------------
 
