@@ -7,6 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
+from ..errors import InvalidArgument
 from ..model import Query
 
 
@@ -48,3 +49,15 @@ def select(events: sql.Composable, tags: sql.Composable, query: Query, lo: int, 
     params.append(limit)
     return q, params
 
+
+def check_text(value: str, what: str, error: type[Exception] = InvalidArgument) -> None:
+    """Refuse a NUL character, which PostgreSQL's text cannot hold (the file store can)."""
+    if "\x00" in value:
+        raise error(f"{what} {value!r} contains a NUL character, which a PostgreSQL store cannot hold")
+
+
+def check_query(query: Query) -> None:
+    """:func:`check_text` on every type and tag of a query."""
+    for item in query.items:
+        for value in (*item.types, *item.tags):
+            check_text(value, "query term")

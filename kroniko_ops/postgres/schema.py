@@ -21,6 +21,7 @@ All live in one PostgreSQL schema (``kroniko`` unless the URL says ``?schema=``)
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from psycopg import sql
@@ -30,28 +31,7 @@ from .errors import SchemaMismatch
 VERSION = 1
 TABLES = {"meta", "head", "events", "tags", "synced"}
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS {s}.head (
-    one boolean PRIMARY KEY DEFAULT true CHECK (one),
-    position bigint NOT NULL,
-    chain bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS {s}.events (
-    position bigint PRIMARY KEY CHECK (position > 0),
-    id text NOT NULL UNIQUE,
-    type text NOT NULL,
-    tags text[] NOT NULL,
-    body bytea NOT NULL,
-    event_hash bytea NOT NULL,
-    chain bytea NOT NULL,
-    commit boolean NOT NULL);
-CREATE INDEX IF NOT EXISTS events_type ON {s}.events (type, position);
-CREATE TABLE IF NOT EXISTS {s}.tags (tag text NOT NULL, position bigint NOT NULL, PRIMARY KEY (tag, position));
-CREATE TABLE IF NOT EXISTS {s}.synced (slot integer PRIMARY KEY, position bigint NOT NULL);
-CREATE OR REPLACE VIEW {s}.events_json AS
-    SELECT position, id, type, tags, (convert_from(body, 'UTF8')::jsonb) -> 'data' AS data,
-           (convert_from(body, 'UTF8')::jsonb) -> 'metadata' AS metadata, event_hash, chain
-    FROM {s}.events;
+_FUNCTION = """
 CREATE OR REPLACE FUNCTION {s}.append(p_ids text[], p_types text[], p_bodies bytea[], p_hashes bytea[],
         p_tag_of int[], p_tags text[], p_explicit boolean, p_after bigint, p_items jsonb, p_channel text)
     RETURNS TABLE (status text, pos bigint, detail text) LANGUAGE plpgsql AS $fn$
@@ -113,6 +93,32 @@ BEGIN
     RETURN QUERY SELECT 'ok'::text, h + n, NULL::text;
 END
 $fn$;
+"""
+# Stored in meta as append_fn: a store made by another release of the function gets this one.
+FUNCTION_DIGEST = hashlib.sha256(_FUNCTION.encode()).hexdigest()[:16]
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.head (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    position bigint NOT NULL,
+    chain bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.events (
+    position bigint PRIMARY KEY CHECK (position > 0),
+    id text NOT NULL UNIQUE,
+    type text NOT NULL,
+    tags text[] NOT NULL,
+    body bytea NOT NULL,
+    event_hash bytea NOT NULL,
+    chain bytea NOT NULL,
+    commit boolean NOT NULL);
+CREATE INDEX IF NOT EXISTS events_type ON {s}.events (type, position);
+CREATE TABLE IF NOT EXISTS {s}.tags (tag text NOT NULL, position bigint NOT NULL, PRIMARY KEY (tag, position));
+CREATE TABLE IF NOT EXISTS {s}.synced (slot integer PRIMARY KEY, position bigint NOT NULL);
+CREATE OR REPLACE VIEW {s}.events_json AS
+    SELECT position, id, type, tags, (convert_from(body, 'UTF8')::jsonb) -> 'data' AS data,
+           (convert_from(body, 'UTF8')::jsonb) -> 'metadata' AS metadata, event_hash, chain
+    FROM {s}.events;
 INSERT INTO {s}.head (one, position, chain) VALUES (true, 0, decode(repeat('00', 32), 'hex'))
     ON CONFLICT DO NOTHING;
 """
@@ -132,14 +138,17 @@ def ensure(conn: Any, schema: str, shown: str, create: bool = True) -> None:
         tables = {r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))}
         if "meta" in tables:
-            row = conn.execute(sql.SQL("SELECT value FROM {}.meta WHERE key = 'version'").format(s)).fetchone()
-            version = int(row[0]) if row and row[0].isdigit() else None
+            meta = dict(conn.execute(sql.SQL("SELECT key, value FROM {}.meta").format(s)).fetchall())
+            raw = meta.get("version", "")
+            version = int(raw) if raw.isdigit() else None
             if version is None:
                 raise SchemaMismatch(f"schema {schema} of {shown} has a meta table without a kroniko version; "
                                      "it is not a kroniko store: choose another ?schema=")
             if version > VERSION:
                 raise SchemaMismatch(f"schema {schema} of {shown} holds a kroniko store of version {version}, newer "
                                      f"than this kroniko-ops understands ({VERSION}); upgrade kroniko-ops")
+            if meta.get("append_fn") != FUNCTION_DIGEST:
+                _install_function(conn, s)
             return
         other = tables - {"events_json"}
         if other:
@@ -151,3 +160,18 @@ def ensure(conn: Any, schema: str, shown: str, create: bool = True) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
         conn.execute(sql.SQL(_DDL).format(s=s))
         conn.execute(sql.SQL("INSERT INTO {}.meta VALUES ('version', %s)").format(s), (str(VERSION),))
+        _install_function(conn, s)
+
+
+def _install_function(conn: Any, s: sql.Identifier) -> None:
+    """Create or replace the ``append`` function and record which one is installed."""
+    conn.execute(sql.SQL(_FUNCTION).format(s=s))
+    conn.execute(sql.SQL("INSERT INTO {}.meta VALUES ('append_fn', %s) ON CONFLICT (key) DO UPDATE SET value = "
+                         "excluded.value").format(s), (FUNCTION_DIGEST,))
+
+
+def channel_name(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema's store: within PostgreSQL's 63-byte identifiers
+    (a long schema name is shortened with a hash, the same on every side)."""
+    name = f"kroniko_{schema}"
+    return name if len(name) <= 63 else f"kroniko_{schema[:38]}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"

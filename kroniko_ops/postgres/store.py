@@ -36,7 +36,7 @@ from ..format.record import chain_of
 from ..model import AppendCondition, Event, Query, SequencedEvent
 from . import schema as pgschema
 from .errors import CommitUnknown, ServerUnavailable
-from .query import select
+from .query import check_query, check_text, select
 from .url import parse, scrub
 
 PAGE = 512  # rows one keyset page fetches at most
@@ -104,7 +104,7 @@ class PostgresEventStore:
             raise
         s = sql.Identifier(self.schema)
         self._t = {name: sql.SQL("{}.{}").format(s, sql.Identifier(name)) for name in pgschema.TABLES}
-        self.channel = f"kroniko_{self.schema}"
+        self.channel = pgschema.channel_name(self.schema)
         # Called inside an append's transaction just before COMMIT (the harness kills there).
         self.before_commit: Callable[[], None] | None = None
 
@@ -112,7 +112,10 @@ class PostgresEventStore:
         conn = connect(self._conninfo, self._password, self.url, autocommit=True)
         # Appends commit without waiting for the WAL flush (see the module's docstring: _sync
         # waits for it, outside the head lock); lock_timeout bounds the wait for that lock.
-        conn.execute(f"SET synchronous_commit = off; SET lock_timeout = '{max(1, int(self.lock_timeout * 1000))}ms'")
+        # Read committed whatever the database's default: the head row's lock must make a writer
+        # wait for the one before, never fail it with a serialization error.
+        conn.execute(f"SET synchronous_commit = off; SET lock_timeout = '{max(1, int(self.lock_timeout * 1000))}ms'; "
+                     "SET default_transaction_isolation = 'read committed'")
         return conn
 
     # -- life cycle ------------------------------------------------------------------------
@@ -136,6 +139,8 @@ class PostgresEventStore:
         if self._conn.broken:
             self._conn.close()
             self._conn = self._connect()
+        elif self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self._conn.rollback()  # a multi-statement call cut short left its transaction open
         return self._conn
 
     def table(self, name: str) -> sql.Composed:
@@ -160,23 +165,35 @@ class PostgresEventStore:
         head, synced = self._run(sql.SQL("SELECT h.position, (SELECT coalesce(max(position), 0) FROM {}) "
                                          "FROM {} h").format(self._t["synced"], self._t["head"]))[0]
         if synced < head:
-            self._sync(int(head))  # a writer is flushing, or died before it could: make it durable
+            # A writer is flushing, or died before it could: make it durable (always with a
+            # synchronous commit, whatever this handle's ``durable``: others read what it marks).
+            self._sync(int(head), durable=True)
         return int(head)
 
-    def _sync(self, position: int) -> None:
+    def _sync(self, position: int, durable: bool | None = None) -> None:
         """Make every commit up to ``position`` durable and visible to readers: a synchronous
-        commit of this connection's ``synced`` row (its WAL flush covers all commits before)."""
+        commit of this connection's ``synced`` row (its WAL flush covers all commits before).
+        ``durable=False`` (the handle's, after its own appends) skips the wait for the flush."""
         # One round trip (a simple query of several statements); the position is an int we made.
-        on = "on" if self.durable else "off"
+        on = "on" if (self.durable if durable is None else durable) else "off"
         with self._mutex:
             try:
                 self._live().execute(sql.SQL(
                     "BEGIN; SET LOCAL synchronous_commit = {}; INSERT INTO {} AS s (slot, position) VALUES "
                     "(pg_backend_pid(), {}) ON CONFLICT (slot) DO UPDATE SET position = greatest(s.position, "
                     "excluded.position); COMMIT").format(sql.SQL(on), self._t["synced"], sql.Literal(int(position))))
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
+                self._abandon()
                 raise CommitUnknown(f"{self.url}: {scrub(str(exc), self._password)}; an append may or may not be "
                                     "durable: retry it with the same ids") from None
+
+    def _abandon(self) -> None:
+        """Leave no transaction open after a failed call (the next call would fail on it)."""
+        try:
+            if not self._conn.broken and self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self._conn.rollback()
+        except psycopg.Error:
+            pass  # broken now: _live opens a new connection
 
     def head_chain(self) -> tuple[int, bytes]:
         """The last committed position and its chain hash (for the tools: durable or not)."""
@@ -191,6 +208,7 @@ class PostgresEventStore:
         query = Query.all() if query is None else query
         if not isinstance(query, Query):
             raise InvalidArgument(f"query must be a Query, got {type(query).__name__}")
+        check_query(query)
         for name, value in (("start", start), ("limit", limit)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
@@ -278,6 +296,12 @@ class PostgresEventStore:
         if condition is not None and not isinstance(condition, AppendCondition):
             raise InvalidArgument("condition must be an AppendCondition or None")
         encoded = [encode_event(e, self.max_event_bytes) for e in batch]
+        for e in batch:
+            check_text(e.type, "event type", InvalidEvent)
+            for tag in e.tags:
+                check_text(tag, "tag", InvalidEvent)
+        if condition is not None:
+            check_query(condition.fail_if_events_match)
         ids = [eid for eid, _ in encoded]
         if len(set(ids)) != len(ids):
             raise InvalidEvent("the batch holds the same event id twice")
@@ -289,7 +313,10 @@ class PostgresEventStore:
                 try:
                     done = self._commit(batch, encoded, ids, hashes, explicit, condition)
                 except AppendConditionFailed:
-                    self._sync(self.head_chain()[0])  # the conflicting event is durable before we say so
+                    try:
+                        self._sync(self.head_chain()[0], durable=True)  # the conflict is durable before we say so
+                    except (CommitUnknown, ServerUnavailable):
+                        pass  # nothing of ours was written either way: the rejection stands
                     raise
                 self._sync(done)  # the acknowledgement waits for the WAL flush (shared with other writers)
                 return done
@@ -339,8 +366,22 @@ class PostgresEventStore:
         and batch marks) in one transaction under the writers' lock, streamed; they must continue
         the head exactly (and the head must be ``expect_head`` when given), else nothing is
         written (:class:`InvalidArgument`). Returns the new head."""
+        with self._mutex:
+            try:
+                head = self._import(rows, expect_head)
+            except pgerrors.LockNotAvailable:
+                raise StoreLocked(f"the writers' lock of {self.url} was not free within {self.lock_timeout}s; "
+                                  "nothing was copied") from None
+            except psycopg.OperationalError as exc:
+                raise ServerUnavailable(f"copying into {self.url}: {scrub(str(exc), self._password)}; nothing "
+                                        "was copied (one transaction)") from None
+        self._sync(head, durable=True)
+        return head
+
+    def _import(self, rows: Iterable[Row], expect_head: int | None) -> int:
+        """:meth:`import_rows`' transaction; returns the new head."""
         conn, t = self._live(), self._t
-        with self._mutex, conn.transaction():
+        with conn.transaction():
             lock = sql.SQL("SELECT position, chain FROM {} FOR UPDATE").format(t["head"])
             start, chain = conn.execute(lock).fetchone()
             if expect_head is not None and start != expect_head:
@@ -357,6 +398,8 @@ class PostgresEventStore:
                             raise InvalidArgument(f"the event at {r.position} does not continue {self.url} at {head} "
                                                   "with a matching hash and chain; nothing was copied")
                         event = decode_event(r.body)
+                        for value in (event.type, *event.tags):
+                            check_text(value, f"the type or tag of the event at {r.position},", InvalidArgument)
                         cp.write_row((r.position, r.event_id, event.type, list(event.tags), r.body, r.event_hash,
                                       r.chain, r.commit))
             # The tag rows, from the rows just copied, by the server: nothing held in memory here.
@@ -365,5 +408,5 @@ class PostgresEventStore:
                          (start,))
             conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s").format(t["head"]), (head, chain))
             conn.execute("SELECT pg_notify(%s, %s)", (self.channel, str(head)))
-        self._sync(head)
         return head
+

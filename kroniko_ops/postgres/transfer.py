@@ -73,6 +73,7 @@ def from_postgres(url: str, store: str) -> Report:
     with PostgresEventStore(url, create=False, durable=False) as src:
         report = Report("migrate", f"{src.url} -> {store}")
         head, chain = src.head_chain()
+        src.head()  # makes every commit up to the head now (ours included) durable before it is copied
         tmp = os.path.join(parent, f"{layout.TMP_PREFIX}{os.getpid()}-pgmigrate-{os.urandom(3).hex()}")
         try:
             with EventStore(tmp, durable=False, max_event_bytes=src.max_event_bytes) as dst:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import InvalidArgument
 
@@ -45,11 +45,18 @@ def parse(url: str, schema: str | None = None) -> PgUrl:
         raise InvalidArgument(f"schema name {chosen!r} must be lower-case letters, digits and _")
     rest = urlencode([(k, v) for k, v in query if k != "schema"])
     conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
-    try:
-        password = parts.password
-    except ValueError:
-        password = None
+    password = _userinfo_password(url) or next((v for k, v in query if k == "password"), None)
     return PgUrl(conninfo, chosen, redact(url), password)
+
+
+def _userinfo_password(url: str) -> str | None:
+    """The password of the user part as libpq or a reader might see it: between the first ``:``
+    and the last ``@`` before the query (``urlsplit`` stops at an unescaped ``/``)."""
+    head = url.partition("://")[2].partition("?")[0]
+    at = head.rfind("@")
+    if at < 0 or ":" not in head[:at]:
+        return None
+    return head[:at].split(":", 1)[1] or None
 
 
 def display(target: str) -> str:
@@ -58,12 +65,32 @@ def display(target: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    """The URL with any password replaced by ``***``: in the user part (which ends at the last
+    ``@`` before the query, so an unescaped ``@`` or ``/`` in a password is covered too) and in
+    ``password=`` / ``sslpassword=`` query parameters."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _QUERY_PASSWORD.sub(r"\1***", url)
+    head, qmark, query = rest.partition("?")
+    at = head.rfind("@")
+    if at >= 0 and ":" in head[:at]:
+        head = head[:at].split(":", 1)[0] + ":***" + head[at:]
+    return scheme + sep + head + qmark + _QUERY_PASSWORD.sub(r"\1***", query)
+
+
+_QUERY_PASSWORD = re.compile(r"((?:^|[&\s])(?:ssl)?password=)[^&\s]*", re.IGNORECASE)
 
 
 def scrub(text: str, password: str | None) -> str:
-    """``text`` without ``password`` (driver messages may quote a conninfo)."""
-    text = re.sub(r"(://[^:/@\s]*:)[^@/\s]*@", r"\1***@", text)
+    """``text`` without ``password`` (driver messages may quote a conninfo, or a piece of a
+    password libpq split at an unescaped ``@``)."""
+    text = re.sub(r"(://[^:/@\s]*:)\S*@", r"\1***@", text)
     text = re.sub(r"password=\S+", "password=***", text)
-    return text.replace(password, "***") if password else text
+    if not password:
+        return text
+    for secret in {password, unquote(password)}:
+        text = text.replace(secret, "***")
+    for piece in re.split(r"[@/:?#]", password):
+        if len(piece) >= 4:
+            text = text.replace(piece, "***")
+    return text
