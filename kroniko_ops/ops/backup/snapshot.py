@@ -9,12 +9,13 @@ never change once named, and the active segment only grows, so the bytes read la
 bytes of that head even if appends, sealing or compaction go on meanwhile.
 
 A store may hold more files than a process may open, so only the first :data:`PINNED` files and
-the head's segment stay open; the others are closed after planning and opened again, one part
-at a time, when they are copied (:meth:`Snapshot.opened`). A file compaction removes stays
-readable through a descriptor, not through its name: a file gone, or another file under its
-name, when it is opened again raises :class:`Vanished`, and the backup starts again from a new
-snapshot (compaction published the pack holding those records first, so the next listing finds
-it). A file gone between the listing and its first opening makes the snapshot start again.
+the active segment stay open; the others (a sealed segment holding the head included) are closed
+after planning and opened again, one part at a time, when they are copied
+(:meth:`Snapshot.opened`). A file compaction removes stays readable through a descriptor, not
+through its name: a file gone, or another file under its name, when it is opened again raises
+:class:`Vanished`, and the backup starts again from a new snapshot (compaction published the
+pack holding those records first, so the next listing finds it). A file gone between the listing
+and its first opening makes the snapshot start again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ...store import EventStore
 from ...synced import SyncedState
 
 ATTEMPTS = 50
-PINNED = 64  # files kept open from planning to copying (the head's segment always is)
+PINNED = 64  # files kept open from planning to copying (the active segment always is)
 
 
 @dataclass
@@ -183,7 +184,7 @@ def _reopen(f: File) -> int:
 
 def _cover(lay: Layout, state: SyncedState, parts: list[Part]) -> None:
     """Fill ``parts`` with containers covering ``1..state.position`` exactly (each file opened
-    and checked; the first PINNED files and the head's segment left open)."""
+    and checked; the first PINNED files and the active segment left open)."""
     segs, packs = _listing(lay)
     head, pos, pinned = state.position, 1, 0
     while pos <= head:
@@ -203,7 +204,7 @@ def _cover(lay: Layout, state: SyncedState, parts: list[Part]) -> None:
             raise Vanished(f"no pack or segment starts at position {pos}")
         pinned += len(parts[-1].files)
         if pinned > PINNED:
-            parts[-1].close()  # planned: opened again when copied (the head's segment stays open)
+            parts[-1].close()  # planned: opened again (and checked to be the same file) when copied
         pos = parts[-1].last + 1
     if state.segment == head + 1 and "seg" in segs.get(head + 1, ()):
         parts.append(_active(lay, state))  # an empty segment after a roll: the synced end is 0
