@@ -12,6 +12,7 @@ state's run folder is kept and printed with the command that rebuilds it. Exit 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ def main() -> int:
     ap.add_argument("--scratch", default=None, help="where runs are recorded (a tmpfs makes it faster)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.scratch:
+        os.makedirs(args.scratch, exist_ok=True)  # a fresh tmpfs path is fine to name
     totals = {name: Figures() for name in OPERATIONS}
     start, round_no = time.monotonic(), 0
     while sum(f.states for f in totals.values()) < args.states:
