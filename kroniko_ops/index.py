@@ -57,8 +57,8 @@ def generations(folder: str) -> list[int]:
 def check_files(path: str) -> None:
     """Raise :class:`StoreCorrupted` when the index database at ``path`` or its ``-wal`` or
     ``-shm`` is a symbolic link or not a regular file: SQLite follows links (it would write
-    outside the store) and opens a FIFO blocking (it would hang). Checked with ``lstat`` before
-    every ``sqlite3.connect`` of a store's index; a missing file is fine."""
+    outside the store) and opens a FIFO blocking (it would hang). Checked with ``lstat`` by
+    :func:`connect`, and before any other connection to a store's index; a missing file is fine."""
     for suffix in ("", "-wal", "-shm"):
         try:
             mode = os.lstat(path + suffix).st_mode
@@ -72,7 +72,9 @@ def check_files(path: str) -> None:
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """Open an index database with the settings every user of it shares."""
+    """Open an index database with the settings every user of it shares (after
+    :func:`check_files`: never through a link, never blocking on a FIFO)."""
+    check_files(path)
     con = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
     for attempt in range(1000):
         try:
@@ -113,7 +115,6 @@ class Index:
         self.path = os.path.join(folder, db_name(self.generation))
         if not gens:
             fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
-        check_files(self.path)
         try:
             self.con = create_db(self.path) if not gens else connect(self.path)
             if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:

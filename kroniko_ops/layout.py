@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,7 +162,6 @@ def is_legacy(root: str) -> bool:
 
 
 LAYOUT_NAMES = frozenset({"FORMAT", "log", "index", "packs", "locks", "lost-found"})
-_INDEX_FILE_RE = re.compile(r"\A\d{6}\.sqlite3(-wal|-shm)?\Z")  # an index generation's database files
 
 
 def _is_empty_dir(root: str) -> bool:
@@ -184,8 +182,9 @@ def _is_unfinished_creation(root: str) -> bool:
 
 
 def check_no_symlinks(root: str) -> None:
-    """Refuse a store whose own folders or files are symbolic links (writing through one would
-    write outside the store), or whose index database files are not regular files."""
+    """Refuse a store whose own folders or files are symbolic links: writing through one would
+    write outside the store. (The index database files are checked wherever SQLite opens them,
+    by :func:`kroniko_ops.index.check_files`.)"""
     for name in sorted(LAYOUT_NAMES):
         path = os.path.join(root, name)
         if os.path.islink(path):
@@ -193,22 +192,6 @@ def check_no_symlinks(root: str) -> None:
                 f"{path} is a symbolic link; a store's own files and folders must not be links "
                 f"(writing through it would write outside the store). Run: kroniko-ops fsck {root}"
             )
-    # The index databases are opened by SQLite, which follows links and blocks opening a FIFO:
-    # every one must be a regular file before anything connects to it.
-    folder = os.path.join(root, "index")
-    try:
-        names = sorted(n for n in os.listdir(folder) if _INDEX_FILE_RE.match(n))
-    except (FileNotFoundError, NotADirectoryError):
-        names = []
-    for name in names:
-        try:
-            mode = os.lstat(os.path.join(folder, name)).st_mode
-        except FileNotFoundError:
-            continue  # a reindex removed an old generation meanwhile
-        if not stat.S_ISREG(mode):
-            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-            raise StoreCorrupted(f"{os.path.join(folder, name)} is {kind}; SQLite would follow or block on it. "
-                                 f"The index is derived data: remove it by hand, then run kroniko-ops reindex {root}")
 
 
 def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,

@@ -181,3 +181,27 @@ class AppendCondition:
             isinstance(self.after, bool) or not isinstance(self.after, int) or self.after < 0
         ):
             raise InvalidArgument(f"AppendCondition.after must be an int >= 0, got {self.after!r}")
+
+
+def read_arguments(query: Query | None, start: int | None, limit: int | None) -> Query:
+    """The query a read runs (every event when None), once ``query``, ``start`` and ``limit``
+    are checked (:class:`InvalidArgument` naming the bad one): shared by every store's ``read``."""
+    query = Query.all() if query is None else query
+    if not isinstance(query, Query):
+        raise InvalidArgument(f"query must be a Query, got {type(query).__name__}")
+    for name, value in (("start", start), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
+    return query
+
+
+def read_bounds(head: int, start: int | None, backwards: bool) -> tuple[int, int]:
+    """The positions ``lo..hi`` a read up to ``head`` covers: ``start`` is inclusive, the first
+    position going forwards and the last going backwards (``lo > hi`` when nothing is left)."""
+    lo, hi = 1, head
+    if start is not None:
+        if backwards:
+            hi = min(hi, start)
+        else:
+            lo = max(lo, start)
+    return lo, hi

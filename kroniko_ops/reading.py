@@ -10,11 +10,10 @@ from itertools import chain, islice
 import orjson
 
 from .codec import decode_run
-from .errors import InvalidArgument
 from .format import record as recfmt
 from .index import Index
 from .logview import LogView
-from .model import Query, SequencedEvent
+from .model import Query, SequencedEvent, read_arguments, read_bounds
 from .synced import SyncedState
 
 FETCH = 256  # positions fetched and decoded together
@@ -60,12 +59,7 @@ class ReadPath:
         ``start`` is inclusive: the first position returned is >= start going forwards,
         <= start going backwards. ``limit`` caps how many are returned.
         """
-        query = Query.all() if query is None else query
-        if not isinstance(query, Query):
-            raise InvalidArgument(f"query must be a Query, got {type(query).__name__}")
-        for name, value in (("start", start), ("limit", limit)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
+        query = read_arguments(query, start, limit)
         if self.index.stale():  # a rebuild published a newer generation: ours no longer moves
             self.index.reopen()
         # The checkpoint before the head: what it covers is then at or below the head.
@@ -100,12 +94,7 @@ class ReadPath:
         head = state.position
         if head == 0:
             return
-        lo, hi = 1, head
-        if start is not None:
-            if backwards:
-                hi = min(hi, start)
-            else:
-                lo = max(lo, start)
+        lo, hi = read_bounds(head, start, backwards)
         if lo > hi:
             return
         self._see(state)

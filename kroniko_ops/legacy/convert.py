@@ -15,8 +15,8 @@ from typing import Any
 from ..codec import ID_RE, encode_event, new_id
 from ..errors import InvalidEvent
 from ..model import Event, property_tag
-from ..report import Report
-from .reader import LegacyEvent, LogLine, LogScan, as_utf8, show
+from ..report import Report, safe_text
+from .reader import LegacyEvent, LogLine, LogScan, show
 from .rubyindex import ruby_float
 
 PLACEHOLDER_TYPE = "kroniko.LegacyEventLost"
@@ -93,7 +93,7 @@ def placeholder(reason: str, position: int, *, event_id: str | None = None, lega
     was left of it (see docs/LEGACY.md).
     """
     if legacy_id is not None:
-        legacy_id = as_utf8(legacy_id)
+        legacy_id = safe_text(legacy_id)
     data: dict[str, Any] = {"reason": reason, "position": position, "legacy_id": legacy_id}
     if legacy_id is not None:
         data["legacy_path"] = f"events/{legacy_id}.json"
@@ -105,10 +105,10 @@ def placeholder(reason: str, position: int, *, event_id: str | None = None, lega
 def utf8_report(report: Report) -> Report:
     """Make every text of ``report`` valid UTF-8 (names read from legacy files may hold bytes that
     are not; JSON output cannot carry them): such bytes become ``\\xNN``."""
-    report.path = as_utf8(report.path)
+    report.path = safe_text(report.path)
     for f in report.findings:
-        f.path, f.message = as_utf8(f.path), as_utf8(f.message)
-    report.figures = {k: as_utf8(v) if isinstance(v, str) else v for k, v in report.figures.items()}
+        f.path, f.message = safe_text(f.path), safe_text(f.message)
+    report.figures = {k: safe_text(v) if isinstance(v, str) else v for k, v in report.figures.items()}
     return report
 
 
@@ -168,7 +168,7 @@ def _convert(line: LogLine, ev: LegacyEvent | None, scan: LogScan, keep_aside: K
     new = eid
     if not ID_RE.match(eid):
         new = new_id()
-        metadata = {"legacy_id": as_utf8(eid)}
+        metadata = {"legacy_id": safe_text(eid)}
         notes.append(("legacy-id-unportable", f"the id {show(eid)!r} (log line {pos}) is not a valid kroniko-ops id",
                       f"the event got the id {new}, metadata.legacy_id keeps the old one"))
     if ev.content_id != eid:

@@ -29,6 +29,7 @@ import orjson
 from .. import fileio
 from ..errors import StoreCorrupted
 from ..layout import is_legacy
+from ..report import safe_text
 
 # Ruby: "#{Time.now.to_f.round(6)}-#{SecureRandom.uuid}". Float#to_s always has a '.', at most 10
 # integer digits until 2286 and at most 6 decimals after round(6); the uuid is a version 4 one.
@@ -54,23 +55,9 @@ def fingerprint(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest(), "big")
 
 
-def as_utf8(text: str) -> str:
-    """``text`` as valid UTF-8 (JSON can hold it): bytes of a legacy file that were not UTF-8
-    (decoded with ``surrogateescape``) become ``\\xNN``."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def show(text: str, limit: int = 120) -> str:
     """``text`` made safe for a message: undecodable bytes as escapes, long text shortened."""
-    out = as_utf8(text)
+    out = safe_text(text)
     return out if len(out) <= limit else out[:limit] + f"...({len(out)} characters)"
 
 

@@ -21,8 +21,8 @@ import os
 from .. import fileio, layout
 from ..errors import DurabilityError, InvalidArgument, KronikoError, StoreCorrupted
 from ..model import Event
+from ..report import safe_text
 from ..store import EventStore
-from .reader import as_utf8
 
 BATCH_EVENTS = 5000  # per append: the engine's per-batch work (lock, tail, id lookup) spread thin
 BATCH_BYTES = 16 << 20
@@ -157,7 +157,7 @@ class Target:
     def keep_aside(self, label: str, note: str, files: dict[str, bytes]) -> str:
         """Put ``files`` into the new store's ``lost-found/`` (made durable by :meth:`finish`);
         return the folder relative to the store."""
-        folder = layout.set_aside(self.path, label, as_utf8(note), files=files, durable=False)
+        folder = layout.set_aside(self.path, label, safe_text(note), files=files, durable=False)
         return os.path.relpath(folder, self.path)
 
     # -- publishing ------------------------------------------------------------------------

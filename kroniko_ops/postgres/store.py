@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 from ..codec import DEFAULT_MAX_EVENT_BYTES, decode_event, decode_run, encode_event
 from ..errors import AppendConditionFailed, InvalidArgument, InvalidEvent, StoreLocked
 from ..format.record import chain_of
-from ..model import AppendCondition, Event, Query, SequencedEvent
+from ..model import AppendCondition, Event, Query, SequencedEvent, read_arguments, read_bounds
 from . import schema as pgschema
 from .errors import CommitUnknown, ServerUnavailable
 from .query import check_query, check_text, select
@@ -205,20 +205,10 @@ class PostgresEventStore:
         """Events matching ``query`` (all when None) up to the head as of now (``.head``);
         ``start`` inclusive (a maximum going backwards), ``limit`` caps the count. Pages of
         :data:`PAGE` rows are fetched by position (keyset), never the whole result at once."""
-        query = Query.all() if query is None else query
-        if not isinstance(query, Query):
-            raise InvalidArgument(f"query must be a Query, got {type(query).__name__}")
+        query = read_arguments(query, start, limit)
         check_query(query)
-        for name, value in (("start", start), ("limit", limit)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InvalidArgument(f"{name} must be an int >= 0, got {value!r}")
         head = self.head()
-        lo, hi = 1, head
-        if start is not None:
-            if backwards:
-                hi = min(hi, start)
-            else:
-                lo = max(lo, start)
+        lo, hi = read_bounds(head, start, backwards)
         return PgReadResult(self, query, lo, hi, backwards, limit, head)
 
     def _select(self, query: Query, lo: int, hi: int, backwards: bool, limit: int,

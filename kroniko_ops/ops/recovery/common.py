@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 
 from ... import layout
 from ...errors import InvalidArgument, LegacyStore, NothingWritten, StoreCorrupted, StoreNotFound
-from ...index import db_name, generations
+from ...index import check_files, db_name, generations
 from ...layout import Layout, check_no_symlinks, is_legacy, stale_temp
 from ...locking import held
 from ...report import Report
@@ -90,6 +90,7 @@ def open_store(root: str, lock_timeout: float, report: Report | None = None) -> 
 
 def _unreadable(path: str) -> sqlite3.DatabaseError | None:
     """Why SQLite cannot read the index database at ``path`` (opened read-only), or None."""
+    check_files(path)  # a link or a FIFO there: StoreCorrupted, never a hang
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
     try:
         con = sqlite3.connect(uri, uri=True, timeout=60.0)
