@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -11,6 +12,9 @@ import orjson
 from .errors import InvalidArgument
 
 JSON = Any
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def property_tag(key: str, value: JSON) -> str:
@@ -57,10 +61,24 @@ class Event:
 
 @dataclass(frozen=True)
 class SequencedEvent:
-    """An event together with the position the store gave it."""
+    """An event together with the position the store gave it.
+
+    ``commit_us`` is when its batch was committed (microseconds since the Unix epoch, UTC; 0 for
+    events stored before commit times were recorded), ``batch_end`` whether it is the last event
+    of its batch (a valid point for ``restore --to-position``). Neither takes part in equality.
+    """
 
     position: int
     event: Event
+    commit_us: int = field(default=0, compare=False)
+    batch_end: bool = field(default=False, compare=False)
+
+    @property
+    def committed_at(self) -> datetime | None:
+        """When the event's batch was committed (UTC), or None when the store did not record it."""
+        if not self.commit_us:
+            return None
+        return _EPOCH + timedelta(microseconds=self.commit_us)
 
     @property
     def type(self) -> str:

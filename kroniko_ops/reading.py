@@ -100,7 +100,7 @@ class ReadPath:
         self._see(state)
         if query.is_all:
             for first, raw in self.view.runs(lo, hi, backwards):
-                events = decode_run(first, recfmt.bodies(raw), self.path)
+                events = decode_run(first, recfmt.bodies(raw), self.path, recfmt.commits(raw))
                 yield events[::-1] if backwards else events
             return
         if backwards:
@@ -131,7 +131,7 @@ class ReadPath:
             ordered = sorted(chunk)
             events: list[SequencedEvent] = []
             for first, raw in self.view.read_positions(ordered):
-                events.extend(decode_run(first, recfmt.bodies(raw), self.path))
+                events.extend(decode_run(first, recfmt.bodies(raw), self.path, recfmt.commits(raw)))
             yield events[::-1] if backwards else events
 
     def _tail_matches(self, query: Query, lo: int, hi: int, backwards: bool) -> Iterator[list[SequencedEvent]]:
@@ -141,8 +141,9 @@ class ReadPath:
         out: list[SequencedEvent] = []
         for first, raw in self.view.runs(lo, hi):
             bodies = recfmt.bodies(raw)
+            lines = raw.split(b"\n")
             for k, body in enumerate(bodies):
                 doc = orjson.loads(body)
                 if query.matches(doc["type"], doc.get("tags") or ()):
-                    out.extend(decode_run(first + k, [body], self.path))
+                    out.extend(decode_run(first + k, [body], self.path, recfmt.commits(lines[k] + b"\n")))
         yield out[::-1] if backwards else out

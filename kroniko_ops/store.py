@@ -219,7 +219,8 @@ class EventStore(ReadPath):
                         return self._acknowledge(fd, synced_tail, done)
                 if condition is not None:
                     self._check_condition(condition, tail)
-                data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes)
+                stamp = self._writer.commit_time(tail)
+                data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes, stamp)
                 if len(data) > MAX_BATCH_BYTES:
                     raise InvalidEvent(f"the batch is {len(data)} bytes, over the {MAX_BATCH_BYTES} one append may "
                                        "write; split it into several appends")
@@ -230,7 +231,7 @@ class EventStore(ReadPath):
                 fd = self._writer.fd
                 assert fd is not None
                 self._write(fd, data, tail)
-                new_tail = Tail(tail.position + len(batch), chain, self._writer.first, tail.end + len(data))
+                new_tail = Tail(tail.position + len(batch), chain, self._writer.first, tail.end + len(data), stamp)
                 self._writer.tail = new_tail
                 base = tail.position + 1
                 self._writer.pending.extend((base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch))

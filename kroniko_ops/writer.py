@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ class Tail:
     chain: bytes
     segment: int
     end: int
+    time: int = 0  # the last record's commit time (microseconds), 0 when not yet looked up
 
 
 def entry_of(rec: recfmt.Record) -> Entry:
@@ -224,7 +226,19 @@ class Writer:
         self._publish_idx(self.first, segfmt.seal_fast(data, self.first, tail.chain))
         self._create_next(tail.position + 1)
         self._open_active()
-        self.tail = Tail(tail.position, tail.chain, self.first, 0)
+        self.tail = Tail(tail.position, tail.chain, self.first, 0, tail.time)
+
+    def commit_time(self, tail: Tail) -> int:
+        """The commit time for a batch after ``tail``: now, in microseconds since the epoch,
+        never earlier than the last record's (commit times never decrease along the log, so a
+        point in time is found by bisection even if the clock stepped back)."""
+        last = tail.time
+        if last == 0 and tail.position > 0:
+            try:
+                last = self.view.record(tail.position).time
+            except (recfmt.RecordError, ValueError, OSError, KeyError):
+                last = 0  # only the monotonic guard is lost; the log is checked elsewhere
+        return max(time.time_ns() // 1000, last)
 
     def needs_roll(self, nbytes: int) -> bool:
         """Whether a batch of ``nbytes`` must go to a new segment (a batch never spans two)."""
@@ -317,7 +331,7 @@ class Writer:
                 records.append(rec)
                 pos, chain = rec.position, rec.chain
                 if rec.commit:
-                    committed = Tail(pos, chain, self.first, rec.end)
+                    committed = Tail(pos, chain, self.first, rec.end, rec.time)
                     good.extend(records)
                     records = []
         except recfmt.RecordError:

@@ -185,8 +185,8 @@ class PackWriter(_Closing):
         count = data.count(b"\n")
         tail = data[data.rfind(b"\n", 0, len(data) - 1) + 1:]
         try:  # a cheap guard against runs fed out of order: check each block's ends
-            first = record.parse_header(data[:record.HEADER]).position
-            last = record.parse_header(tail[:record.HEADER]).position
+            first = record.parse_header(record.leading_header(data)).position
+            last = record.parse_header(record.leading_header(tail)).position
         except record.RecordError as exc:
             raise PackError(f"{self.name}: block at {self._flushed}: {exc}") from None
         if first != self._flushed or last != self._flushed + count - 1:
@@ -204,7 +204,7 @@ class PackWriter(_Closing):
             self._flush()
         if not self._blocks:
             raise PackError(f"{self.name}: a pack needs at least one record")
-        head = record.parse_header(self._tail[:record.HEADER])
+        head = record.parse_header(record.leading_header(self._tail))
         if last_chain is not None and last_chain != head.chain:
             raise PackError(f"{self.name}: last chain given does not match record {head.position}")
         if not head.commit:

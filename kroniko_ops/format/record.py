@@ -1,16 +1,21 @@
 """The record: one event as one line of a log segment or a pack block (the only module that
 builds or slices record bytes; ``docs/FORMAT.md`` gives every byte).
 
-A record is a 228-byte ASCII header, the event's canonical JSON, and ``\\n``::
+A record is a 245-byte ASCII header, the event's canonical JSON, and ``\\n``::
 
-    000000000042 order-1-a<padded to 64> <sha256 of the JSON> <chain> C 00000123 1a2b3c4d {"data":...}
+    000000000042 order-1-a<padded to 64> <sha256 of the JSON> <chain> C 00000123 1796000000000000 1a2b3c4d {...}
 
 Fields, separated by one space: position (12 digits), event id (left-aligned, space-padded to
 64), SHA-256 of the stored JSON bytes (64 hex), chain hash ``sha256(previous chain || event
 hash)`` over the raw 32-byte digests (64 hex), commit mark (``C`` on the last record of a batch,
-``-`` otherwise), the JSON's length (8 digits), CRC-32 of the header bytes before it (8 hex).
-Canonical JSON never holds a raw newline (orjson escapes control characters), so a segment can
-be split into records on ``\\n`` and read with ``cut -c229-`` and ``jq``.
+``-`` otherwise), the JSON's length (8 digits), the batch's commit time (microseconds since the
+Unix epoch, UTC, 16 digits), CRC-32 of the header bytes before it (8 hex). Canonical JSON never
+holds a raw newline (orjson escapes control characters), so a segment can be split into records
+on ``\\n`` and read with ``cut -c246-`` and ``jq``.
+
+Records written before commit times were recorded (header version 1) have a 228-byte header
+without the time field; they stay readable, and a record tells its own version: byte 227 is the
+space before the JSON in version 1 and a digit of the commit time in version 2.
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-HEADER = 228
+HEADER = 245  # the header this version writes (version 2, with the commit time)
+HEADER_V1 = 228  # records written before commit times were recorded
 GENESIS = bytes(32)
 COMMIT, MORE = ord("C"), ord("-")
-_CRC_END = 219  # the CRC covers the header up to (not including) its own field
+_CRC_END = 236  # the CRC covers the header up to (not including) its own field
+_CRC_END_V1 = 219
+_V1_MARK = 227  # a space in version 1 (before the JSON), a digit of the commit time in version 2
 MAX_BODY = 99_999_999
+MAX_TIME_US = 9_999_999_999_999_999  # 16 digits: until the year 2286
 
 
 class RecordError(ValueError):
@@ -48,6 +57,7 @@ class Record:
     body: bytes
     offset: int
     size: int
+    time: int = 0  # the batch's commit time, microseconds since the epoch; 0 in version 1 records
 
     @property
     def end(self) -> int:
@@ -61,23 +71,27 @@ def chain_of(previous: bytes, event_hash: bytes) -> bytes:
 
 
 def encode(first: int, previous: bytes, items: Sequence[tuple[str, bytes]],
-           hashes: Sequence[bytes] | None = None) -> tuple[bytes, list[int], bytes]:
+           hashes: Sequence[bytes] | None = None, time_us: int = 0) -> tuple[bytes, list[int], bytes]:
     """The records of one batch: ``items`` are ``(event id, canonical JSON)`` and get positions
-    ``first``, ``first + 1``...; the last carries the commit mark.
+    ``first``, ``first + 1``...; the last carries the commit mark; every record carries the
+    batch's commit time ``time_us`` (microseconds since the Unix epoch).
 
     Returns the bytes (written with one ``write()``), each record's size, and the last chain.
     ``hashes`` may pass the bodies' SHA-256 digests already computed.
     """
+    if not 0 <= time_us <= MAX_TIME_US:
+        raise ValueError(f"commit time {time_us} is outside 0..{MAX_TIME_US} microseconds")
     out: list[bytes] = []
     sizes: list[int] = []
     chain = previous
     last = len(items) - 1
+    stamp = b"%016d" % time_us
     for i, (event_id, body) in enumerate(items):
         digest = hashes[i] if hashes is not None else hashlib.sha256(body).digest()
         chain = hashlib.sha256(chain + digest).digest()
-        head = b"%012d %-64s %s %s %c %08d " % (
+        head = b"%012d %-64s %s %s %c %08d %s " % (
             first + i, event_id.encode(), digest.hex().encode(), chain.hex().encode(),
-            COMMIT if i == last else MORE, len(body))
+            COMMIT if i == last else MORE, len(body), stamp)
         rec = b"%s%08x %s\n" % (head, zlib.crc32(head), body)
         out.append(rec)
         sizes.append(len(rec))
@@ -87,13 +101,14 @@ def encode(first: int, previous: bytes, items: Sequence[tuple[str, bytes]],
 def parse_at(buf: bytes | memoryview, offset: int = 0) -> Record:
     """The record starting at ``offset`` of ``buf``; raises :class:`RecordError` (``torn`` when
     ``buf`` simply ends before the record does)."""
-    end_header = offset + HEADER
+    if len(buf) < offset + HEADER_V1:
+        raise RecordError(f"record at byte {offset} is cut short in its header", torn=True)
+    size = HEADER_V1 if buf[offset + _V1_MARK] == 32 else HEADER
+    end_header = offset + size
     if len(buf) < end_header:
         raise RecordError(f"record at byte {offset} is cut short in its header", torn=True)
     head = bytes(buf[offset:end_header])
-    # The field must be exactly what encode() writes: int(x, 16) would also take "ABCD", " abc"
-    # or "0_ab", so a changed byte in the field itself would go unnoticed.
-    if head[_CRC_END:_CRC_END + 8] != b"%08x" % zlib.crc32(head[:_CRC_END]) or head[227] != 32:
+    if not _header_ok(head):
         raise RecordError(f"record at byte {offset} fails its header checksum")
     length = int(head[210:218])
     end = end_header + length + 1
@@ -110,7 +125,24 @@ def parse_at(buf: bytes | memoryview, offset: int = 0) -> Record:
         body=bytes(buf[end_header:end - 1]),
         offset=offset,
         size=end - offset,
+        time=int(head[219:235]) if size == HEADER else 0,
     )
+
+
+def _header_ok(head: bytes) -> bool:
+    """Whether a raw header (either version, by its length) carries a valid checksum."""
+    # The field must be exactly what encode() writes: int(x, 16) would also take "ABCD", " abc"
+    # or "0_ab", so a changed byte in the field itself would go unnoticed.
+    if len(head) == HEADER:
+        return (head[_CRC_END:_CRC_END + 8] == b"%08x" % zlib.crc32(head[:_CRC_END]) and head[244] == 32
+                and head[235] == 32 and head[219:235].isdigit())
+    return (len(head) == HEADER_V1 and head[_V1_MARK] == 32
+            and head[_CRC_END_V1:_CRC_END_V1 + 8] == b"%08x" % zlib.crc32(head[:_CRC_END_V1]))
+
+
+def header_size(line: bytes | memoryview) -> int:
+    """The header length of the record that ``line`` starts with (its version's)."""
+    return HEADER_V1 if len(line) > _V1_MARK and line[_V1_MARK] == 32 else HEADER
 
 
 def iter_records(buf: bytes | memoryview, offset: int = 0, base: int = 0) -> Iterator[Record]:
@@ -122,7 +154,7 @@ def iter_records(buf: bytes | memoryview, offset: int = 0, base: int = 0) -> Ite
         rec = parse_at(buf, offset)
         if base:
             rec = Record(rec.position, rec.event_id, rec.event_hash, rec.chain, rec.commit,
-                         rec.body, rec.offset + base, rec.size)
+                         rec.body, rec.offset + base, rec.size, rec.time)
         yield rec
         offset += rec.size
 
@@ -137,14 +169,33 @@ def bodies(buf: bytes) -> list[bytes]:
     for bulk reads; the caller knows the bytes are whole records)."""
     lines = buf.split(b"\n")
     lines.pop()  # after the last newline
-    return [line[HEADER:] for line in lines]
+    if lines and lines[0][_V1_MARK] != 32 and lines[-1][_V1_MARK] != 32:
+        # Version 1 records only ever come before version 2 ones: both ends new means all new.
+        return [line[HEADER:] for line in lines]
+    return [line[HEADER_V1:] if line[_V1_MARK] == 32 else line[HEADER:] for line in lines]
+
+
+def commits(buf: bytes) -> list[tuple[int, int, bool]]:
+    """The batches of a run of complete, verified records, as ``(index of the group's last
+    record in the run, commit time in microseconds, whether that record ends its batch)``: one
+    group per batch, and a last one without a commit mark when the run ends inside a batch.
+    Version 1 records have no commit time (0)."""
+    out: list[tuple[int, int, bool]] = []
+    lines = buf.split(b"\n")
+    lines.pop()
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        end = line[208] == COMMIT
+        if end or i == last:
+            out.append((i, 0 if line[_V1_MARK] == 32 else int(line[219:235]), end))
+    return out
 
 
 def headers_only(buf: bytes) -> list[bytes]:
     """The raw headers of a run of complete records (for checks that need no JSON)."""
     lines = buf.split(b"\n")
     lines.pop()
-    return [line[:HEADER] for line in lines]
+    return [line[:header_size(line)] for line in lines]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +207,22 @@ class Header:
     event_hash: bytes
     chain: bytes
     commit: bool
+    time: int = 0
 
 
 def parse_header(head: bytes) -> Header:
-    """Parse a raw 228-byte header; raises :class:`RecordError` when it fails its checksum."""
-    if len(head) != HEADER or head[_CRC_END:_CRC_END + 8] != b"%08x" % zlib.crc32(head[:_CRC_END]):
+    """Parse a raw header (245 bytes, or 228 for version 1); raises :class:`RecordError` when it
+    fails its checksum."""
+    if not _header_ok(head):
         raise RecordError("a record header fails its checksum")
     return Header(int(head[:12]), head[13:77].rstrip().decode("ascii"),
                   bytes.fromhex(head[78:142].decode("ascii")), bytes.fromhex(head[143:207].decode("ascii")),
-                  head[208] == COMMIT)
+                  head[208] == COMMIT, int(head[219:235]) if len(head) == HEADER else 0)
+
+
+def leading_header(buf: bytes) -> bytes:
+    """The raw header at the start of ``buf`` (which holds at least one whole header)."""
+    return buf[:header_size(buf)]
 
 
 def check_run(buf: bytes, first: int, chain: bytes | None) -> tuple[list[str], list[bytes], bytes | None,
@@ -187,10 +245,15 @@ def check_run(buf: bytes, first: int, chain: bytes | None) -> tuple[list[str], l
     sha, crc = hashlib.sha256, zlib.crc32
     pos = first
     for line in lines:
-        head = line[:HEADER]
+        size = header_size(line)
+        head = line[:size]
         try:
-            ok = (head[_CRC_END:_CRC_END + 8] == b"%08x" % crc(head[:_CRC_END]) and head[227] == 32
-                  and int(head[210:218]) == len(line) - HEADER)
+            if size == HEADER:
+                ok = (head[_CRC_END:_CRC_END + 8] == b"%08x" % crc(head[:_CRC_END]) and head[244] == 32
+                      and head[235] == 32 and head[219:235].isdigit())
+            else:
+                ok = head[_CRC_END_V1:_CRC_END_V1 + 8] == b"%08x" % crc(head[:_CRC_END_V1])
+            ok = ok and int(head[210:218]) == len(line) - size
         except (ValueError, IndexError):
             ok = False
         if not ok:
@@ -202,7 +265,7 @@ def check_run(buf: bytes, first: int, chain: bytes | None) -> tuple[list[str], l
         if int(head[:12]) != pos:
             problems.append((pos, "position"))
             chain = None
-        body = line[HEADER:]
+        body = line[size:]
         digest = sha(body).digest()
         if digest.hex().encode() != head[78:142]:
             problems.append((pos, "hash"))

@@ -173,7 +173,7 @@ def scan(fd: int, start: int, end: int, digest: hashlib._Hash | None = None) -> 
                     break  # the rest of this record is in the next chunk
                 raise record.RecordError(f"{exc} (file offset {base + off})", exc.torn) from None
             yield record.Record(rec.position, rec.event_id, rec.event_hash, rec.chain, rec.commit,
-                                rec.body, rec.offset + base, rec.size)
+                                rec.body, rec.offset + base, rec.size, rec.time)
             off += rec.size
         carry = buf[off:]
         if not chunk and carry:

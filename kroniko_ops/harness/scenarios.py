@@ -217,7 +217,7 @@ def prepare(shape: Shape, folder: str) -> Prepared:
                 _filler(s, h, 10 + k, 20)
         if shape.setup == "full-segment":
             k = 0
-            while s.synced_state().end < SMALL_SEGMENT - 600:
+            while s.synced_state().end < SMALL_SEGMENT - 300:  # less room than one record
                 _filler(s, h, 10 + k, 1)
                 k += 1
         if shape.action != "append":
