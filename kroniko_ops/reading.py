@@ -7,12 +7,9 @@ import time
 from collections.abc import Iterator
 from itertools import chain, islice
 
-import orjson
-
 from .codec import decode_run
-from .format import record as recfmt
 from .index import Index
-from .logview import LogView
+from .logview import LogView, Span
 from .model import Query, SequencedEvent, read_arguments, read_bounds
 from .synced import SyncedState
 
@@ -99,8 +96,8 @@ class ReadPath:
             return
         self._see(state)
         if query.is_all:
-            for first, raw in self.view.runs(lo, hi, backwards):
-                events = decode_run(first, recfmt.bodies(raw), self.path, recfmt.commits(raw))
+            for first, bodies, commits, array in self.view.spans(lo, hi, backwards):
+                events = decode_run(first, bodies, self.path, commits, array)
                 yield events[::-1] if backwards else events
             return
         if backwards:
@@ -128,10 +125,7 @@ class ReadPath:
         size = 1  # doubles up to FETCH: a read its caller stops early (limit=1) reads one record, not 256
         while chunk := list(islice(positions, size)):
             size = min(2 * size, FETCH)
-            ordered = sorted(chunk)
-            events: list[SequencedEvent] = []
-            for first, raw in self.view.read_positions(ordered):
-                events.extend(decode_run(first, recfmt.bodies(raw), self.path, recfmt.commits(raw)))
+            events = decode_spans(self.view.read_spans(sorted(chunk)), self.path)
             yield events[::-1] if backwards else events
 
     def _tail_matches(self, query: Query, lo: int, hi: int, backwards: bool) -> Iterator[list[SequencedEvent]]:
@@ -139,11 +133,24 @@ class ReadPath:
         if lo > hi:
             return
         out: list[SequencedEvent] = []
-        for first, raw in self.view.runs(lo, hi):
-            bodies = recfmt.bodies(raw)
-            lines = raw.split(b"\n")
-            for k, body in enumerate(bodies):
-                doc = orjson.loads(body)
-                if query.matches(doc["type"], doc.get("tags") or ()):
-                    out.extend(decode_run(first + k, [body], self.path, recfmt.commits(lines[k] + b"\n")))
+        matches = query.matches
+        for first, bodies, commits, array in self.view.spans(lo, hi):
+            out.extend(e for e in decode_run(first, bodies, self.path, commits, array)
+                       if matches(e.event.type, e.event.tags))
         yield out[::-1] if backwards else out
+
+
+def decode_spans(spans: list[Span], where: str) -> list[SequencedEvent]:
+    """The events of ``spans`` (scattered positions, ascending) decoded in one parse."""
+    if len(spans) == 1:
+        first, bodies, commits, array = spans[0]
+        return decode_run(first, bodies, where, commits, array)
+    positions: list[int] = []
+    everything: list[bytes] = []
+    groups: list[tuple[int, int, bool]] = []
+    for first, bodies, commits, _array in spans:
+        base = len(everything)
+        positions.extend(range(first, first + len(bodies)))
+        everything.extend(bodies)
+        groups.extend((base + last, stamp, ends) for last, stamp, ends in commits)
+    return decode_run(positions[0] if positions else 0, everything, where, groups, positions=positions)
