@@ -28,6 +28,7 @@ from .layout import Layout
 
 RUN_BYTES = 1 << 20  # raw bytes handed out per run: bulk enough to decode fast, flat in memory
 FIRST_RUN = 64  # records of a segment read first: a read its caller stops early (limit=1) reads few
+RUN_RECORDS = 1024  # records of a segment read at once after that (cache-friendly, few system calls)
 LOCATE_TRIES = 20  # listings before a position no file holds is damage, not a compaction racing us
 MAX_OPEN_SEGMENTS = 512  # sealed segments kept open at most (and a quarter of the open-files limit)
 BLOCK_CACHE_BYTES = 16 << 20  # decompressed pack blocks kept for point reads (by tag, type or id)
@@ -311,7 +312,7 @@ class LogView:
                 else:
                     a = max(first, pos - step + 1)
                     yield (a, *recfmt.bodies_commits(c.read_run(a, pos)), None)  # type: ignore[attr-defined]
-                step = min(2 * step, RUN_BYTES // 512)
+                step = min(2 * step, RUN_RECORDS)
                 pos = a - 1
             return
         pos = lo
@@ -329,7 +330,7 @@ class LogView:
                 while a <= b:
                     z = min(b, a + step - 1)
                     yield (a, *recfmt.bodies_commits(c.read_run(a, z)), None)  # type: ignore[attr-defined]
-                    step = min(2 * step, RUN_BYTES // 512)
+                    step = min(2 * step, RUN_RECORDS)
                     a = z + 1
             pos = b + 1
 

@@ -22,6 +22,7 @@ import hashlib
 import struct
 from collections.abc import Iterator, Sequence
 from itertools import accumulate, compress, repeat
+from operator import add
 
 from . import record
 
@@ -35,24 +36,38 @@ class BlockError(ValueError):
 
 
 class Bodies(Sequence[bytes]):
-    """The events' stored bytes of a block, sliced from it on demand."""
+    """The events' stored bytes of a block, sliced from it on demand. Built from the offsets of
+    each body (``starts``, ``ends``), or from a dense block's lengths, whose offsets are worked
+    out only when a body is first asked for (a read of the whole block parses its array and never
+    needs them)."""
 
-    __slots__ = ("_data", "_ends", "_starts")
+    __slots__ = ("_at", "_data", "_ends", "_lengths", "_starts")
 
-    def __init__(self, data: bytes, starts: Sequence[int], ends: Sequence[int]) -> None:
-        self._data, self._starts, self._ends = data, starts, ends
+    def __init__(self, data: bytes, starts: Sequence[int] | None, ends: Sequence[int] | None,
+                 lengths: Sequence[int] = (), at: int = 0) -> None:
+        self._data, self._starts, self._ends, self._lengths, self._at = data, starts, ends, lengths, at
+
+    def _offsets(self) -> tuple[Sequence[int], Sequence[int]]:
+        if self._starts is None:
+            # Body i starts after "[" or a comma: at + 1 + (the lengths before it) + i.
+            prefix = accumulate(self._lengths, initial=0)
+            self._starts = list(map(add, prefix, range(self._at + 1, self._at + 1 + len(self._lengths))))
+            self._ends = list(map(add, self._starts, self._lengths))
+        return self._starts, self._ends  # type: ignore[return-value]
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._lengths) if self._starts is None else len(self._starts)
 
     def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        starts, ends = self._offsets()
         if isinstance(i, slice):
-            return [self._data[a:b] for a, b in zip(self._starts[i], self._ends[i], strict=True)]
-        return self._data[self._starts[i]:self._ends[i]]
+            return [self._data[a:b] for a, b in zip(starts[i], ends[i], strict=True)]
+        return self._data[starts[i]:ends[i]]
 
     def __iter__(self) -> Iterator[bytes]:
         data = self._data
-        return (data[a:b] for a, b in zip(self._starts, self._ends, strict=True))
+        starts, ends = self._offsets()
+        return (data[a:b] for a, b in zip(starts, ends, strict=True))
 
 
 class Decoded:
@@ -121,13 +136,10 @@ def decode(data: bytes, first: int, count: int) -> Decoded:
     at += 4 * count
     if last != count - 1 or any(not c[2] for c in commits[:-1]):
         raise BlockError(f"the block's batch groups cover {last + 1} events, the table says {count}")
-    # A body starts after "[" or ",": each is one byte after the end of the previous one.
-    ends = list(accumulate(lengths, lambda end, n: end + 1 + n, initial=at))
-    starts = [e + 1 for e in ends[:-1]]
-    del ends[0]
-    if count < 1 or ends[-1] + 1 != len(data):
+    if count < 1 or at + sum(lengths) + count + 1 != len(data):
         raise BlockError("the block's lengths do not add up to its JSON")
-    return Decoded(first, Bodies(data, starts, ends), commits, data[at:], None, len(data) + 80 * count)
+    return Decoded(first, Bodies(data, None, None, lengths, at), commits, memoryview(data)[at:], None,
+                   len(data) + 16 * count)
 
 
 def decode_records(data: bytes, first: int, count: int) -> Decoded:
