@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
+from operator import add
 
 import zstandard
 
@@ -52,11 +55,10 @@ class PackWriter(Closing):
         else:
             self.name, self._fd, self._owned = name, target, False
         self._digest, self._offset, self._first = hashlib.sha256(), 0, 0
-        self._content = hashlib.sha256()  # of the blocks' payloads, for a read back to compare
         self._before = self.chain = chain_before
         self._blocks: list[Block] = []
         self._bodies: list[bytes] = []
-        self._ids: list[str] | None = []
+        self._ids: list[str | bytes] | None = []
         self._commits: Commits = []
         self._bytes = 0
         self._chain_at = b""  # the chain after the last event taken, or b"-" once one came without
@@ -76,10 +78,11 @@ class PackWriter(Closing):
         self.add(first_position, bodies, commits, ids)
 
     def add(self, first_position: int, bodies: Sequence[bytes], commits: Commits,
-            ids: Sequence[str] | None = None, chains: Sequence[bytes] | None = None) -> None:
+            ids: Sequence[str | bytes] | None = None, chains: Sequence[bytes] | None = None) -> None:
         """Add events from ``first_position`` (the pack's first when nothing was added yet,
         else the position after the previous ones): their stored bytes, their batches as
-        :func:`record.commits` gives them, their ids when known (checked against the JSON) and
+        :func:`record.commits` gives them, their ids when known (as text, or as the bytes of their
+        record headers; checked against the JSON) and
         the chain hash after each when the caller has recomputed them already (else the writer
         does, from the chain before the pack)."""
         if not bodies:
@@ -93,22 +96,23 @@ class PackWriter(Closing):
         if not commits or commits[-1][0] != len(bodies) - 1:
             raise PackError(f"{self.name}: the batches given do not cover the events from {first_position}")
         start, n = 0, len(bodies)
+        # Where each event ends in the block's budget (its JSON, its length and a separator).
+        ends = list(map(add, accumulate(map(len, bodies), initial=0), range(0, 5 * n + 5, 5)))
         while start < n:
             room = self.block_bytes - self._bytes
-            end, size = start, 0
-            while end < n and (size + len(bodies[end]) + 5 <= room or (end == start and not self._bodies)):
-                size += len(bodies[end]) + 5
-                end += 1
+            end = bisect.bisect_right(ends, ends[start] + room, start + 1) - 1
+            if end == start and not self._bodies:
+                end = start + 1  # an event bigger than a block gets one of its own
             if end == start:  # the next event does not fit: this block is full
                 self._flush()
                 continue
-            self._take(bodies, commits, ids, chains, start, end - 1, size)
+            self._take(bodies, commits, ids, chains, start, end - 1, ends[end] - ends[start])
             start = end
             if self._bytes >= self.block_bytes or start < n:
                 self._flush()
         self._next += n
 
-    def _take(self, bodies: Sequence[bytes], commits: Commits, ids: Sequence[str] | None,
+    def _take(self, bodies: Sequence[bytes], commits: Commits, ids: Sequence[str | bytes] | None,
               chains: Sequence[bytes] | None, a: int, b: int, size: int) -> None:
         base = len(self._bodies)
         self._bodies.extend(bodies[a:b + 1])
@@ -133,19 +137,25 @@ class PackWriter(Closing):
             return
         first = self._next_block_first()
         payload = packblock.encode(bodies, commits)
-        array = memoryview(payload)[len(payload) - sum(map(len, bodies)) - len(bodies) - 1:]
-        try:
-            ids, _docs = parse_ids(array, len(bodies))
-        except ValueError as exc:
-            raise PackError(f"{self.name}: block at position {first}: {exc}") from None
-        if given is not None and ids != given:
-            k = next(i for i, (x, y) in enumerate(zip(ids, given, strict=True)) if x != y)
-            raise PackError(f"{self.name}: position {first + k}: its JSON holds id {ids[k]!r}, its record {given[k]!r}")
+        if given is not None:
+            # Each event's JSON names the id its record header does (orjson writes keys sorted:
+            # the top-level id comes right before "metadata"): a pack keeps only the JSON.
+            wanted = [b'"id":"%s","metadata":' % (i if i.__class__ is bytes else i.encode()) for i in given]
+            if not all(map(bytes.__contains__, bodies, wanted)):
+                k = next(k for k, (b, w) in enumerate(zip(bodies, wanted, strict=True)) if w not in b)
+                eid = wanted[k][6:-13].decode("ascii", "replace")
+                raise PackError(f"{self.name}: position {first + k}: its JSON does not hold the id {eid!r} of its "
+                                "record")
+        else:
+            array = memoryview(payload)[len(payload) - sum(map(len, bodies)) - len(bodies) - 1:]
+            try:
+                parse_ids(array, len(bodies))
+            except ValueError as exc:
+                raise PackError(f"{self.name}: block at position {first}: {exc}") from None
         if self._chain_at == b"-":  # some events came without their chains: recompute them all
             self.chain = packblock.chains(self.chain, bodies)[1][-1]
         else:
             self.chain = self._chain_at
-        self._content.update(payload)
         packed = self._zc.compress(payload)
         self._blocks.append(Block(first, len(bodies), self._offset, len(packed), len(payload), zlib.crc32(packed),
                                   self.chain))
@@ -178,8 +188,7 @@ class PackWriter(Closing):
         trailer += struct.pack(">I", zlib.crc32(trailer))
         fileio.write_all(self._fd, trailer, self.name)
         self.close()
-        return PackInfo(first, last, last - first + 1, len(self._blocks), self._offset + len(trailer), self.chain, sha,
-                        self._content.digest())
+        return PackInfo(first, last, last - first + 1, len(self._blocks), self._offset + len(trailer), self.chain, sha)
 
     def close(self) -> None:
         """Close the file if this writer opened it (a failed pack is the caller's to remove)."""

@@ -215,12 +215,12 @@ def _commits(lines: list[bytes]) -> list[tuple[int, int, bool]]:
     return out
 
 
-def split(buf: bytes) -> tuple[list[str], list[bytes], list[tuple[int, int, bool]]]:
-    """The ids, JSON bodies and batches (as :func:`commits`) of a run of complete, verified
-    records."""
+def split(buf: bytes) -> tuple[list[bytes], list[bytes], list[tuple[int, int, bool]]]:
+    """The ids (the ASCII bytes of each header's id field), JSON bodies and batches (as
+    :func:`commits`) of a run of complete, verified records."""
     lines = buf.split(b"\n")
     lines.pop()
-    ids = [line[13:77].rstrip().decode("ascii") for line in lines]
+    ids = [line[13:77].rstrip() for line in lines]
     return ids, _bodies(lines), _commits(lines)
 
 

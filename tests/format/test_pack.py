@@ -257,12 +257,15 @@ def test_writer_refuses_bad_input(tmp_path: Path) -> None:
         ([(1, b"".join(recs[:2])), (4, b"".join(recs[3:]))], "expected 3"),
         ([(1, b"".join(recs[:2]))], "commit mark"),
         ([(1, b"".join(recs))], "chain recomputed"),
-        ([(1, wrong_id)], "holds id 'b', its record 'a'"),
-        ([(1, not_json)], "not all JSON"),
+        ([(1, wrong_id)], "does not hold the id 'a' of its record"),
     ]
     for i, (runs, message) in enumerate(cases):
         with pytest.raises(pack.PackError, match=message):
             packwrite.write_pack(str(tmp_path / f"{i}.pack"), runs, bytes(32) if "chain" in message else None, 1 << 20)
+    with pytest.raises(pack.PackError, match="not all JSON"):  # events given without ids: their JSON is parsed
+        with packwrite.PackWriter(str(tmp_path / "j.pack"), record.GENESIS) as w:
+            w.add(1, record.bodies(not_json), record.commits(not_json))
+            w.finish()
     with pytest.raises(pack.PackError, match="at least one"):
         packwrite.PackWriter(str(tmp_path / "e.pack"), record.GENESIS).finish()
     with pytest.raises(FileExistsError):
