@@ -155,7 +155,9 @@ class LogView:
             rng = packfmt.parse_name(name)
             if rng is not None:
                 packs.append((rng[0], rng[1], name))
-        packs.sort()
+        # The biggest pack first among those starting at one position: a merge's inputs may
+        # outlive it for a while (a power cut kept the unlink of one and not of another).
+        packs.sort(key=lambda p: (p[0], -p[1]))
         entries: list[tuple[int, str, str]] = []
         covered = 0
         pack_iter = iter(packs)

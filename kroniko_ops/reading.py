@@ -33,7 +33,7 @@ class ReadResult:
         store, query, start, backwards, limit, state, indexed = self._args
         # The read path hands out lists of decoded events; chaining them in C costs less per
         # event than a generator that yields each one.
-        it = chain.from_iterable(store._iter_read(query, start, backwards, state, indexed))
+        it = chain.from_iterable(store._iter_read(query, start, backwards, state, indexed, limit))
         return it if limit is None else islice(it, limit)
 
 
@@ -89,7 +89,7 @@ class ReadPath:
     # -- the iteration -----------------------------------------------------------------------
 
     def _iter_read(self, query: Query, start: int | None, backwards: bool, state: SyncedState,
-                   indexed: int) -> Iterator[list[SequencedEvent]]:
+                   indexed: int, limit: int | None = None) -> Iterator[list[SequencedEvent]]:
         head = state.position
         if head == 0:
             return
@@ -98,7 +98,7 @@ class ReadPath:
             return
         self._see(state)
         if query.is_all:
-            yield from _grouped(self.view.spans(lo, hi, backwards), self.path, backwards)
+            yield from _grouped(self.view.spans(lo, hi, backwards), self.path, backwards, limit)
             return
         if backwards:
             yield from self._tail_matches(query, max(lo, indexed + 1), hi, True)
@@ -140,17 +140,20 @@ class ReadPath:
         yield out[::-1] if backwards else out
 
 
-def _grouped(spans: Iterator[Span], where: str, backwards: bool) -> Iterator[list[SequencedEvent]]:
+def _grouped(spans: Iterator[Span], where: str, backwards: bool, limit: int | None) -> Iterator[list[SequencedEvent]]:
     """The events of ``spans`` (in the order given; each span's own events reversed when
     ``backwards``), decoded a group of spans at a time under one pause of the collector: fewer
     pauses, fewer collections over the events a caller keeps. Groups grow from a few dozen events
-    (a read stopped early decodes little) to about :data:`GROUP` events."""
+    (a read stopped early decodes little) to about :data:`GROUP` events, and never read a span
+    past the ``limit`` of events asked for."""
     want, group, count = 64, [], 0
+    left = limit if limit is not None else -1
     for span in spans:
         group.append(span)
         count += len(span[1])
-        if count >= want:
+        if count >= want or count >= left >= 0:
             yield _decode_group(group, where, backwards)
+            left -= count
             want, group, count = min(2 * want, GROUP), [], 0
     if group:
         yield _decode_group(group, where, backwards)

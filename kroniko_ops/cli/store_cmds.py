@@ -152,7 +152,11 @@ def stats(store: str, as_json: bool) -> None:
         emit_json({"kind": "stats", **report.as_dict()})
     else:
         for key, value in report.as_dict().items():
-            click.echo(f"{key}: {value}")
+            if isinstance(value, list):  # one line each (the packs of a store)
+                for item in getattr(report, key):
+                    click.echo(f"{key[:-6] if key.endswith('_files') else key}: {item.text()}")
+            else:
+                click.echo(f"{key}: {value}")
 
 
 
