@@ -31,7 +31,7 @@ FIRST_RUN = 64  # records of a segment read first: a read its caller stops early
 RUN_RECORDS = 1024  # records of a segment read at once after that (cache-friendly, few system calls)
 LOCATE_TRIES = 20  # listings before a position no file holds is damage, not a compaction racing us
 MAX_OPEN_SEGMENTS = 512  # sealed segments kept open at most (and a quarter of the open-files limit)
-BLOCK_CACHE_BYTES = 16 << 20  # decompressed pack blocks kept for point reads (by tag, type or id)
+BLOCK_CACHE_BYTES = 32 << 20  # decompressed pack blocks kept for point reads (by tag, type or id)
 Span = tuple[int, Sequence[bytes], list[tuple[int, int, bool]], "bytes | memoryview | None"]
 
 _RELISTS = 20  # listings tried while compactions keep removing the segment just listed
@@ -277,7 +277,7 @@ class LogView:
 
     def _decoded(self, c: packfmt.PackReader, i: int, keep: bool) -> packfmt.Decoded:
         """Block ``i`` of pack ``c``, from the cache when it is there; kept there when ``keep``."""
-        key = (os.path.basename(c.path), i)
+        key = (c.name, i)
         with self._lock:
             d = self._blocks.get(key)
             if d is not None:

@@ -102,9 +102,9 @@ class ReadPath:
             return
         if backwards:
             yield from self._tail_matches(query, max(lo, indexed + 1), hi, True)
-            yield from self._fetch(self._positions(query, lo, min(hi, indexed), True), True)
+            yield from self._fetch(self._positions(query, lo, min(hi, indexed), True), True, limit)
         else:
-            yield from self._fetch(self._positions(query, lo, min(hi, indexed), False), False)
+            yield from self._fetch(self._positions(query, lo, min(hi, indexed), False), False, limit)
             yield from self._tail_matches(query, max(lo, indexed + 1), hi, False)
 
     def _see(self, state: SyncedState) -> None:
@@ -121,8 +121,12 @@ class ReadPath:
             return iter(())
         return self.index.positions(query, lo, hi, backwards)
 
-    def _fetch(self, positions: Iterator[int], backwards: bool) -> Iterator[list[SequencedEvent]]:
-        size = 1  # doubles up to FETCH: a read its caller stops early (limit=1) reads one record, not 256
+    def _fetch(self, positions: Iterator[int], backwards: bool, limit: int | None = None
+               ) -> Iterator[list[SequencedEvent]]:
+        # A read with a limit fetches that many at first; one without, a few (doubling up to
+        # FETCH): a caller that stops after one event then reads few, one that reads an
+        # entity's handful reads them in one go.
+        size = min(limit, FETCH) if limit else 16
         while chunk := list(islice(positions, size)):
             size = min(2 * size, FETCH)
             events = decode_spans(self.view.read_spans(sorted(chunk)), self.path)

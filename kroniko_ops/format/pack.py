@@ -178,6 +178,7 @@ class PackReader(Closing):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self.name = os.path.basename(self.path)
         self._fd = fileio.open_read(self.path)  # no symlink, FIFO or device where a pack belongs
         try:
             self._load()
