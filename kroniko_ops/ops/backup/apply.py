@@ -50,7 +50,8 @@ STORE_DIRS = ("log", "packs", "index", "locks", "lost-found")
 def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, to_position: int | None = None,
             lock_timeout: float = 30.0, progress: bool = False, durable: bool = True) -> Report:
     """Restore ``backup`` (a full or incremental backup, folder or archive; the bases of an
-    incremental are found where its manifest says) into the new store ``target``, up to
+    incremental are found where its manifest says; or a backup set's folder, meaning its newest
+    backup) into the new store ``target``, up to
     ``to_position`` (a batch boundary; default: the backup's head).
 
     Returns the report: its findings are the verification problems (exit 4, nothing written) or
@@ -59,6 +60,9 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
     missing backup. ``durable=False`` skips the fsyncs (tests only).
     """
     backup, target = os.fspath(backup), os.fspath(target)
+    from .sets import resolve  # a backup set's folder (backup --into) means its newest backup
+
+    backup = resolve(backup)
     report = Report("restore", target)
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target) or os.listdir(target)):
         raise InvalidArgument(f"{target} exists and is not an empty folder; restore into a new or empty folder "
@@ -127,9 +131,11 @@ def _plan(chain: Chain, to_position: int | None) -> Plan:
             continue
         rec = _record(chain, part, cut)
         if not rec.commit:
+            before, after = _batch_ends_around(chain, part, cut)
             raise InvalidArgument(
                 f"position {cut} is inside a batch (its record carries no commit mark): a restore stops only at "
-                "the end of a batch; choose the batch's last position or one before the batch; nothing was written")
+                f"the end of a batch; the nearest are --to-position {before} (before the batch) and "
+                f"--to-position {after} (its end); nothing was written")
         plan.chain, plan.active_first, plan.active_source = rec.chain, part.first, part
         return plan
     if cut == m.head:
@@ -166,6 +172,18 @@ def _records(chain: Chain, part: Part, upto: int) -> Iterator[tuple[recfmt.Recor
                 yield rec, b""
         finally:
             os.close(fd)
+
+
+def _batch_ends_around(chain: Chain, part: Part, cut: int) -> tuple[int, int]:
+    """The batch ends nearest to ``cut`` (inside a batch of ``part``): the last before it (the
+    position before ``part`` when none is in it; files end on batch ends) and the next after it."""
+    before = part.first - 1
+    for rec, _raw in _records(chain, part, 1 << 62):
+        if rec.commit and rec.position < cut:
+            before = rec.position
+        elif rec.commit and rec.position > cut:
+            return before, rec.position
+    return before, cut  # unreachable in a verified backup: its head carries a commit mark
 
 
 def _record(chain: Chain, part: Part, position: int) -> recfmt.Record:
