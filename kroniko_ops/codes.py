@@ -22,11 +22,10 @@ LEGACY = (
     "legacy-store",
 )
 MIGRATE = (
-    "legacy-changed", "legacy-event-unportable", "legacy-id-unportable", "legacy-log-tail", "legacy-orphans",
-    "legacy-tag-renamed", "legacy-unportable", "legacy-unreadable", "legacy-untagged-property",
+    "legacy-changed", "legacy-event-unportable", "legacy-id-unportable", "legacy-tag-renamed",
+    "legacy-untagged-property",
 )
 RECOVER = ("recover-refused",)
-REINDEX = ("index-leftovers",)
 COMPACT = (
     "compact-pack", "compact-merge", "segment-packed", "pack-superseded", "lost-found-pruned", "index-upkeep",
 )
@@ -35,7 +34,7 @@ BACKUP = (
     "backup-chain-mismatch", "backup-base-missing", "backup-base-mismatch", "backup-event-missing",
     "backup-segment-corrupt", "backup-pack-corrupt", "backup-archive-corrupt", "backup-base",
 )
-BACKUP_TEMP = ("backup-stale-temp",)
+BACKUP_TEMP = ("backup-stale-temp", "backup-new-chain")
 RESTORE = ("restore-stale-temp", "restore-refused")
 PRUNE = ("prune-removed", "prune-kept", "prune-incomplete")
 
@@ -44,7 +43,7 @@ PRUNE = ("prune-removed", "prune-kept", "prune-incomplete")
 BY_OPERATION: dict[str, tuple[str, ...]] = {
     "fsck": FSCK + LEGACY,
     "recover": FSCK + RECOVER,
-    "reindex": FSCK + REINDEX,
+    "reindex": FSCK,
     "compact": FSCK + COMPACT,
     "backup": BACKUP + BACKUP_TEMP + ("segment-corrupt", "pack-corrupt"),
     "verify-backup": BACKUP,

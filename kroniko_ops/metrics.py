@@ -20,11 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import filelock
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import codes, fileio
+from . import codes, fileio, locking
 from .errors import KronikoError
 
 PREFIX = "kroniko"
@@ -84,7 +83,7 @@ def write_run(path: str | os.PathLike[str], operation: str, subject: str, *, exi
     ok = exit_code in (0, 1)
     try:
         fileio.makedirs(os.path.dirname(target))
-        with filelock.FileLock(target + ".lock", timeout=LOCK_TIMEOUT):
+        with locking.held(target + ".lock", LOCK_TIMEOUT, "metrics file"):
             families = _read(target)
             previous = families.get("last_success_timestamp_seconds")
             last_ok = previous.samples.get(key, 0.0) if previous is not None else 0.0
@@ -106,7 +105,7 @@ def write_run(path: str | os.PathLike[str], operation: str, subject: str, *, exi
                 if report is not None:
                     findings.samples[(*key, code)] = float(found.get(code, 0))
             write_to_textfile(target, _registry(families))
-    except (OSError, filelock.Timeout) as exc:
+    except (OSError, KronikoError) as exc:
         raise KronikoError(f"could not write the metrics file {target} ({exc}); the {operation} run itself "
                            f"ended with exit {exit_code}") from exc
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import click
 
-from .. import metrics
 from ..postgres.url import display
 from ..report import safe_text
 from .output import emit_json, print_report
@@ -89,6 +88,8 @@ class Run:
 
     def _metrics(self, exit_code: int, report: Any) -> None:
         if self.metrics_file:
+            from .. import metrics  # prometheus_client costs ~30 ms to import: only when asked for
+
             seconds = report.seconds if report is not None and report.seconds else time.monotonic() - self.started
             metrics.write_run(self.metrics_file, self.operation, self.subject or self.path or "",
                               exit_code=exit_code, seconds=seconds, report=report)
