@@ -104,17 +104,32 @@ def current() -> Run | None:
 def close(ctx: click.Context, raw_args: Sequence[str], exit_code: int, message: str, **fields: Any) -> None:
     """Called where an error becomes an exit code: give the run its summary line and metrics.
     A command that failed while its arguments were parsed has no run yet; ``--json`` among
-    ``raw_args`` still gets the summary line (with the operation, and no path)."""
+    ``raw_args`` still gets the summary line, with the path when the arguments name one."""
     run = ctx.meta.get(RUN_KEY)
     if run is None:
-        name = next((a for a in raw_args if a in COMMANDS), None)
-        if name is None:
+        at = next((i for i, a in enumerate(raw_args) if a in COMMANDS), None)
+        if at is None:
             return
-        run = Run(name, None, as_json="--json" in raw_args)
+        name, rest = raw_args[at], list(raw_args[at + 1:])
+        run = Run(name, _lenient_path(ctx, name, rest), as_json="--json" in rest)
     run.fail(exit_code, message, **fields)
 
 
-COMMANDS: set[str] = set()
+def _lenient_path(ctx: click.Context, name: str, args: list[str]) -> str | None:
+    """The path argument of arguments that did not parse, read the way click reads them when it
+    completes a command line (no validation); None when even that fails."""
+    command = ctx.command.get_command(ctx, name) if isinstance(ctx.command, click.Group) else None
+    param = COMMANDS.get(name)
+    if command is None or param is None:
+        return None
+    try:
+        with command.make_context(name, list(args), parent=ctx, resilient_parsing=True) as sub:
+            return _text(sub.params.get(param))
+    except Exception:  # nothing more to learn from arguments this broken
+        return None
+
+
+COMMANDS: dict[str, str | None] = {}  # command name -> the parameter its summary's path comes from
 
 
 def examples(*lines: str) -> str:
@@ -149,7 +164,7 @@ def command(group: click.Group, name: str, *, path: str | None, examples_: Seque
                      help="No progress bars, no info-only findings, no narration: results and verdict only.")(callback)
         click.option("--json", "as_json", is_flag=True,
                      help="Print JSON lines, each with a 'kind'; the last is the run's summary.")(callback)
-        COMMANDS.add(name)
+        COMMANDS[name] = path
         return group.command(name, epilog=examples(*examples_), **kwargs)(callback)
 
     return wrap
