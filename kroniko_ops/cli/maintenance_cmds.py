@@ -57,7 +57,7 @@ def recover(run: Run, store: str, lock_timeout: float) -> None:
 
     Exit 0 nothing to do, 1 recovered, 4 damage remains that needs a backup, 8 could not run.
     """
-    run.finish(run_recover(store, lock_timeout=lock_timeout))
+    run.finish(run_recover(store, lock_timeout=lock_timeout, progress=run.progress))
 
 
 @command(cli, "reindex", path="store", metrics_file=True, examples_=(
@@ -70,4 +70,4 @@ def reindex(run: Run, store: str, lock_timeout: float) -> None:
 
     Exit 0 done, 8 could not run.
     """
-    run.finish(run_reindex(store, lock_timeout=lock_timeout))
+    run.finish(run_reindex(store, lock_timeout=lock_timeout, progress=run.progress))

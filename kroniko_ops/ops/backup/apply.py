@@ -33,7 +33,7 @@ from ...format import record as recfmt
 from ...format import segment as segfmt
 from ...index import generations
 from ...layout import Layout
-from ...progress import progress as bar
+from ...progress import Meter
 from ...rebuild import build_generation
 from ...rebuild import publish as publish_index
 from ...report import Report
@@ -76,7 +76,7 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
         check_archive(backup, target)
     with Container(backup) as container:
         checked = Report("verify-backup", backup)
-        verify.check(backup, container, checked, bases=True)
+        verify.check(backup, container, checked, bases=True, progress=progress)
         for f in checked.findings:
             if f.severity != "info":
                 report.add(f.code, f.severity, f"{backup}: {f.path}", f.message, f.position)
@@ -204,9 +204,9 @@ def _run(chain: Chain, plan: Plan, target: str, lock_timeout: float, progress: b
     tmp = temp_path(parent, "restore", os.path.basename(target))
     try:
         _build(chain, plan, tmp, progress, durable)
-        _index(tmp, plan.cut, lock_timeout, durable)
+        _index(tmp, plan.cut, lock_timeout, durable, progress)
         _sync_tree(tmp, durable)
-        _fsck(tmp, report)
+        _fsck(tmp, report, progress)
         if report.problems:
             report.add("restore-refused", "info", target, "the restored store does not check; nothing was written")
             remove_tree(tmp)
@@ -238,8 +238,11 @@ def _build(chain: Chain, plan: Plan, tmp: str, progress: bool, durable: bool) ->
     for d in STORE_DIRS:
         fileio.makedirs(os.path.join(tmp, d))
     _write(lay.format_file, chain.holder("FORMAT").container.chunks("FORMAT"), durable)
-    for rel, _part in bar(plan.whole, len(plan.whole), "restore", quiet=not progress):
-        _write(os.path.join(tmp, rel), chain.holder(rel).container.chunks(rel), durable)
+    sizes = [chain.holder(rel).manifest.files[rel].size for rel, _part in plan.whole]
+    with Meter("restore: copy", nbytes=sum(sizes), unit="B", progress=progress) as meter:
+        for (rel, _part), size in zip(plan.whole, sizes, strict=True):
+            _write(os.path.join(tmp, rel), chain.holder(rel).container.chunks(rel), durable)
+            meter.add(nbytes=size)
     end = 0
     active = os.path.join(lay.log_dir, segfmt.seg_name(plan.active_first))
     src = plan.active_source
@@ -277,7 +280,7 @@ def _cut_bytes(chain: Chain, part: Part, cut: int) -> Iterator[bytes]:
             os.close(fd)
 
 
-def _index(tmp: str, cut: int, lock_timeout: float, durable: bool) -> None:
+def _index(tmp: str, cut: int, lock_timeout: float, durable: bool, progress: bool = False) -> None:
     """Build the derived index from the restored log (one new generation, then published)."""
     with EventStore(tmp, create=False, durable=durable, lock_timeout=lock_timeout) as st:
         with st.locked():
@@ -285,7 +288,8 @@ def _index(tmp: str, cut: int, lock_timeout: float, durable: bool) -> None:
                 next(st.records(cut, cut))  # lets the view read the active segment up to the synced end
             gens = generations(st.layout.index)
             generation = (gens[-1] if gens else 0) + 1
-            path, _pos, _chain = build_generation(st, generation, cut)
+            with Meter("restore: index", cut, progress=progress) as meter:
+                path, _pos, _chain = build_generation(st, generation, cut, meter.to)
             publish_index(st, path, generation)
 
 
@@ -297,12 +301,12 @@ def _sync_tree(root: str, durable: bool) -> None:
         fileio.fsync_dir(os.path.join(root, d))
 
 
-def _fsck(tmp: str, report: Report) -> None:
+def _fsck(tmp: str, report: Report, progress: bool = False) -> None:
     """Check the restored store with a full fsck; its problems become this report's
     (``restore-<code>``)."""
     from ..fsck import fsck  # imported when needed: backup and verify-backup do without it
 
-    checked = fsck(tmp)
+    checked = fsck(tmp, progress=progress)
     for f in checked.findings:
         code = f.code if f.severity == "info" else f"restore-{f.code}"
         report.add(code, f.severity, f.path, f.message, f.position)
