@@ -109,19 +109,21 @@ def scan(root: str) -> list[Entry]:
         except (OSError, ManifestError, ValueError) as exc:
             entry.problem = f"its {MANIFEST} does not read ({exc}): not a complete backup"
         entries.append(entry)
-    by_checksum = {e.manifest.checksum: e for e in entries if e.manifest is not None}
+    # Two backups of the same content made in the same second have the same manifest: a base is
+    # found by its checksum and its path.
+    by_path = {os.path.normpath(e.path): e for e in entries if e.manifest is not None}
     for entry in entries:
-        _link(root, entry, by_checksum)
+        _link(root, entry, by_path)
     return entries
 
 
-def _link(root: str, entry: Entry, by_checksum: dict[str, Entry]) -> None:
+def _link(root: str, entry: Entry, by_path: dict[str, Entry]) -> None:
     """Fill ``entry.chain`` (full first) and whether every base is there."""
     chain, cur = [entry.name], entry
-    while cur.manifest is not None and cur.manifest.base is not None and len(chain) <= len(by_checksum):
+    while cur.manifest is not None and cur.manifest.base is not None and len(chain) <= len(by_path):
         ref = cur.manifest.base
-        base = by_checksum.get(ref.manifest_sha256)
-        if base is None or os.path.normpath(os.path.join(root, ref.path)) != os.path.normpath(base.path):
+        base = by_path.get(os.path.normpath(os.path.join(root, ref.path)))
+        if base is None or base.manifest is None or base.manifest.checksum != ref.manifest_sha256:
             entry.problem = entry.problem or f"its base ({ref.path}, head {ref.head}) is not in the set"
             break
         chain.append(base.name)

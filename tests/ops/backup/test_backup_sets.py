@@ -63,6 +63,13 @@ def test_names_never_collide_even_when_the_clock_steps_back(tmp_path: Path, monk
     names = [e.name for e in scan(root)]
     assert len(set(names)) == 3 and names == sorted(names)
     assert names[0].startswith("20261201T120000.000000Z") and names[1].startswith("20261201T120000.000001Z")
+    # two full backups of the same content in the same second have byte-identical manifests:
+    # each incremental still finds its own base
+    at(monkeypatch, noon + timedelta(days=1))
+    backup_into(store, root, full=True, durable=False)
+    backup_into(store, root, durable=False)
+    entries = scan(root)
+    assert all(e.restorable for e in entries) and entries[-1].chain == [e.name for e in entries[-2:]]
 
 
 def test_two_runs_at_once_make_two_restorable_backups(tmp_path: Path) -> None:
