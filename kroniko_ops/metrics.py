@@ -45,6 +45,7 @@ GAUGES: dict[str, str] = {
     "repaired": "Findings the last run repaired.",
     "events_processed": "Events the last run checked, copied, indexed or restored.",
     "bytes_processed": "Bytes the last run read or wrote (backup, verify-backup).",
+    "backups": "Backups in the backup set after the last run (backup --into, prune).",
 }
 # What every run sets; a run that failed before its report (exit 2, 8, 130) leaves the other
 # gauges (head, problems, findings) as the last run that got that far left them, so an alert on
@@ -122,6 +123,8 @@ def _values(report: Any, exit_code: int, seconds: float, ended: float, last_ok: 
     }
     if report is not None:
         figures = report.figures
+        if _number(figures.get("backups")):
+            values["backups"] = figures["backups"]
         values.update(head_position=report.head, problems=len(report.problems),
                       repaired=sum(f.repaired for f in report.findings),
                       events_processed=next((figures[k] for k in _EVENTS if _number(figures.get(k))), 0),

@@ -72,6 +72,8 @@ def test_every_maintenance_command_leaves_what_an_alert_needs(store: str, tmp_pa
             assert value(prom, "findings", code=code, **where) == counts[op].get(code, 0)
         assert sum(counts[op].values()) == sum(value(prom, "findings", code=c, **where) for c in counts[op])
     assert value(prom, "head_position", operation="backup", path=os.path.abspath(store)) == 40
+    assert value(prom, "backups", operation="backup", path=os.path.abspath(store)) == 1
+    assert value(prom, "backups", operation="prune", path=os.path.abspath(root)) == 1
     assert value(prom, "bytes_processed", operation="backup", path=os.path.abspath(store)) > 0
     assert sorted(os.listdir(prom.parent)) == ["kroniko.prom", "kroniko.prom.lock"]  # no temp file left
 

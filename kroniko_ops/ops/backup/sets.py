@@ -98,6 +98,8 @@ def is_set(path: str) -> bool:
 
 def scan(root: str) -> list[Entry]:
     """The set's backups, oldest first, with their manifests and chains."""
+    if not os.path.isdir(root):
+        raise StoreNotFound(f"no backup set at {root} (backup STORE --into {root} makes one)")
     entries = []
     for name in sorted(os.listdir(root)):
         if not NAME_RE.match(name):
