@@ -155,15 +155,18 @@ def command(group: click.Group, name: str, *, path: str | None, examples_: Seque
             if not run.ended:
                 run.done(0)
 
-        callback.__click_params__ = list(getattr(f, "__click_params__", []))  # type: ignore[attr-defined]
+        shared = []  # click lists the options in reverse: these come last in --help
         if metrics_file:
-            click.option("--metrics-file", "metrics_path", type=click.Path(dir_okay=False), default=None,
-                         help="Also record this run in Prometheus text format in this file (for node_exporter's "
-                              "textfile collector; other runs' lines in it are kept).")(callback)
-        click.option("--quiet", "-q", is_flag=True,
-                     help="No progress bars, no info-only findings, no narration: results and verdict only.")(callback)
-        click.option("--json", "as_json", is_flag=True,
-                     help="Print JSON lines, each with a 'kind'; the last is the run's summary.")(callback)
+            shared.append(click.Option(["--metrics-file", "metrics_path"], type=click.Path(dir_okay=False),
+                                       default=None, help="Also record this run in Prometheus text format in this "
+                                       "file (for node_exporter's textfile collector; other runs' lines in it are "
+                                       "kept)."))
+        shared.append(click.Option(["--quiet", "-q"], is_flag=True,
+                                   help="No progress bars, no info-only findings, no narration: results and verdict "
+                                   "only."))
+        shared.append(click.Option(["--json", "as_json"], is_flag=True,
+                                   help="Print JSON lines, each with a 'kind'; the last is the run's summary."))
+        callback.__click_params__ = shared + list(getattr(f, "__click_params__", []))  # type: ignore[attr-defined]
         COMMANDS[name] = path
         return group.command(name, epilog=examples(*examples_), **kwargs)(callback)
 

@@ -179,6 +179,9 @@ def backup_into(store: str | os.PathLike[str], root: str | os.PathLike[str], *, 
     store's history (an info finding ``backup-new-chain`` says why). Then ``latest`` names it.
     """
     store, root = os.fspath(store), os.fspath(root)
+    if "://" in root:
+        raise InvalidArgument(f"--into {root}: a backup set is a folder on this machine's filesystem; to keep a "
+                              "store in object storage, use kroniko-ops replicate")
     if os.path.lexists(root) and (not os.path.isdir(root) or os.path.islink(root)):
         raise InvalidArgument(f"--into {root}: not a folder; a backup set is a folder of backups")
     if os.path.isdir(root) and os.path.lexists(os.path.join(root, MANIFEST)):
