@@ -232,3 +232,22 @@ def test_retention_rules_hold_for_every_set(entries: list[Entry], last: int, dai
         assert max(e.name for e in entries if e.when.date() == day) in kept
     policy = {n for n, why in kept.items() if any(not w.startswith("base of") for w in why)}
     assert len(policy) <= last + daily + weekly + monthly
+
+
+def test_leftovers_of_killed_runs_are_swept_and_never_listed(tmp_path: Path) -> None:
+    store, root = str(tmp_path / "s"), str(tmp_path / "set")
+    fill(store, 5)
+    backup_into(store, root, durable=False)
+    dead = 2**22 + 12345  # above pid_max's default: no such process
+    leftovers = [f".tmp-backup-20261201T000000.000000Z-incr-{dead}-0badcafe",
+                 f".tmp-prune-20261130T000000.000000Z-full-{dead}-deadbeef"]
+    for name in leftovers:
+        Path(root, name, "log").mkdir(parents=True)
+    assert [e.name for e in scan(root)] == [scan(root)[0].name]  # a temp name is never a backup
+    report = backup_into(store, root, durable=False)
+    swept = sorted(os.path.basename(f.path) for f in report.findings if f.code == "backup-stale-temp")
+    assert swept == sorted(leftovers) and not any(n.startswith(".tmp-") for n in os.listdir(root))
+    alive = f".tmp-backup-x-{os.getppid()}-0badcafe"  # a running process's: left alone
+    Path(root, alive).mkdir()
+    prune(root, keep_last=1)
+    assert os.path.isdir(os.path.join(root, alive))
