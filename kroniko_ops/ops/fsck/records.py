@@ -149,7 +149,8 @@ class Walker:
         if reader.version == 3:
             self._pack_records(part, last)
             return
-        if self.hashes and not part.substitute and not reader.sha_ok():  # a pack read for a removed file: its range
+        # The file's SHA-256 once: by the piece that starts it, unless read for a removed file.
+        if self.hashes and not part.substitute and part.first == reader.first and not reader.sha_ok():
             self.ctx.add("pack-corrupt", "error", self.rel, "the pack fails its SHA-256 (its bytes changed after it "
                          "was written); restore it from a backup", part.first)
         for i, block in enumerate(reader.blocks):
