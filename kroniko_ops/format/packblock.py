@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterator, Sequence
-from itertools import accumulate, compress, repeat
+from itertools import accumulate
 from operator import add
 
 from . import record
@@ -170,26 +170,3 @@ def chains(before: bytes, bodies: Iterator[bytes] | Sequence[bytes]) -> tuple[li
         chain = sha(chain + h).digest()
         out.append(chain)
     return hashes, out
-
-
-def ends_of(commits: Commits, count: int) -> list[bool]:
-    """Per event, whether it ends its batch."""
-    marks = [False] * count
-    for last, _stamp, ends in commits:
-        marks[last] = ends
-    return marks
-
-
-def times_of(commits: Commits, count: int) -> list[int]:
-    """Per event, its batch's commit time."""
-    out: list[int] = []
-    prev = -1
-    for last, stamp, _ends in commits:
-        out.extend(repeat(stamp, last - prev))
-        prev = last
-    return out[:count]
-
-
-def ended(commits: Commits) -> list[int]:
-    """The indexes of the events that end their batch."""
-    return list(compress((c[0] for c in commits), (c[2] for c in commits)))
