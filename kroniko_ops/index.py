@@ -293,9 +293,11 @@ class Index:
             parts.append(f"SELECT position FROM postings WHERE term IN ({marks}) AND position BETWEEN :lo AND :hi")
         return "SELECT position FROM (" + " INTERSECT ".join(parts) + ")"
 
-    def positions(self, query: Query, lo: int, hi: int, backwards: bool = False) -> Iterator[int]:
+    def positions(self, query: Query, lo: int, hi: int, backwards: bool = False,
+                  limit: int | None = None) -> Iterator[int]:
         """Positions in ``lo..hi`` matching ``query`` (not ``Query.all()``), in order, fetched a
-        page at a time."""
+        page at a time: the first page ``limit`` positions when the caller will take no more
+        (a read with a limit, a condition's first match), then pages doubling up to PAGE."""
         selects = [sql for item in query.items if (sql := self._item_sql(item.types, item.tags)) is not None]
         if not selects:
             return
@@ -303,20 +305,22 @@ class Index:
             selects = ["SELECT position FROM (" + " UNION ".join(selects[i:i + MAX_COMPOUND]) + ")"
                        for i in range(0, len(selects), MAX_COMPOUND)]
         order = "DESC" if backwards else "ASC"
-        sql = " UNION ".join(selects) + f" ORDER BY position {order} LIMIT {PAGE}"
+        sql = " UNION ".join(selects) + f" ORDER BY position {order} LIMIT :page"
+        size = PAGE if limit is None else max(1, min(PAGE, limit))
         while lo <= hi:
-            page = [r[0] for r in self.con.execute(sql, {"lo": lo, "hi": hi})]
+            page = [r[0] for r in self.con.execute(sql, {"lo": lo, "hi": hi, "page": size})]
             yield from page
-            if len(page) < PAGE:
+            if len(page) < size:
                 return
             if backwards:
                 hi = page[-1] - 1
             else:
                 lo = page[-1] + 1
+            size = min(PAGE, 2 * size)
 
     def first_match(self, query: Query, lo: int, hi: int) -> int | None:
         """The first position in ``lo..hi`` matching ``query``, or None."""
-        return next(self.positions(query, lo, hi), None)
+        return next(self.positions(query, lo, hi, limit=1), None)
 
     def counts(self) -> dict[str, int]:
         """Row counts, for ``stats``."""

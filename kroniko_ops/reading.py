@@ -102,9 +102,9 @@ class ReadPath:
             return
         if backwards:
             yield from self._tail_matches(query, max(lo, indexed + 1), hi, True)
-            yield from self._fetch(self._positions(query, lo, min(hi, indexed), True), True, limit)
+            yield from self._fetch(self._positions(query, lo, min(hi, indexed), True, limit), True, limit)
         else:
-            yield from self._fetch(self._positions(query, lo, min(hi, indexed), False), False, limit)
+            yield from self._fetch(self._positions(query, lo, min(hi, indexed), False, limit), False, limit)
             yield from self._tail_matches(query, max(lo, indexed + 1), hi, False)
 
     def _see(self, state: SyncedState) -> None:
@@ -116,10 +116,11 @@ class ReadPath:
         if active is not None and active.first == state.segment:
             active.extend(state.end)
 
-    def _positions(self, query: Query, lo: int, hi: int, backwards: bool = False) -> Iterator[int]:
+    def _positions(self, query: Query, lo: int, hi: int, backwards: bool = False,
+                   limit: int | None = None) -> Iterator[int]:
         if lo > hi:
             return iter(())
-        return self.index.positions(query, lo, hi, backwards)
+        return self.index.positions(query, lo, hi, backwards, limit)
 
     def _fetch(self, positions: Iterator[int], backwards: bool, limit: int | None = None
                ) -> Iterator[list[SequencedEvent]]:

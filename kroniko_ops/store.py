@@ -318,7 +318,7 @@ class EventStore(ReadPath):
         if query.is_all:
             hit = after + 1  # it matches every event: the first one after `after` conflicts
         elif after < cp:
-            hit = next(iter(self._positions(query, after + 1, min(cp, tail.position))), None)
+            hit = next(iter(self._positions(query, after + 1, min(cp, tail.position), limit=1)), None)
         if hit is None:
             hit = self._writer.pending.first_match(query, after)
         if hit is not None:

@@ -59,12 +59,14 @@ def realistic(i: int) -> Event:
     return Event(rnd.choice(TYPES), data, [f"order:{order}", f"category:{i % CATEGORIES}"], metadata)
 
 
-def small(i: int) -> Event:
-    """The i-th benchmark event (its tag 'hot' on 100 evenly spread ones, as in bench_stores)."""
-    return Event(TYPE, payload(i), [f"cart:{i % 100}", "hot"] if i % 1000 == 0 else [f"cart:{i % 100}"])
+def small(i: int, n: int) -> Event:
+    """The i-th of ``n`` benchmark events (the tag 'hot' on 100 evenly spread ones, as in bench_stores)."""
+    tags = [f"cart:{i % 100}", "hot"] if i % max(1, n // 100) == 0 and i // max(1, n // 100) < 100 else \
+        [f"cart:{i % 100}"]
+    return Event(TYPE, payload(i), tags)
 
 
-KINDS: dict[str, Callable[[int], Event]] = {"bench": small, "realistic": realistic}
+KINDS: dict[str, Callable[[int, int], Event]] = {"bench": small, "realistic": lambda i, _n: realistic(i)}
 
 
 def build(path: str, kind: str, n: int) -> None:
@@ -73,7 +75,7 @@ def build(path: str, kind: str, n: int) -> None:
     gen = KINDS[kind]
     with closing(EventStore(path, durable=False, segment_bytes=None if n >= 200_000 else 1 << 16)) as store:
         for a in range(0, n, 1000):
-            store.append([gen(i) for i in range(a, min(n, a + 1000))])
+            store.append([gen(i, n) for i in range(a, min(n, a + 1000))])
 
 
 def folder_bytes(path: str) -> int:
@@ -178,6 +180,8 @@ def tag_ms(path: str, reps: int) -> float:
     """Median warm ms to read the 100 events of tag 'hot' (bench events)."""
     query = Query([QueryItem(tags=["hot"])])
     with closing(EventStore(path, create=False)) as store:
+        if len(list(store.read(query))) != 100:
+            raise RuntimeError(f"tag 'hot' of {path} is not on 100 events")
         return median_ms(lambda: list(store.read(query)), reps)
 
 

@@ -55,10 +55,32 @@ class Bodies(Sequence[bytes]):
             self._ends = list(map(add, self._starts, self._lengths))
         return self._starts, self._ends  # type: ignore[return-value]
 
+    def _start(self, i: int) -> int:
+        """Where body ``i`` starts, without working out every offset (a point read needs one)."""
+        if self._starts is not None:
+            return self._starts[i]
+        return self._at + 1 + sum(self._lengths[:i]) + i
+
     def __len__(self) -> int:
         return len(self._lengths) if self._starts is None else len(self._starts)
 
     def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if self._starts is None and self._lengths:
+            lengths = self._lengths
+            if isinstance(i, slice):
+                a, b, _step = i.indices(len(lengths))
+                if a >= b:
+                    return []
+                start = self._start(a)
+                out = []
+                for n in lengths[a:b]:
+                    out.append(self._data[start:start + n])
+                    start += n + 1
+                return out
+            if i < 0:
+                i += len(lengths)
+            start = self._start(i)
+            return self._data[start:start + lengths[i]]
         starts, ends = self._offsets()
         if isinstance(i, slice):
             return [self._data[a:b] for a, b in zip(starts[i], ends[i], strict=True)]
