@@ -18,6 +18,8 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from itertools import accumulate, repeat
+from operator import add
 
 from . import fileio
 from .errors import NothingWritten, StoreCorrupted, out_of_files
@@ -82,10 +84,11 @@ class ActiveSegment:
             root = os.path.dirname(os.path.dirname(self.path))
             raise StoreCorrupted(f"{self.path} is shorter ({have + len(data)} bytes) than its synced end {end}: "
                                  f"committed records are missing; run: kroniko-ops fsck {root}")
-        pos = have
-        for line in data.split(b"\n")[:-1]:
-            pos += len(line) + 1
-            self.offsets.append(pos)
+        lines = data.split(b"\n")
+        lines.pop()
+        ends = accumulate(map(add, map(len, lines), repeat(1)), initial=have)
+        next(ends)  # the offsets after each line (computed in C: an active segment may hold many)
+        self.offsets.extend(ends)
         self.last = self.first + len(self.offsets) - 2
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
