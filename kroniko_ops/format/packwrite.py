@@ -81,10 +81,9 @@ class PackWriter(Closing):
             ids: Sequence[str | bytes] | None = None, chains: Sequence[bytes] | None = None) -> None:
         """Add events from ``first_position`` (the pack's first when nothing was added yet,
         else the position after the previous ones): their stored bytes, their batches as
-        :func:`record.commits` gives them, their ids when known (as text, or as the bytes of their
-        record headers; checked against the JSON) and
-        the chain hash after each when the caller has recomputed them already (else the writer
-        does, from the chain before the pack)."""
+        :func:`record.commits` gives them, their ids when known (as text, or as the bytes of
+        their record headers; checked against the JSON) and the chain hash after each when the
+        caller has recomputed them already (else the writer does, from the chain before the pack)."""
         if not bodies:
             return
         if self._next == 0:
