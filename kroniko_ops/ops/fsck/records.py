@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ... import gcpause
 from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
@@ -153,27 +154,34 @@ class Walker:
         if self.hashes and not part.substitute and part.first == reader.first and not reader.sha_ok():
             self.ctx.add("pack-corrupt", "error", self.rel, "the pack fails its SHA-256 (its bytes changed after it "
                          "was written); restore it from a backup", part.first)
-        for i, block in enumerate(reader.blocks):
+        blocks = reader.blocks
+        for i in range(reader.find(part.first), len(blocks)):
+            block = blocks[i]
             a, b = max(part.first, block.first), min(last, block.last)
             if a > last:
                 break
-            if b < a:
-                continue
             # One decompression and one parse per block; every event hash and the chain through
             # the block recomputed and compared with the chain the table records at its end.
-            chk = reader.check_block(i, hashes=self.hashes)
-            for code, message in chk.problems:
-                self.ctx.add(code, "error", self.rel, f"{message}; restore the pack from a backup", block.first)
-            if chk.problems:
-                for p in range(a, b + 1):
-                    self.bad(p)
-            else:
-                k = a - block.first
-                self._sound(range(a, b + 1), chk.ids[k:k + b - a + 1], chk.docs[k:k + b - a + 1])
-                if b == reader.last and not chk.commits[-1][2]:
-                    self.ctx.add("pack-corrupt", "error", self.rel, f"position {b} ends no batch (no commit mark)", b)
-            self.chain, self.next_pos = block.chain, b + 1
-            self.checked += b - a + 1
+            with gcpause.paused():
+                self._block(reader, i, a, b)
+
+    def _block(self, reader: packfmt.PackReader, i: int, a: int, b: int) -> None:
+        """Check positions ``a..b`` of block ``i`` of a dense pack and hand its events to the
+        sinks (with the collector paused: the parsed events die before it runs again)."""
+        block = reader.blocks[i]
+        chk = reader.check_block(i, hashes=self.hashes)
+        for code, message in chk.problems:
+            self.ctx.add(code, "error", self.rel, f"{message}; restore the pack from a backup", block.first)
+        if chk.problems:
+            for p in range(a, b + 1):
+                self.bad(p)
+        else:
+            k = a - block.first
+            self._sound(range(a, b + 1), chk.ids[k:k + b - a + 1], chk.docs[k:k + b - a + 1])
+            if b == reader.last and not chk.commits[-1][2]:
+                self.ctx.add("pack-corrupt", "error", self.rel, f"position {b} ends no batch (no commit mark)", b)
+        self.chain, self.next_pos = block.chain, b + 1
+        self.checked += b - a + 1
 
     def _pack_records(self, part: Part, last: int) -> None:
         """A version 3 pack: whole raw records in its blocks, checked as a segment's are."""
@@ -215,6 +223,10 @@ class Walker:
             self.chain, self.next_pos = None, last + 1
 
     def _run(self, raw: bytes, a: int, b: int, single: Callable[[int], bytes] | None) -> None:
+        with gcpause.paused():  # the parsed events die before the collector runs again
+            self._run_paused(raw, a, b, single)
+
+    def _run_paused(self, raw: bytes, a: int, b: int, single: Callable[[int], bytes] | None) -> None:
         # The common case in bulk: every record whole, in place, hashed and chained right.
         ids, bodies, chain, problems = recfmt.check_run(raw, a, self.chain if self.hashes else None)
         if not self.hashes:
