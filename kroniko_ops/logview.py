@@ -312,7 +312,7 @@ class LogView:
                 first = max(lo, c.first)  # type: ignore[attr-defined]
                 if isinstance(c, packfmt.PackReader):
                     i = c.find(pos)
-                    a = max(first, c.blocks[i].first)
+                    a = max(first, c.bounds(i)[0])
                     yield self._decoded(c, i, pos - a < step).span(a, pos)
                 else:
                     a = max(first, pos - step + 1)
@@ -327,9 +327,9 @@ class LogView:
             if isinstance(c, packfmt.PackReader):
                 i, j = c.find(pos), c.find(b)
                 for k in range(i, j + 1):
-                    blk = c.blocks[k]
+                    bf, bl = c.bounds(k)
                     # A short read (start, limit, subscribe) is likely read again: keep its block.
-                    yield self._decoded(c, k, j - i < 2).span(max(pos, blk.first), min(b, blk.last))
+                    yield self._decoded(c, k, j - i < 2).span(max(pos, bf), min(b, bl))
             else:
                 a = pos
                 while a <= b:
@@ -351,9 +351,14 @@ class LogView:
                 j += 1
             lo, hi = positions[i], positions[j]
             if isinstance(c, packfmt.PackReader):
-                for k in range(c.find(lo), c.find(hi) + 1):
-                    blk = c.blocks[k]
-                    out.append(self._decoded(c, k, True).span(max(lo, blk.first), min(hi, blk.last)))
+                k = c.find(lo)
+                bf, bl = c.bounds(k)
+                if hi <= bl:  # the common case: a point read, or a short run, in one block
+                    out.append(self._decoded(c, k, True).span(lo, hi))
+                else:
+                    for m in range(k, c.find(hi) + 1):
+                        bf, bl = c.bounds(m)
+                        out.append(self._decoded(c, m, True).span(max(lo, bf), min(hi, bl)))
             else:
                 out.append((lo, *recfmt.bodies_commits(c.read_run(lo, hi)), None))  # type: ignore[attr-defined]
             i = j + 1

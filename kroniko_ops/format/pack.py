@@ -35,8 +35,10 @@ import hashlib
 import os
 import re
 import struct
+import sys
 import threading
 import zlib
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import add, eq
@@ -55,7 +57,9 @@ LEVEL = 1  # measured on event JSON in 64 KiB blocks: faster than level 3, and a
 HEADS = {v: struct.pack(">6sH", b"KRPACK", v) for v in (3, 4)}
 HEAD_SIZE = 8
 ENTRY_V3 = struct.Struct(">QIQIII")
-ENTRY = struct.Struct(">QIQIII32s")
+ENTRY_SIZE = 64  # bytes of one block's entry in a version 4 table (its columns' widths added up)
+_COLUMN_CODES = ("Q", "I", "Q", "I", "I", "I")  # first, count, offset, clen, ulen, crc: u64 or u32
+assert [array(c).itemsize for c in _COLUMN_CODES] == [8, 4, 8, 4, 4, 4]
 TRAILER = struct.Struct(">6sQQQIQI32s32sI")
 TRAILER_SIZE = TRAILER.size
 TRAILER_MAGIC = b"KRPEND"
@@ -115,25 +119,58 @@ class Block:
 
 
 class Table(Sequence[Block]):
-    """A pack's block table, kept as columns (first, count, offset, clen, ulen, crc, chain) and
-    handed out as :class:`Block` entries on demand."""
+    """A pack's block table, kept as its columns (first, count, offset, clen, ulen, crc; and the
+    chains, 32 bytes each, in version 4) and handed out as :class:`Block` entries on demand."""
 
-    __slots__ = ("_columns",)
+    __slots__ = ("_chains", "_columns")
 
-    def __init__(self, columns: list[tuple]) -> None:  # type: ignore[type-arg]
-        self._columns = columns
+    def __init__(self, columns: Sequence[Sequence[int]], chains: bytes = b"") -> None:
+        self._columns, self._chains = columns, chains
 
     def __len__(self) -> int:
         return len(self._columns[0])
 
+    def chain(self, i: int) -> bytes:
+        """The chain after block ``i``'s last event (empty in version 3)."""
+        return self._chains[32 * i:32 * i + 32]
+
     def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
         c = self._columns
-        return Block(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i], c[5][i], c[6][i])
+        return Block(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i], c[5][i], self.chain(i))
 
     def __iter__(self) -> Iterator[Block]:
-        return map(Block, *self._columns)
+        return map(Block, *self._columns, map(self.chain, range(len(self))))
+
+
+def encode_table(before: bytes, blocks: Sequence[Block]) -> bytes:
+    """A version 4 block table: the chain before the first event, then the entries column by
+    column (all firsts, all counts, ... all chains), so that a reader loads each column in one call."""
+    out = [before]
+    for name, code in zip(("first", "count", "offset", "clen", "ulen", "crc"), _COLUMN_CODES, strict=True):
+        column = array(code, [getattr(b, name) for b in blocks])
+        if sys.byteorder == "little":
+            column.byteswap()
+        out.append(column.tobytes())
+    out.extend(b.chain for b in blocks)
+    return b"".join(out)
+
+
+def _decode_columns(table: bytes, n: int) -> tuple[list[array], bytes]:  # type: ignore[type-arg]
+    """The columns and the chains of a version 4 table's entries (after its leading chain)."""
+    columns, at = [], 0
+    for code in _COLUMN_CODES:
+        column = array(code)
+        size = column.itemsize * n
+        column.frombytes(table[at:at + size])
+        if sys.byteorder == "little":
+            column.byteswap()
+        columns.append(column)
+        at += size
+    return columns, table[at:at + 32 * n]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,15 +264,18 @@ class PackReader(Closing):
         _, self.first, self.last, self.count, nblocks, table_offset, table_crc, self.last_chain, self.sha256, _ = fields
         if not 1 <= self.first <= self.last or self.count != self.last - self.first + 1:
             raise self._fail(f"trailer range {self.first}..{self.last} ({self.count} records) is inconsistent")
-        entry, pre = (ENTRY, 32) if self.version == 4 else (ENTRY_V3, 0)
-        if table_offset + pre + nblocks * entry.size != size - TRAILER_SIZE:
+        entry_size, pre = (ENTRY_SIZE, 32) if self.version == 4 else (ENTRY_V3.size, 0)
+        if table_offset + pre + nblocks * entry_size != size - TRAILER_SIZE:
             raise self._fail("the block table does not end where the trailer starts")
-        table = os.pread(self._fd, pre + nblocks * entry.size, table_offset)
+        table = os.pread(self._fd, pre + nblocks * entry_size, table_offset)
         if zlib.crc32(table) != table_crc:
             raise self._fail("the block table fails its CRC")
         self.chain_before = table[:pre] or None
-        columns = list(zip(*entry.iter_unpack(table[pre:]), strict=True)) if nblocks else [()] * 7
-        self.blocks = Table(columns if pre else [*columns, (b"",) * nblocks])
+        if pre:
+            columns, chains = _decode_columns(table[pre:], nblocks)
+        else:
+            columns, chains = [list(c) for c in zip(*ENTRY_V3.iter_unpack(table), strict=True)] or [[]] * 6, b""
+        self.blocks = Table(columns, chains)
         firsts, counts, offsets, clens = columns[0], columns[1], columns[2], columns[3]
         # Each block starts where the one before ends, in positions and in bytes (checked in C:
         # a pack of millions of events has tens of thousands of blocks to open quickly).
@@ -245,8 +285,9 @@ class PackReader(Closing):
             raise self._fail("the block table is out of place")
         if firsts[-1] + counts[-1] != self.last + 1 or offsets[-1] + clens[-1] != table_offset:
             raise self._fail("the block table does not cover the pack")
-        if self.version == 4 and columns[6][-1] != self.last_chain:
+        if self.version == 4 and self.blocks.chain(nblocks - 1) != self.last_chain:
             raise self._fail("the block table's last chain differs from the trailer's")
+        self._counts = counts
         self._firsts = firsts
 
     @property
@@ -254,6 +295,11 @@ class PackReader(Closing):
         """About the bytes its events take in log segments (records with their headers)."""
         extra = 0 if self.version == 3 else record.HEADER - 4
         return sum(b.ulen + extra * b.count for b in self.blocks)
+
+    def bounds(self, i: int) -> tuple[int, int]:
+        """The first and last positions of block ``i``."""
+        first = self._firsts[i]
+        return first, first + self._counts[i] - 1
 
     def find(self, position: int) -> int:
         """The index of the block holding ``position``; ``IndexError`` outside ``first..last``."""

@@ -41,11 +41,12 @@ class Bodies(Sequence[bytes]):
     out only when a body is first asked for (a read of the whole block parses its array and never
     needs them)."""
 
-    __slots__ = ("_at", "_data", "_ends", "_lengths", "_starts")
+    __slots__ = ("_at", "_data", "_ends", "_lengths", "_read", "_starts")
 
     def __init__(self, data: bytes, starts: Sequence[int] | None, ends: Sequence[int] | None,
                  lengths: Sequence[int] = (), at: int = 0) -> None:
         self._data, self._starts, self._ends, self._lengths, self._at = data, starts, ends, lengths, at
+        self._read = False
 
     def _offsets(self) -> tuple[Sequence[int], Sequence[int]]:
         if self._starts is None:
@@ -56,16 +57,20 @@ class Bodies(Sequence[bytes]):
         return self._starts, self._ends  # type: ignore[return-value]
 
     def _start(self, i: int) -> int:
-        """Where body ``i`` starts, without working out every offset (a point read needs one)."""
+        """Where body ``i`` starts: the first point read of a block adds up the lengths before
+        it; a block read again (it is in the cache) works out every offset once."""
         if self._starts is not None:
             return self._starts[i]
+        if self._read:
+            return self._offsets()[0][i]
+        self._read = True
         return self._at + 1 + sum(self._lengths[:i]) + i
 
     def __len__(self) -> int:
         return len(self._lengths) if self._starts is None else len(self._starts)
 
     def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
-        if self._starts is None and self._lengths:
+        if self._starts is None and self._lengths and not self._read:
             lengths = self._lengths
             if isinstance(i, slice):
                 a, b, _step = i.indices(len(lengths))

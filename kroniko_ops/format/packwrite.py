@@ -17,7 +17,6 @@ from .. import fileio
 from . import packblock, record
 from .pack import (
     BLOCK_BYTES,
-    ENTRY,
     HEADS,
     LEVEL,
     TRAILER,
@@ -27,6 +26,7 @@ from .pack import (
     Closing,
     PackError,
     PackInfo,
+    encode_table,
     parse_ids,
 )
 from .packblock import Commits
@@ -176,8 +176,7 @@ class PackWriter(Closing):
                             "an event's bytes differ from the ones its record was hashed from")
         if not self._ended:
             raise PackError(f"{self.name}: position {last} ends no batch (no commit mark)")
-        table = self._before + b"".join(ENTRY.pack(b.first, b.count, b.offset, b.clen, b.ulen, b.crc, b.chain)
-                                        for b in self._blocks)
+        table = encode_table(self._before, self._blocks)
         table_offset = self._offset
         self._write(table)
         first = self._first

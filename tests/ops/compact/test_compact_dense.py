@@ -142,7 +142,7 @@ def test_a_truncated_table_is_named(packed: str) -> None:
     trailer = data[-packfmt.TRAILER_SIZE:]
     fields = list(packfmt.TRAILER.unpack(trailer))
     table_offset = fields[5]
-    short = data[table_offset:table_offset + 32 + (nblocks - 1) * packfmt.ENTRY.size]
+    short = data[table_offset:table_offset + 32 + (nblocks - 1) * packfmt.ENTRY_SIZE]
     fields[4], fields[6] = nblocks - 1, zlib.crc32(short)
     body = packfmt.TRAILER.pack(*fields)[:-4]
     Path(path).write_bytes(data[:table_offset] + short + body + struct.pack(">I", zlib.crc32(body)))
