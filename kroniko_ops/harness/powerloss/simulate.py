@@ -22,15 +22,17 @@ from .model import CrashState, Model, sampled, single_faults
 from .run import Recorded, Scenario, StoreFactory, record
 
 # One scenario per operation the simulator covers; the maintenance operations add their own.
+# Every operation with writers has a reader beside them (an event shown, then lost, is a finding);
+# the writers of a maintenance operation go on appending until it ends.
 OPERATIONS: dict[str, Scenario] = {
-    "append": Scenario("append", workers=1, appends=6),
-    "batch": Scenario("batch", workers=1, appends=5, max_batch=6),
-    "concurrent": Scenario("concurrent", workers=4, appends=4, max_batch=2, readers=1),
-    "roll": Scenario("roll", workers=2, appends=8, max_batch=3, readers=1, segment_bytes=4096),
-    "compact": Scenario("compact", workers=1, appends=3, prefill=40, segment_bytes=4096, action="compact"),
-    "backup": Scenario("backup", workers=1, appends=3, prefill=30, segment_bytes=4096, action="backup"),
+    "append": Scenario("append", workers=1, appends=6, readers=1),
+    "batch": Scenario("batch", workers=1, appends=5, max_batch=6, readers=1),
+    "concurrent": Scenario("concurrent", workers=4, appends=4, max_batch=2, readers=1, orphans=4),
+    "roll": Scenario("roll", workers=2, appends=8, max_batch=3, readers=1, segment_bytes=4096, orphans=2),
+    "compact": Scenario("compact", workers=1, appends=3, readers=1, prefill=40, segment_bytes=4096, action="compact"),
+    "backup": Scenario("backup", workers=1, appends=3, readers=1, prefill=30, segment_bytes=4096, action="backup"),
     "restore": Scenario("restore", prefill=30, segment_bytes=4096, action="restore"),
-    "reindex": Scenario("reindex", workers=1, appends=3, prefill=30, segment_bytes=4096, action="reindex"),
+    "reindex": Scenario("reindex", workers=1, appends=3, readers=1, prefill=30, segment_bytes=4096, action="reindex"),
     "recover": Scenario("recover", prefill=20, segment_bytes=4096, action="recover"),
     "migrate": Scenario("migrate", action="migrate"),
 }
@@ -42,11 +44,14 @@ class Failure:
 
     operation: str
     run_dir: str
-    state: CrashState
+    state: CrashState | None  # None: a problem of the recorded run itself (:mod:`.trace`)
     problems: list[str]
 
     def describe(self) -> str:
         """Human-readable, with the replay command."""
+        if self.state is None:
+            return (f"{self.operation}: the recorded run: {'; '.join(self.problems[:3])}\n"
+                    f"  recorded in {self.run_dir} (changes in ops/, calls in hist/)")
         state = self.state.describe()
         return (f"{self.operation}: {state}: {'; '.join(self.problems[:3])}\n"
                 f"  rebuild: kroniko-ops torture --power-loss --replay {self.run_dir} --state '{state}'")
@@ -97,6 +102,10 @@ def simulate(operations: dict[str, Scenario], *, seed: int = 0, runs: int = 1, e
             try:
                 rec = record(sc, base)
                 figures.runs += 1
+                if rec.problems:
+                    figures.violations += len(rec.problems)
+                    figures.failures.append(Failure(name, base, None, rec.problems))
+                    keep = True
                 for state in states_of(rec.model, random.Random(run_seed), exhaustive_limit, samples):
                     outcome = check(rec, state, base)
                     figures.states += 1
