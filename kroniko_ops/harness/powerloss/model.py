@@ -173,12 +173,12 @@ class Model:
                 if (c.kind in DATA_OPS or c.kind in NAME_OPS) and (c.durable_at is None or c.durable_at >= cut)]
 
     def cut_time(self, cut: int) -> int:
-        """The moment of a cut: after change ``cut - 1`` finished, before change ``cut`` did."""
-        if cut <= 0:
-            return self.changes[0].op["t0"] - 1 if self.changes else 0
+        """The latest moment of a cut after change ``cut - 1`` and before change ``cut``: just
+        before change ``cut`` completed (a change in flight counts as not made). Every call that
+        returned by then happened before the power failed."""
         if cut >= len(self.changes):
             return AFTER_THE_RUN  # the power failed after the run: everything it acknowledged counts
-        return self.changes[cut - 1].op["t1"]
+        return max(self.changes[cut].op["t1"] - 1, self.changes[cut - 1].op["t1"] if cut else 0)
 
 
 def single_faults(model: Model, cut: int) -> Iterator[CrashState]:

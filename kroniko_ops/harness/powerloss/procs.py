@@ -9,7 +9,7 @@ import os
 import random
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -41,15 +41,17 @@ def _store_path(base: str) -> str:
     return os.path.join(base, "run", STORE)
 
 
-def pause_before_log_fsync(limit_us: int, seed: int):  # type: ignore[no-untyped-def]
-    """A fault injector that fails nothing: it sleeps up to ``limit_us`` before each fsync of
-    the log, so the windows between a write and its fsync (where readers, backups and other
-    writers must not take unsynced bytes for durable ones) are wide enough to be hit."""
+def pause_before_log_fsync(least_us: int, most_us: int, seed: int, writing: Any):  # type: ignore[no-untyped-def]
+    """A fault injector that fails nothing: it sleeps ``least_us`` to ``most_us`` before each
+    fsync of the log, so the windows between a write and its fsync (where readers, backups and
+    other writers must not take unsynced bytes for durable ones) are wide enough to be hit. It
+    sets ``writing`` as it starts to pause: unsynced records are in the log then."""
     rng = random.Random(seed)
 
     def injector(op: str, path: str) -> None:
         if op == "fsync" and path == "active segment":
-            time.sleep(rng.randint(0, limit_us) / 1e6)
+            writing.set()
+            time.sleep(rng.randint(least_us, most_us) / 1e6)
 
     return injector
 
@@ -60,13 +62,15 @@ def _die_before_log_fsync(op: str, path: str) -> None:
         time.sleep(60)  # pragma: no cover - the signal is delivered before this returns
 
 
-def writer(sc: Scenario, base: str, k: int) -> None:
-    """Read-decide-append ``sc.appends`` times (more, while a maintenance operation runs)."""
+def writer(sc: Scenario, base: str, k: int, writing: Any) -> None:
+    """Read-decide-append ``sc.appends`` times (more, while a maintenance operation runs); set
+    ``writing`` (which the maintenance operation waits for) when it first pauses before an
+    fsync, or else after its first append."""
     rng = random.Random(sc.seed * 1000 + k)
     hist = history_file(base, f"w{k}")
     Recorder(os.path.join(base, "ops")).start()
-    if sc.fsync_pause_us:
-        fileio.set_fault_injector(pause_before_log_fsync(sc.fsync_pause_us, sc.seed * 31 + k))
+    if sc.fsync_pause_us[1]:
+        fileio.set_fault_injector(pause_before_log_fsync(*sc.fsync_pause_us, sc.seed * 31 + k, writing))
     store = sc.factory(_store_path(base), create=False)
     tags = [f"t{j}" for j in range(3)]
     done = os.path.join(base, ACTION_DONE)
@@ -80,6 +84,7 @@ def writer(sc: Scenario, base: str, k: int) -> None:
                         id=f"w{k}-{n}-{i}") for i in range(size)]
         condition = AppendCondition(query, after=head) if rng.random() < 0.5 else None
         append(store, hist, events, condition, tag)
+        writing.set()
         n += 1
     store.close()
 
@@ -173,11 +178,14 @@ def prefill(sc: Scenario, base: str) -> None:
     store.close()
 
 
-def action(sc: Scenario, base: str) -> None:
-    """Run the maintenance operation; log whether it succeeded (a failure with no fault
-    injected is a violation: a broken operation often fails its own self-checks)."""
+def action(sc: Scenario, base: str, writing: Any) -> None:
+    """Run the maintenance operation once the writers are under way (``writing``); log whether
+    it succeeded (a failure with no fault injected is a violation: a broken operation often
+    fails its own self-checks)."""
     from .run import ACTIONS
 
+    if sc.workers:
+        writing.wait(10)
     hist = history_file(base, "action")
     t0 = time.monotonic_ns()
     log(hist, {"ev": "action-start", "name": sc.action, "t0": t0, "t1": t0})

@@ -54,7 +54,7 @@ class Scenario:
     prefill: int = 0  # events appended (and synced) before the recording starts
     action: str | None = None  # a maintenance operation of :data:`ACTIONS`, run while recording
     orphans: int = 0  # batches whose writer dies before its fsync, then retried or conflicted with
-    fsync_pause_us: int = 3000  # writers pause up to this long before each fsync of the log
+    fsync_pause_us: tuple[int, int] = (0, 3000)  # writers pause this long (least, most) before each fsync of the log
 
 
 @dataclass
@@ -88,9 +88,10 @@ def record(sc: Scenario, base: str, timeout: float = 60.0) -> Recorded:
     materialize.snapshot(root, os.path.join(base, materialize.SNAPSHOT))
     ctx = mp.get_context("fork")  # children inherit the factory and the mutant's patches
     stop = time.monotonic() + timeout
-    busy = [ctx.Process(target=procs.writer, args=(sc, base, k)) for k in range(sc.workers)]
+    writing = ctx.Event()
+    busy = [ctx.Process(target=procs.writer, args=(sc, base, k, writing)) for k in range(sc.workers)]
     if sc.action is not None:
-        busy.append(ctx.Process(target=procs.action, args=(sc, base)))
+        busy.append(ctx.Process(target=procs.action, args=(sc, base, writing)))
     readers = [ctx.Process(target=procs.reader, args=(sc, base, k, stop)) for k in range(sc.readers)]
     try:
         for p in busy + readers:

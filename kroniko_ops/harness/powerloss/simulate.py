@@ -22,17 +22,23 @@ from .model import CrashState, Model, sampled, single_faults
 from .run import Recorded, Scenario, StoreFactory, record
 
 # One scenario per operation the simulator covers; the maintenance operations add their own.
-# Every operation with writers has a reader beside them (an event shown, then lost, is a finding);
-# the writers of a maintenance operation go on appending until it ends.
+# Every operation with writers has a reader beside them (an event shown, then lost, is a finding).
+# A maintenance operation starts as a writer pauses before an fsync of the log (unsynced records are
+# there), and the writers go on appending, pausing so, until it ends; a backup's writers pause long
+# enough for its whole snapshot to meet the unsynced records.
+BUSY = (2000, 5000)
 OPERATIONS: dict[str, Scenario] = {
     "append": Scenario("append", workers=1, appends=6, readers=1),
     "batch": Scenario("batch", workers=1, appends=5, max_batch=6, readers=1),
     "concurrent": Scenario("concurrent", workers=4, appends=4, max_batch=2, readers=1, orphans=4),
     "roll": Scenario("roll", workers=2, appends=8, max_batch=3, readers=1, segment_bytes=4096, orphans=2),
-    "compact": Scenario("compact", workers=1, appends=3, readers=1, prefill=40, segment_bytes=4096, action="compact"),
-    "backup": Scenario("backup", workers=1, appends=3, readers=1, prefill=30, segment_bytes=4096, action="backup"),
+    "compact": Scenario("compact", workers=2, appends=3, readers=1, prefill=40, segment_bytes=4096, action="compact",
+                        fsync_pause_us=BUSY),
+    "backup": Scenario("backup", workers=2, appends=3, readers=1, prefill=30, segment_bytes=8192, action="backup",
+                        fsync_pause_us=(20000, 30000)),
     "restore": Scenario("restore", prefill=30, segment_bytes=4096, action="restore"),
-    "reindex": Scenario("reindex", workers=1, appends=3, readers=1, prefill=30, segment_bytes=4096, action="reindex"),
+    "reindex": Scenario("reindex", workers=2, appends=3, readers=1, prefill=30, segment_bytes=4096, action="reindex",
+                        fsync_pause_us=BUSY),
     "recover": Scenario("recover", prefill=20, segment_bytes=4096, action="recover"),
     "migrate": Scenario("migrate", action="migrate"),
 }
