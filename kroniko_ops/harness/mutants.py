@@ -228,8 +228,8 @@ def _roll_without_folder_fsync(original: Callable[..., None]) -> Callable[..., N
 class Mutant:
     """One broken behaviour: what it breaks, the harness run that must catch it (``operation``:
     a power-loss operation, or ``torture`` for the kill harness), the violation it is caught
-    with (text the report contains), its store class and its patches (``"module:attribute"``
-    with a function from the original to its replacement)."""
+    with (a regular expression the report matches), its store class and its patches
+    (``"module:attribute"`` with a function from the original to its replacement)."""
 
     name: str
     breaks: str
@@ -248,7 +248,8 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
     Mutant("reader-past-synced", "readers read every committed record written, past the synced position "
            "(EventStore._state)", "append", "shown to a reader", ReadsPastSyncedStore),
     Mutant("roll-no-dir-fsync", "a new segment is created without fsyncing it or log/ (Writer._create_next)",
-           "roll", "is missing", patches=(("kroniko_ops.writer:Writer._create_next", _roll_without_folder_fsync),)),
+           "roll", "does not open|is missing",
+           patches=(("kroniko_ops.writer:Writer._create_next", _roll_without_folder_fsync),)),
     Mutant("retry-ack-unsynced", "an idempotent retry is acknowledged without making the batch it found durable "
            "(EventStore._acknowledge after _check_ids)", "concurrent", "is missing", RetryAckUnsyncedStore),
     Mutant("reject-unsynced", "a condition failure is raised before the conflicting event is durable "
@@ -272,10 +273,11 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
            "compact", "failed with no fault injected",
            patches=(("kroniko_ops.format.pack:PackWriter.finish", _drop_last_block),)),
     Mutant("compact-no-fsync", "compaction publishes packs it never fsynced (ops/compact/packing.py: write)",
-           "compact", "is missing", patches=(("kroniko_ops.ops.compact.packing:write", _pack_without_fsync),)),
+           "compact", "does not open|is missing|engine failed",
+           patches=(("kroniko_ops.ops.compact.packing:write", _pack_without_fsync),)),
     Mutant("lock-released-before-write", "the writer lock is released before the batch is written "
-           "(EventStore._write)", "torture", "property", UnlockedWriteStore),
-    Mutant("peek-past-head", "a read returns one event past the head it reports", "torture", "read-",
+           "(EventStore._write)", "torture", "property [0-9]", UnlockedWriteStore),
+    Mutant("peek-past-head", "a read returns one event past the head it reports", "torture", r"\(read-",
            PeekingStore),
     Mutant("mid-batch-head", "a read stops inside the last batch and calls that its head", "torture",
            "read-mid-batch", TornHeadStore),

@@ -95,7 +95,10 @@ def check(rec: Recorded, state: CrashState, scratch: str, full_fsck: bool = Fals
     if action is not None and not out.problems:
         from .run import ACTIONS
 
-        out.problems.extend(ACTIONS[action["name"]].verify(dest))
+        try:
+            out.problems.extend(ACTIONS[action["name"]].verify(dest))
+        except Exception as exc:  # e.g. a published store that lost a folder: a finding, not a traceback
+            out.problems.append(f"what the {action['name']} operation made does not open: {type(exc).__name__}: {exc}")
     if full_fsck and not out.problems:
         from ... import fsck
 
@@ -186,11 +189,11 @@ class _Opened:
         lost = next((ids for ids in gone if ids[0] in self.promises.written), gone[0] if gone else None)
         if lost is not None:
             got = self.store.append([Event("Retry", {}, tags=["t2"], id=i) for i in lost])
-            if got != head + len(lost):
-                lo = max(1, got - len(lost) + 1)
-                at = [e.id for e in self.store.read(start=lo, limit=len(lost))]
-                self.problem(f"retrying the batch {lost[0]}.., which this state lost, returned {got} (the log holds "
-                             f"{at} at {lo}..), not {head + len(lost)}: the retry was taken for one of events that "
+            lo = head + 1
+            at = [e.id for e in self.store.read(start=lo, limit=len(lost))]
+            if got != head + len(lost) or at != lost:
+                self.problem(f"retrying the batch {lost[0]}.., which this state lost, returned {got} and the log "
+                             f"holds {at} at {lo}.., not that batch: the retry was taken for one of events that "
                              "are not in the log")
 
     def conditional(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +134,7 @@ def orphaner(sc: Scenario, base: str, k: int) -> None:
     would make it durable (its records are written, committed, not synced); then this process,
     alternately, retries that same batch (an idempotent retry must make it durable before it
     acknowledges it) or appends under a condition the orphaned batch violates (the rejection
-    must make the conflicting event durable before it is raised)."""
+    must make the conflicting event durable before it is raised). Then :func:`late_fsync`."""
     hist = history_file(base, f"o{k}")
     Recorder(os.path.join(base, "ops")).start()
     store = sc.factory(_store_path(base), create=False)
@@ -158,8 +159,35 @@ def orphaner(sc: Scenario, base: str, k: int) -> None:
         else:
             condition = AppendCondition(Query([QueryItem(tags=[tag])]), after=head)
             append(store, hist, [Event("R", {"n": n}, tags=[tag], id=f"o{k}-{n}-r")], condition, tag)
+    late_fsync(sc, base, store, hist, f"o{k}")
     append(store, hist, [Event("E", {"after": "orphans"}, tags=["t0"], id=f"o{k}-last")])
     store.close()
+
+
+LATE = "late-fsync"  # the thread whose fsync is held back
+
+
+def _hold_late_fsync(op: str, path: str) -> None:
+    if op == "fsync" and path == "active segment" and threading.current_thread().name == LATE:
+        time.sleep(0.03)
+
+
+def late_fsync(sc: Scenario, base: str, store, hist: str, who: str) -> None:  # type: ignore[no-untyped-def]
+    """Two handles of this process: the first writes a batch and is held 30 ms before its fsync
+    while the second commits a batch after it, so the first one's fsync finishes last; the synced
+    position it then records must not go back below the second's."""
+    other = sc.factory(_store_path(base), create=False)
+    previous = fileio.set_fault_injector(_hold_late_fsync)
+    try:
+        slow = threading.Thread(target=append, name=LATE,
+                                args=(store, hist, [Event("E", {"late": 1}, tags=["t1"], id=f"{who}-late")]))
+        slow.start()
+        time.sleep(0.01)
+        append(other, hist, [Event("E", {"late": 0}, tags=["t1"], id=f"{who}-early")])
+        slow.join()
+    finally:
+        fileio.set_fault_injector(previous)
+        other.close()
 
 
 def prefill(sc: Scenario, base: str) -> None:

@@ -111,8 +111,12 @@ def record(sc: Scenario, base: str, timeout: float = 60.0) -> Recorded:
     index = os.path.join(root, STORE, "index")
     shutil.copytree(index, os.path.join(base, materialize.FINAL_INDEX, STORE, "index"))
     rec = load_recorded(base, sc.factory)
-    if sc.action is not None and ACTIONS[sc.action].audit is not None:
-        rec.problems.extend(ACTIONS[sc.action].audit(root))  # type: ignore[misc]
+    audit = ACTIONS[sc.action].audit if sc.action is not None else None
+    if audit is not None:
+        try:
+            rec.problems.extend(audit(root))
+        except Exception as exc:  # what the operation made does not even open: a finding too
+            rec.problems.append(f"checking what the {sc.action} operation made failed: {type(exc).__name__}: {exc}")
     return rec
 
 

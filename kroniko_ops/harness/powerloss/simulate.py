@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from ...errors import InvalidArgument
 from ...report import Report
+from ..mutants import MUTANTS, applied
 from . import actions  # noqa: F401  (registers the maintenance operations)
 from .check import Outcome, check
 from .model import CrashState, Model, sampled, single_faults
@@ -81,12 +82,27 @@ class Figures:
                 "events_lost": self.lost, "violations": self.violations}
 
 
-def states_of(model: Model, rng: random.Random, exhaustive_limit: int, samples: int) -> Iterator[CrashState]:
+def states_of(model: Model, rng: random.Random, exhaustive_limit: int, samples: int,
+              promises: list[int] = ()) -> Iterator[CrashState]:  # type: ignore[assignment]
     """The states to check for one run: every single-fault state when there are at most
-    ``exhaustive_limit`` of them, else a seeded sample of that many; plus ``samples`` random ones."""
+    ``exhaustive_limit`` of them, else that many, first those of the cuts just after a promise
+    (the moments in ``promises``: an append acknowledged, a conflict named), where what was
+    promised but not yet durable would show, then a seeded sample of the others; plus
+    ``samples`` random ones."""
     single = [s for cut in range(len(model.changes) + 1) for s in single_faults(model, cut)]
     if len(single) > exhaustive_limit:
-        single = rng.sample(single, exhaustive_limit)
+        first = {next((k for k in range(len(model.changes) + 1) if model.cut_time(k) >= t), None) for t in promises}
+        # Tiers: every volatile change lost just after a promise (whatever was promised but not
+        # yet durable goes), then each one lost alone there, then every other state.
+        tiers: list[list[CrashState]] = [[], [], []]
+        for s in single:
+            urgent = s.cut in first
+            tiers[0 if urgent and s.index == "initial" else 1 if urgent and s.torn is None else 2].append(s)
+        chosen: list[CrashState] = []
+        for tier in tiers:
+            room = exhaustive_limit - len(chosen)
+            chosen += tier if len(tier) <= room else rng.sample(tier, room)
+        single = chosen
     yield from single
     for _ in range(samples):
         yield sampled(model, rng)
@@ -112,7 +128,8 @@ def simulate(operations: dict[str, Scenario], *, seed: int = 0, runs: int = 1, e
                     figures.violations += len(rec.problems)
                     figures.failures.append(Failure(name, base, None, rec.problems))
                     keep = True
-                for state in states_of(rec.model, random.Random(run_seed), exhaustive_limit, samples):
+                promises = [h["t1"] for h in rec.history if h["ev"] in ("append", "reject") and h["t1"]]
+                for state in states_of(rec.model, random.Random(run_seed), exhaustive_limit, samples, promises):
                     outcome = check(rec, state, base)
                     figures.states += 1
                     figures.acked += outcome.acked_checked
@@ -130,40 +147,52 @@ def simulate(operations: dict[str, Scenario], *, seed: int = 0, runs: int = 1, e
     return out
 
 
-def replay(run_dir: str, state: CrashState, scratch: str) -> Outcome:
-    """Rebuild and check one state of a kept run (the folder a failure names)."""
+def replay(run_dir: str, state: CrashState, scratch: str, factory: StoreFactory | None = None) -> Outcome:
+    """Rebuild and check one state of a kept run (the folder a failure names), with the
+    engine ``factory`` (the real one by default)."""
     from .run import load_recorded
 
-    rec: Recorded = load_recorded(run_dir)
+    rec: Recorded = load_recorded(run_dir, factory) if factory is not None else load_recorded(run_dir)
     return check(rec, state, scratch)
 
 
 def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustive_limit: int = 600,
-               samples: int = 150, operations: list[str] | None = None, io_stride: int = 1) -> Report:
+               samples: int = 150, operations: list[str] | None = None, io_stride: int = 1,
+               mutant: str | None = None) -> Report:
     """``kroniko-ops torture --power-loss``: record every operation (or those named) ``runs``
     times in ``folder`` and check their crash states; the report's figures hold, per operation,
     the runs, crash states, acknowledged events checked, events lost and violations, and each
-    failing state is an error finding with the command that rebuilds it. Then (unless
+    failing state (or run) is an error finding with the command that rebuilds it. Then (unless
     ``io_stride`` is 0) the I/O-error sweep of the maintenance operations among them, failing
-    every ``io_stride``-th file operation: its figures are under ``io_errors``."""
+    every ``io_stride``-th file operation: its figures are under ``io_errors``.
+
+    ``mutant`` names a broken engine of :mod:`kroniko_ops.harness.mutants`, run instead of the
+    real one (in this process and the ones it starts), on its own operation unless ``operations``
+    name others, without the I/O-error sweep: the report must then hold a violation."""
     import os
     import time
 
     if seed is None:
         seed = int(time.time()) % 1_000_000
-    names = operations or list(OPERATIONS)
+    if mutant is not None and mutant not in MUTANTS:
+        raise InvalidArgument(f"no mutant {mutant!r}; kroniko-ops torture --mutant list prints them")
+    if mutant is not None and MUTANTS[mutant].operation == "torture" and not operations:
+        raise InvalidArgument(f"the mutant {mutant} is one the kill harness catches: run kroniko-ops torture STORE "
+                              f"--mutant {mutant} (without --power-loss), or name an --operation")
+    names = operations or ([MUTANTS[mutant].operation] if mutant is not None else list(OPERATIONS))
     unknown = [n for n in names if n not in OPERATIONS]
     if unknown:
         raise InvalidArgument(f"unknown operation(s) {unknown}; choose from {sorted(OPERATIONS)}")
     os.makedirs(folder, exist_ok=True)
     report = Report("torture --power-loss", os.path.abspath(folder))
-    figures = simulate({n: OPERATIONS[n] for n in names}, seed=seed, runs=runs, exhaustive_limit=exhaustive_limit,
-                       samples=samples, scratch=folder)
+    with applied(mutant) as broken:
+        figures = simulate({n: OPERATIONS[n] for n in names}, seed=seed, runs=runs, exhaustive_limit=exhaustive_limit,
+                           samples=samples, scratch=folder, factory=broken.store if broken is not None else None)
     for name, f in figures.items():
         report.figures[name] = f.as_dict()
         for failure in f.failures:
             report.add("powerloss-violation", "error", failure.run_dir, failure.describe())
-    if io_stride:
+    if io_stride and mutant is None:
         from .iofaults import io_sweep
 
         sweep = io_sweep({n: OPERATIONS[n] for n in names}, stride=io_stride, scratch=folder)
@@ -172,6 +201,7 @@ def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustiv
             for failure in f.failures[:3]:
                 report.add("io-error-damage", "error", folder, failure)
     report.figures["seed"] = seed
+    report.figures["mutant"] = mutant
     report.figures["crash_states"] = sum(f.states for f in figures.values())
     report.figures["events_lost"] = sum(f.lost for f in figures.values())
     report.figures["violations"] = sum(f.violations for f in figures.values())
