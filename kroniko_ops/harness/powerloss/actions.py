@@ -26,24 +26,37 @@ def _events(path: str) -> list[tuple[int, str]]:
         return [(e.position, e.id) for e in s.read()]
 
 
+PREFIX = "restore-to-"  # a file in the run's root naming the batch boundary the second restore stops at
+
+
+def _restore_targets(root: str) -> list[tuple[str, int | None]]:
+    """What the restore operation makes: the whole backup, and a prefix up to a batch boundary."""
+    cut = next(int(n[len(PREFIX):]) for n in os.listdir(root) if n.startswith(PREFIX))
+    return [("restored", None), (f"restored-to-{cut}", cut)]
+
+
 def _restored_whole(root: str) -> list[str]:
     """A restored store that exists under its final name holds exactly the backup's events (the
-    source store's up to the backup's head): not a prefix, not more."""
+    source store's up to the backup's head), or exactly those up to the position asked for: not
+    a prefix of them, not more."""
     from ...ops.backup import manifest
 
-    made = os.path.join(root, "restored")
-    if not os.path.exists(made):
-        return []
     with open(os.path.join(root, "bk", manifest.MANIFEST), "rb") as f:
         head = manifest.parse(f.read()).head
-    try:
-        got, want = _events(made), _events(os.path.join(root, STORE))[:head]
-    except KronikoError as exc:
-        return [f"the restored store at {made} exists but does not open: {exc}"]
-    if got != want:
-        return [f"the restored store holds {len(got)} events, not exactly the backup's {len(want)}"
-                + ("" if got == want[: len(got)] else " (nor a prefix of them)")]
-    return []
+    out = []
+    for name, upto in _restore_targets(root):
+        made = os.path.join(root, name)
+        if not os.path.exists(made):
+            continue
+        try:
+            got, want = _events(made), _events(os.path.join(root, STORE))[: head if upto is None else upto]
+        except KronikoError as exc:
+            out.append(f"the restored store at {made} exists but does not open: {exc}")
+            continue
+        if got != want:
+            out.append(f"the restored store {name} holds {len(got)} events, not exactly the {len(want)} asked for"
+                       + ("" if got == want[: len(got)] else " (nor a prefix of them)"))
+    return out
 
 
 def _backup_run(root: str) -> Report:
@@ -95,17 +108,32 @@ def _backup_audit(root: str) -> list[str]:
 def _restore_prepare(root: str) -> None:
     from ...ops.backup import backup
 
-    backup(os.path.join(root, STORE), os.path.join(root, "bk"))
+    source = os.path.join(root, STORE)
+    backup(source, os.path.join(root, "bk"))
+    with EventStore(source, create=False) as s:
+        head = s.head()
+        cut = max(r.position for r in s.records(1, max(1, head // 2)) if r.commit)
+    with open(os.path.join(root, f"{PREFIX}{cut}"), "wb"):
+        pass
 
 
-def _restore_run(root: str) -> Report:
+def _restore_run(root: str) -> Report | None:
+    """Restore what is not there yet (all of it, the first time); the first report that is not
+    clean, else the last."""
     from ...ops.backup import restore
 
-    return restore(os.path.join(root, "bk"), os.path.join(root, "restored"))
+    report = None
+    for name, upto in _restore_targets(root):
+        if not os.path.exists(os.path.join(root, name)):
+            report = restore(os.path.join(root, "bk"), os.path.join(root, name), to_position=upto)
+            if report.exit_code not in (0, 1):
+                return report
+    return report
 
 
 def _restore_audit(root: str) -> list[str]:
-    return _restored_whole(root) if os.path.exists(os.path.join(root, "restored")) else ["nothing was restored"]
+    missing = [name for name, _ in _restore_targets(root) if not os.path.exists(os.path.join(root, name))]
+    return [f"{', '.join(missing)} not restored"] if missing else _restored_whole(root)
 
 
 def _compact_run(root: str) -> Report:
@@ -169,7 +197,7 @@ def _migrate_verify(root: str) -> list[str]:
 
 ACTIONS.update({
     "backup": Action(_nothing, _backup_run, _backup_verify, "backup", _backup_audit),
-    "restore": Action(_restore_prepare, _restore_run, _restored_whole, "restored", _restore_audit),
+    "restore": Action(_restore_prepare, _restore_run, _restored_whole, None, _restore_audit),
     "compact": Action(_nothing, _compact_run, _no_problems),
     "reindex": Action(_nothing, _reindex_run, _no_problems),
     "recover": Action(_recover_prepare, _recover_run, _no_problems),

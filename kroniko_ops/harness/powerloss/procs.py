@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -36,6 +37,19 @@ def log(path: str, entry: dict) -> None:
     """Append one entry (one unbuffered write: a SIGKILL cannot leave half a line that parses)."""
     with open(path, "ab", buffering=0) as f:
         f.write(orjson.dumps(entry) + b"\n")
+
+
+def guarded(name: str, body: Callable[..., None]) -> Callable[..., None]:
+    """``body`` as a process's target that logs an exception (``error``: a finding of the run,
+    see :mod:`.trace`) instead of printing a traceback."""
+    def target(sc: Scenario, base: str, *args: Any) -> None:
+        try:
+            body(sc, base, *args)
+        except Exception as exc:
+            who = f"{name}{args[0]}" if args and isinstance(args[0], int) else name
+            log(history_file(base, f"{who}-error"), {"ev": "error", "t0": 0, "t1": 0,
+                                                      "error": f"{type(exc).__name__}: {exc}"})
+    return target
 
 
 def _store_path(base: str) -> str:

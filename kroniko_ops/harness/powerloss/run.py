@@ -89,17 +89,19 @@ def record(sc: Scenario, base: str, timeout: float = 60.0) -> Recorded:
     ctx = mp.get_context("fork")  # children inherit the factory and the mutant's patches
     stop = time.monotonic() + timeout
     writing = ctx.Event()
-    busy = [ctx.Process(target=procs.writer, args=(sc, base, k, writing)) for k in range(sc.workers)]
+    busy = [ctx.Process(target=procs.guarded("w", procs.writer), args=(sc, base, k, writing))
+            for k in range(sc.workers)]
     if sc.action is not None:
-        busy.append(ctx.Process(target=procs.action, args=(sc, base, writing)))
-    readers = [ctx.Process(target=procs.reader, args=(sc, base, k, stop)) for k in range(sc.readers)]
+        busy.append(ctx.Process(target=procs.guarded("action", procs.action), args=(sc, base, writing)))
+    readers = [ctx.Process(target=procs.guarded("r", procs.reader), args=(sc, base, k, stop))
+               for k in range(sc.readers)]
     try:
         for p in busy + readers:
             p.start()
         for p in busy:
             p.join(max(0.1, stop - time.monotonic()))
         if sc.orphans:  # alone with the readers: no other writer's fsync covers the orphaned batch
-            orphaner = ctx.Process(target=procs.orphaner, args=(sc, base, 0))
+            orphaner = ctx.Process(target=procs.guarded("o", procs.orphaner), args=(sc, base, 0))
             busy.append(orphaner)
             orphaner.start()
             orphaner.join(max(0.1, stop - time.monotonic()))

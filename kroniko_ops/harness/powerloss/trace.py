@@ -5,7 +5,8 @@ disk changes and the processes' histories must show whatever the timing.
   is the only thing that may lower it, and a recorded run has none);
 - no process sees the head go back: each one's reads answer for non-decreasing heads;
 - a maintenance operation with no fault injected succeeds (a broken one often fails its own
-  self-checks: that failure is the finding);
+  self-checks: that failure is the finding), and no process of the run stops on an exception
+  (a read that finds the log unreadable, say);
 - a folder published by a rename (a restored, migrated or backed-up store) is whole on disk
   before that rename: every file in it fsynced after its last write, every name in it (files and
   folders) made durable by an fsync of its folder, so that the name can never stand for less.
@@ -22,7 +23,11 @@ NAMING = frozenset({"create", "rename", "link", "mkdir"})
 def trace_problems(model: Model, history: list[dict]) -> list[str]:
     """Every problem of the run itself."""
     return [*_synced_backwards(model), *_heads_backwards(history), *_failed_actions(history),
-            *_published_early(model)]
+            *_published_early(model), *_stopped(history)]
+
+
+def _stopped(history: list[dict]) -> list[str]:
+    return [f"process {h['who'].removesuffix('-error')} stopped: {h['error']}" for h in history if h["ev"] == "error"]
 
 
 def _synced_backwards(model: Model) -> list[str]:
