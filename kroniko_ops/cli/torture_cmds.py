@@ -81,6 +81,9 @@ def torture_cmd(store: str | None, workers: int, duration: float | None, rounds:
         _power_loss(store, seed, rounds or 1, states, samples, list(operations), io_stride, replay, state_text,
                     mutant, as_json)
         return
+    if mutant is not None and MUTANTS[mutant].operation != "torture":
+        click.echo(f"note: the mutant {mutant} breaks what the power-loss simulator checks (add --power-loss); "
+                   "a process kill keeps the page cache, so this run may well pass", err=True)
     tty = sys.stderr.isatty() and not as_json
 
     def tick(f: Figures) -> None:

@@ -29,8 +29,8 @@ from .run import Recorded, Scenario, StoreFactory, record
 # enough for its whole snapshot to meet the unsynced records.
 BUSY = (2000, 5000)
 OPERATIONS: dict[str, Scenario] = {
-    "append": Scenario("append", workers=1, appends=6, readers=1),
-    "batch": Scenario("batch", workers=1, appends=5, max_batch=6, readers=1),
+    "append": Scenario("append", workers=1, appends=6, readers=1, fsync_pause_us=(1000, 4000)),
+    "batch": Scenario("batch", workers=1, appends=5, max_batch=6, readers=1, fsync_pause_us=(1000, 4000)),
     "concurrent": Scenario("concurrent", workers=4, appends=4, max_batch=2, readers=1, orphans=4),
     "roll": Scenario("roll", workers=2, appends=8, max_batch=3, readers=1, segment_bytes=4096, orphans=2),
     "compact": Scenario("compact", workers=2, appends=3, readers=1, prefill=40, segment_bytes=4096, action="compact",
