@@ -25,6 +25,7 @@ from ...errors import AppendConditionFailed, KronikoError
 from ...model import AppendCondition, Event, Query, QueryItem
 from . import materialize
 from .model import CrashState
+from .promises import Promises
 from .run import STORE, Recorded
 
 
@@ -38,43 +39,6 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
 
 
-class Promises:
-    """What a run's history promises, by time: acknowledged events, events shown to readers,
-    conflicts named by rejections (each with the moment it was promised), every batch tried."""
-
-    def __init__(self, history: list[dict]) -> None:
-        self.acked: list[tuple[int, int, str, str]] = []  # (t1, position, id, who)
-        shown: dict[tuple[int, str], tuple[int, str]] = {}
-        self.rejected: list[tuple[int, int, str, list[str], str]] = []  # (t1, conflict, its tag, batch, who)
-        self.tried: list[list[str]] = []
-        for h in history:
-            if h["ev"] == "append":
-                first = h["last"] - len(h["ids"]) + 1
-                self.acked += [(h["t1"], p, i, h["who"]) for p, i in zip(range(first, h["last"] + 1), h["ids"],
-                                                                         strict=True)]
-            elif h["ev"] == "read":
-                for pos, eid in h["events"]:
-                    if (pos, eid) not in shown or shown[pos, eid][0] > h["t1"]:
-                        shown[pos, eid] = (h["t1"], h["who"])
-            elif h["ev"] == "reject":
-                self.rejected.append((h["t1"], h["conflict"], h["tag"], h["ids"], h["who"]))
-            elif h["ev"] == "try":
-                self.tried.append(h["ids"])
-        self.shown = [(t, p, i, who) for (p, i), (t, who) in shown.items()]
-        # Batches the run wrote (acknowledged, or orphaned by a writer that died before its fsync):
-        # a state that lost one still has it in an index taken as the run ended.
-        written = {i for _t, _p, i, _w in self.acked}
-        written |= {i for h in history if h["ev"] == "try" and h["who"].endswith("-orphan") for i in h["ids"]}
-        self.written = written
-
-
-def _promises(rec: Recorded) -> Promises:
-    cached = rec.__dict__.get("_promises")
-    if cached is None:
-        cached = rec.__dict__["_promises"] = Promises(rec.history)
-    return cached
-
-
 def check(rec: Recorded, state: CrashState, scratch: str, full_fsck: bool = False) -> Outcome:
     """Build ``state`` under ``scratch`` and check it; ``full_fsck`` also runs ``fsck``."""
     dest = os.path.join(scratch, "state")
@@ -86,7 +50,7 @@ def check(rec: Recorded, state: CrashState, scratch: str, full_fsck: bool = Fals
     cut = rec.model.cut_time(state.cut)
     try:
         with rec.factory(store_dir, create=False, durable=False) as store:
-            _Opened(store, _promises(rec), cut, out).run()
+            _Opened(store, rec.promises, cut, out).run()
     except KronikoError as exc:
         out.problems.append(f"the store does not open and recover: {type(exc).__name__}: {exc}")
     except Exception as exc:  # a crash of the engine on a state a power cut can leave is a finding too

@@ -16,6 +16,7 @@ from ...report import Report
 from ...store import EventStore
 from . import materialize, procs
 from .model import Model
+from .promises import Promises
 from .recorder import load
 from .trace import trace_problems
 
@@ -66,6 +67,10 @@ class Recorded:
     history: list[dict]
     factory: StoreFactory = EventStore
     problems: list[str] = field(default_factory=list)  # of the run itself (its trace and history)
+    promises: Promises = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.promises = Promises(self.history)
 
     @property
     def store(self) -> str:
