@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 import orjson
 
-from ..harness.mutants import MUTANTS, applied
+from ..harness.mutants import MUTANTS
 from ..harness.powerloss.model import parse_state
 from ..harness.powerloss.simulate import power_loss, replay
 from ..harness.torture import Figures, torture
@@ -20,7 +21,7 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
 
 
 @cli.command("torture")
-@click.argument("store", type=click.Path(file_okay=False), required=False)
+@click.argument("store", type=click.Path(file_okay=False), required=False)  # not with --mutant list, --replay
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Writer processes per round.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -71,12 +72,12 @@ def torture_cmd(store: str | None, workers: int, duration: float | None, rounds:
     if mutant == "list":
         _list_mutants(as_json)
         return
-    if store is None:
+    if store is None and not (power_loss and replay):
         raise click.UsageError("missing argument STORE (a new or scratch folder)")
     if mutant is not None and mutant not in MUTANTS:
         raise click.UsageError(f"no mutant {mutant!r}; --mutant list prints them")
     if power_loss:
-        if is_url(store):
+        if store is not None and is_url(store):
             raise click.UsageError("--power-loss simulates a file store's disk; give it a scratch folder")
         _power_loss(store, seed, rounds or 1, states, samples, list(operations), io_stride, replay, state_text,
                     mutant, as_json)
@@ -130,20 +131,20 @@ def _list_mutants(as_json: bool) -> None:
         click.echo(f"{m.name:<27} {run}\n{'':<27} breaks: {m.breaks}")
 
 
-def _power_loss(folder: str, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
+def _power_loss(folder: str | None, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
                 io_stride: int, replay_dir: str | None, state_text: str | None, mutant: str | None,
                 as_json: bool) -> None:
     """``torture --power-loss``: the simulator's figures per operation, or one replayed state."""
     if replay_dir is not None:
         if not state_text:
             raise click.UsageError("--replay needs --state (as the failure printed it)")
-        with applied(mutant) as broken:
-            outcome = replay(replay_dir, parse_state(state_text), folder, broken.store if broken else None)
+        outcome = replay(replay_dir, parse_state(state_text), folder or os.path.join(replay_dir, "replay"), mutant)
         for problem in outcome.problems:
             click.echo(problem)
         click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
                    f"{outcome.acked_checked} acknowledged events checked")
         click.get_current_context().exit(4 if outcome.problems else 0)
+    assert folder is not None
     report = power_loss(folder, seed=seed, runs=runs, exhaustive_limit=states, samples=samples,
                         operations=operations or None, io_stride=io_stride, mutant=mutant)
     if as_json:

@@ -40,6 +40,16 @@ def test_power_loss_catches_the_mutant(sweep_dir: str, name: str) -> None:
     assert EventStore._sync_and_advance.__qualname__ == "EventStore._sync_and_advance"  # patches undone
 
 
+def test_the_printed_rebuild_command_replays_the_state_with_the_same_broken_engine(sweep_dir: str) -> None:
+    res = CliRunner().invoke(cli, ["torture", os.path.join(sweep_dir, "pl"), "--power-loss", "--mutant",
+                                   "no-log-fsync", "--operation", "batch", "--states", "60", "--samples", "5"])
+    assert res.exit_code == 4, res.output
+    command = next(line for line in res.output.splitlines() if "rebuild:" in line).split("rebuild: kroniko-ops ")[1]
+    run_dir, state = re.match(r"torture --power-loss --replay (\S+) --state '(.+)'", command).groups()
+    again = CliRunner().invoke(cli, ["torture", "--power-loss", "--replay", run_dir, "--state", state])
+    assert again.exit_code == 4 and "is missing" in again.output, again.output
+
+
 @pytest.mark.parametrize("name", KILL)
 def test_torture_catches_the_mutant(sweep_dir: str, name: str) -> None:
     res = CliRunner().invoke(cli, ["torture", os.path.join(sweep_dir, "t"), "--mutant", name, "--rounds", "4",

@@ -51,8 +51,7 @@ def test_a_broken_engine_is_caught_with_the_state_that_shows_it(sweep_dir: str, 
         first = next(f for f in figures.failures if f.state is not None)
         print(f"{name} caught:\n{first.describe()}")
         assert "--state" in first.describe() and first.problems
-        again = replay(first.run_dir, parse_state(first.state.describe()), os.path.join(sweep_dir, "replay"),
-                       mutant.store)
+    again = replay(first.run_dir, parse_state(first.state.describe()), os.path.join(sweep_dir, "replay"), name)
     assert again.problems, "replaying the reported state must show the same damage"
 
 

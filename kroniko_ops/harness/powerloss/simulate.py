@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from ...errors import InvalidArgument
 from ...report import Report
+from ...store import EventStore
 from ..mutants import MUTANTS, applied
 from . import actions  # noqa: F401  (registers the maintenance operations)
 from .check import Outcome, check
@@ -147,13 +148,23 @@ def simulate(operations: dict[str, Scenario], *, seed: int = 0, runs: int = 1, e
     return out
 
 
-def replay(run_dir: str, state: CrashState, scratch: str, factory: StoreFactory | None = None) -> Outcome:
-    """Rebuild and check one state of a kept run (the folder a failure names), with the
-    engine ``factory`` (the real one by default)."""
+MUTANT_FILE = "mutant"  # in a kept run's folder: the broken engine it was recorded with
+
+
+def replay(run_dir: str, state: CrashState, scratch: str, mutant: str | None = None) -> Outcome:
+    """Rebuild and check one state of a kept run (the folder a failure names), with the engine
+    it was recorded with (the mutant named in its folder, if any; ``mutant`` overrides)."""
+    import os
+
     from .run import load_recorded
 
-    rec: Recorded = load_recorded(run_dir, factory) if factory is not None else load_recorded(run_dir)
-    return check(rec, state, scratch)
+    marker = os.path.join(run_dir, MUTANT_FILE)
+    if mutant is None and os.path.exists(marker):
+        with open(marker, encoding="ascii") as f:
+            mutant = f.read().strip()
+    with applied(mutant) as broken:
+        rec: Recorded = load_recorded(run_dir, broken.store or EventStore) if broken else load_recorded(run_dir)
+        return check(rec, state, scratch)
 
 
 def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustive_limit: int = 600,
@@ -192,6 +203,9 @@ def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustiv
         report.figures[name] = f.as_dict()
         for failure in f.failures:
             report.add("powerloss-violation", "error", failure.run_dir, failure.describe())
+            if mutant is not None:  # so that the printed rebuild command replays it as it was recorded
+                with open(os.path.join(failure.run_dir, MUTANT_FILE), "w", encoding="ascii") as out:
+                    out.write(mutant)
     if io_stride and mutant is None:
         from .iofaults import io_sweep
 
