@@ -6,7 +6,6 @@ import os
 import sys
 
 import click
-import orjson
 
 from ..harness.mutants import MUTANTS
 from ..harness.powerloss.model import parse_state
@@ -14,13 +13,18 @@ from ..harness.powerloss.simulate import power_loss, replay
 from ..harness.torture import Figures, torture
 from ..postgres import is_url
 from . import cli
-from .output import json_option, print_report
+from .contract import Run, command
+from .output import print_report
 
 FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "recoveries", "rounds",
            "violations", "seed")
 
 
-@cli.command("torture")
+@command(cli, "torture", path="store", examples_=(
+    "kroniko-ops torture /tmp/torture --duration 60 --workers 4",
+    "kroniko-ops torture /tmp/torture --rounds 5 --seed 42 --json",
+    "kroniko-ops torture /tmp/powerloss --power-loss --operation backup",
+    "kroniko-ops torture /tmp/powerloss --power-loss --mutant retry-ack-unsynced"))
 @click.argument("store", type=click.Path(file_okay=False), required=False)  # not with --mutant list, --replay
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Writer processes per round.")
@@ -54,11 +58,10 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
 @click.option("--mutant", default=None, metavar="NAME",
               help="Run the harness against a deliberately broken engine (it must exit 4 with the violation "
                    "printed); 'list' prints them (docs/HARNESS.md).")
-@json_option
-def torture_cmd(store: str | None, workers: int, duration: float | None, rounds: int | None, kill_rate: float,
-                seed: int | None, no_fsync: bool, segment_bytes: int | None, power_loss: bool,
+def torture_cmd(run: Run, store: str | None, workers: int, duration: float | None, rounds: int | None,
+                kill_rate: float, seed: int | None, no_fsync: bool, segment_bytes: int | None, power_loss: bool,
                 operations: tuple[str, ...], states: int, samples: int, io_stride: int, replay: str | None,
-                state_text: str | None, mutant: str | None, as_json: bool) -> None:
+                state_text: str | None, mutant: str | None) -> None:
     """Hammer STORE with concurrent conditional appends, reads, retries and SIGKILLs, then prove
     the results: positions gap-free, acknowledged events kept, conditions honoured, rejections
     explained, real-time order kept, every read a committed prefix, and recover + fsck clean
@@ -69,8 +72,9 @@ def torture_cmd(store: str | None, workers: int, duration: float | None, rounds:
     and the seed to replay it). With --mutant NAME the same runs go against a broken engine and
     must exit 4; --mutant list prints the broken engines.
     """
+    as_json = run.as_json
     if mutant == "list":
-        _list_mutants(as_json)
+        _list_mutants(run)
         return
     if store is None and not (power_loss and replay):
         raise click.UsageError("missing argument STORE (a new or scratch folder)")
@@ -80,8 +84,9 @@ def torture_cmd(store: str | None, workers: int, duration: float | None, rounds:
         if store is not None and is_url(store):
             raise click.UsageError("--power-loss simulates a file store's disk; give it a scratch folder")
         _power_loss(store, seed, rounds or 1, states, samples, list(operations), io_stride, replay, state_text,
-                    mutant, as_json)
+                    mutant, run)
         return
+    assert store is not None
     if mutant is not None and MUTANTS[mutant].operation != "torture":
         click.echo(f"note: the mutant {mutant} breaks what the power-loss simulator checks (add --power-loss); "
                    "a process kill keeps the page cache, so this run may well pass", err=True)
@@ -119,31 +124,34 @@ def torture_cmd(store: str | None, workers: int, duration: float | None, rounds:
 PL_FIGURES = ("runs", "crash_states", "acknowledged_checked", "events_lost", "violations")
 
 
-def _list_mutants(as_json: bool) -> None:
-    """``torture --mutant list``: every broken engine, the run that catches it and what it breaks."""
-    if as_json:
+def _list_mutants(run: Run) -> None:
+    """``torture --mutant list``: every broken engine, the run that catches it and what it breaks
+    (with ``--json``: in the summary line, under ``mutants``)."""
+    if not run.as_json:
         for m in MUTANTS.values():
-            click.echo(orjson.dumps({"name": m.name, "operation": m.operation, "breaks": m.breaks,
-                                     "caught_as": m.caught_as}))
-        return
-    for m in MUTANTS.values():
-        run = "torture STORE" if m.operation == "torture" else f"torture STORE --power-loss (operation {m.operation})"
-        click.echo(f"{m.name:<27} {run}\n{'':<27} breaks: {m.breaks}")
+            where = "torture STORE" + ("" if m.operation == "torture" else f" --power-loss (operation {m.operation})")
+            click.echo(f"{m.name:<27} {where}\n{'':<27} breaks: {m.breaks}")
+    run.done(0, mutants=[{"name": m.name, "operation": m.operation, "breaks": m.breaks, "caught_as": m.caught_as}
+                         for m in MUTANTS.values()])
 
 
 def _power_loss(folder: str | None, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
                 io_stride: int, replay_dir: str | None, state_text: str | None, mutant: str | None,
-                as_json: bool) -> None:
+                run: Run) -> None:
     """``torture --power-loss``: the simulator's figures per operation, or one replayed state."""
+    as_json = run.as_json
     if replay_dir is not None:
         if not state_text:
             raise click.UsageError("--replay needs --state (as the failure printed it)")
         outcome = replay(replay_dir, parse_state(state_text), folder or os.path.join(replay_dir, "replay"), mutant)
-        for problem in outcome.problems:
-            click.echo(problem)
-        click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
-                   f"{outcome.acked_checked} acknowledged events checked")
-        click.get_current_context().exit(4 if outcome.problems else 0)
+        if not as_json:
+            for problem in outcome.problems:
+                click.echo(problem)
+            click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
+                       f"{outcome.acked_checked} acknowledged events checked")
+        run.done(4 if outcome.problems else 0, problems=list(outcome.problems),
+                 acknowledged_checked=outcome.acked_checked)
+        return
     assert folder is not None
     report = power_loss(folder, seed=seed, runs=runs, exhaustive_limit=states, samples=samples,
                         operations=operations or None, io_stride=io_stride, mutant=mutant)

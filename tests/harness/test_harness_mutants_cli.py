@@ -63,9 +63,9 @@ def test_mutant_list_names_each_with_what_catches_it() -> None:
     assert res.exit_code == 0, res.output
     for m in MUTANTS.values():
         assert m.name in res.output and m.breaks in res.output
-    rows = [orjson.loads(line) for line in CliRunner().invoke(cli, ["torture", "--mutant", "list", "--json"])
-            .output.splitlines()]
-    assert {r["name"]: r["operation"] for r in rows} == {m.name: m.operation for m in MUTANTS.values()}
+    summary = orjson.loads(CliRunner().invoke(cli, ["torture", "--mutant", "list", "--json"]).output.splitlines()[-1])
+    assert summary["kind"] == "summary" and summary["exit_code"] == 0
+    assert {r["name"]: r["operation"] for r in summary["mutants"]} == {m.name: m.operation for m in MUTANTS.values()}
 
 
 def test_bad_mutant_arguments_are_usage_errors(tmp_path) -> None:
