@@ -23,8 +23,7 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
 @command(cli, "torture", path="store", examples_=(
     "kroniko-ops torture /tmp/torture --duration 60 --workers 4",
     "kroniko-ops torture /tmp/torture --rounds 5 --seed 42 --json",
-    "kroniko-ops torture /tmp/powerloss --power-loss --operation backup",
-    "kroniko-ops torture /tmp/powerloss --power-loss --mutant retry-ack-unsynced"))
+    "kroniko-ops torture /tmp/powerloss --power-loss --operation backup"))
 @click.argument("store", type=click.Path(file_okay=False), required=False)  # not with --mutant list, --replay
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Writer processes per round.")

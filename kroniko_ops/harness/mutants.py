@@ -179,15 +179,17 @@ def _advance_unconditionally(original: Callable[..., bool]) -> Callable[..., boo
 
 
 def _not_durable(original: Callable[..., Any]) -> Callable[..., Any]:
-    """The function called with ``durable=False`` (its last argument)."""
-    def call(*args: Any) -> Any:
-        return original(*args[:-1], False)
+    """The function called with ``durable=False`` (its keyword or its last positional argument)."""
+    def call(*args: Any, **kw: Any) -> Any:
+        if "durable" in kw:
+            return original(*args, **{**kw, "durable": False})
+        return original(*args[:-1], False, **kw)
     return call
 
 
 def _without_head_chain_finding(original: Callable[..., None]) -> Callable[..., None]:
-    def walk(chain: Any, report: Any) -> None:
-        original(chain, report)
+    def walk(chain: Any, report: Any, *rest: Any, **kw: Any) -> None:
+        original(chain, report, *rest, **kw)
         report.findings[:] = [f for f in report.findings if "chain at the head differs" not in f.message]
     return walk
 
