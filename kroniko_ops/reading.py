@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from itertools import chain, islice
 
+import orjson
+
 from . import gcpause
 from .codec import decode_run
 from .index import Index
@@ -134,15 +136,64 @@ class ReadPath:
             yield events[::-1] if backwards else events
 
     def _tail_matches(self, query: Query, lo: int, hi: int, backwards: bool) -> Iterator[list[SequencedEvent]]:
-        """Matches among the records the index has not reached yet (a few hundred at most)."""
+        """Matches among the records the index has not reached yet (a few hundred at most):
+        only the events whose bytes hold the query's tags and type are parsed."""
         if lo > hi:
             return
         out: list[SequencedEvent] = []
         matches = query.matches
-        for first, bodies, commits, array in self.view.spans(lo, hi):
-            out.extend(e for e in decode_run(first, bodies, self.path, commits, array)
-                       if matches(e.event.type, e.event.tags))
+        needles = _needles(query)
+        for first, bodies, commits, _array in self.view.spans(lo, hi):
+            keep = [k for k, body in enumerate(bodies) if _may_match(body, needles)]
+            if not keep:
+                continue
+            marks = _marks(commits, len(bodies))
+            events = decode_run(first + keep[0], [bodies[k] for k in keep], self.path,
+                                [(i, *marks[k]) for i, k in enumerate(keep)], positions=[first + k for k in keep])
+            out.extend(e for e in events if matches(e.event.type, e.event.tags))
         yield out[::-1] if backwards else out
+
+
+Needles = list[tuple[tuple[bytes, ...], tuple[bytes, ...]]]
+
+
+def _needles(query: Query) -> Needles:
+    """Per item of ``query``: the bytes each of its tags and each of its types takes in an
+    event's canonical JSON (orjson writes both; the type is the last key). An item naming a tag
+    no event can hold (not UTF-8) matches nothing and is left out, and so are its types."""
+    out: Needles = []
+    for item in query.items:
+        try:
+            tags = tuple(orjson.dumps(t) for t in item.tags)
+        except TypeError:
+            continue
+        types = []
+        for t in item.types:
+            try:
+                types.append(b'"type":' + orjson.dumps(t) + b"}")
+            except TypeError:
+                continue
+        if types or not item.types:
+            out.append((tags, tuple(types)))
+    return out
+
+
+def _may_match(body: bytes, needles: Needles) -> bool:
+    """Whether an event's bytes hold every tag and one type of some item of the query (a match
+    must; bytes that do are parsed and checked)."""
+    for tags, types in needles:
+        if all(t in body for t in tags) and (not types or any(t in body for t in types)):
+            return True
+    return False
+
+
+def _marks(commits: list[tuple[int, int, bool]], n: int) -> list[tuple[int, bool]]:
+    """Per event of a span: its batch's commit time and whether it ends its batch."""
+    out: list[tuple[int, bool]] = []
+    for last, stamp, ends in commits:
+        out.extend((stamp, False) for _ in range(len(out), last))
+        out.append((stamp, ends))
+    return out[:n]
 
 
 def _grouped(spans: Iterator[Span], where: str, backwards: bool, limit: int | None) -> Iterator[list[SequencedEvent]]:
