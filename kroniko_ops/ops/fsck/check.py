@@ -6,6 +6,7 @@ level, every record. Never takes the append lock and never writes inside the sto
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
 
 from ...report import Report
@@ -67,7 +68,7 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
                 spill.con.execute("CREATE INDEX log_ids_eid ON log_ids(eid)")
             else:
                 index.finish(plan.parts)
-            refs.finish(index.index_for_refs())
+            _finish_refs(refs, index, plan)
     except StopChecking:
         ctx.add("stopped", "info", "", f"stopped after {ctx.problems} problem(s) (--max-errors)")
     finally:
@@ -77,6 +78,21 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
             plan.close()
     report.finish()
     return ctx
+
+
+def _finish_refs(refs: RefCheck, index: IndexCheck, plan: Plan) -> None:
+    """Name dangling references, through the index's ids where it vouches for them; if SQLite
+    fails on the index meanwhile, it is reported and the log's own ids are used instead."""
+    upto = index.index_for_refs()
+    try:
+        refs.finish(upto)
+    except sqlite3.DatabaseError as exc:
+        if upto <= 0 or not index.spill.attached:
+            raise
+        index.fail(exc)
+        index.walk_trusted = max(index.walk_trusted, upto)
+        index.respill(plan.parts)
+        refs.finish(0)
 
 
 def _bar(desc: str, shown: bool) -> parallel.Bar:

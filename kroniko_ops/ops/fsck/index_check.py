@@ -44,6 +44,28 @@ class IndexCheck:
         self.index_side: tuple[int, int, int, int] | None = None
         self.missing = False
         self.walk_trusted = 0  # ``trusted`` when the walk began (a failing index lowers ``trusted`` later)
+        self.failed = False  # SQLite failed on the index: reported once, never used again
+        self.spilled_upto = 0  # the log's ids of positions 1..spilled_upto are in the scratch database
+        spill.on_index_error = self.fail
+
+    def fail(self, exc: sqlite3.DatabaseError) -> None:
+        """SQLite failed on the index database (any error: it is derived data, so this is a
+        finding, never a crash): report ``index-corrupt`` once and stop using the index."""
+        first = not self.failed
+        self.failed, self.usable, self.trusted, self.ids_ok, self.index_side = True, False, 0, False, None
+        self.spill.detach_index()
+        if first:
+            self.ctx.add("index-corrupt", "error", self.rel, f"the index database does not read ({exc}): it is "
+                         "derived data, rebuild it (reindex, or fsck --repair)", action=REINDEX)
+
+    def respill(self, parts: Sequence[Any]) -> None:
+        """The index turned out unreadable after the walk began: spill the log's ids it was to
+        vouch for, so that duplicates and references are still judged without it."""
+        if self.spilled_upto < self.walk_trusted:
+            for pos, eid, _doc in iter_docs(parts, self.spilled_upto + 1, self.walk_trusted):
+                self.spill.add_id(eid, pos)
+            self.spill.flush()
+            self.spilled_upto = self.walk_trusted
 
     def open(self) -> None:
         """Attach the newest generation and read its checkpoint (before the log's tail is read,
@@ -71,8 +93,7 @@ class IndexCheck:
             self.spill.begin()
             row = self.spill.con.execute("SELECT position, chain FROM idx.checkpoint WHERE k = 0").fetchone()
         except sqlite3.DatabaseError as exc:
-            self.ctx.add("index-corrupt", "error", self.rel, f"the index database does not open ({exc})",
-                         action=REINDEX)
+            self.fail(exc)
             if not self.spill.con.in_transaction:
                 self.spill.begin()
             return
@@ -80,7 +101,10 @@ class IndexCheck:
             self.ctx.add("index-corrupt", "error", self.rel, "the index has no checkpoint row", action=REINDEX)
             return
         self.cp, self.cp_chain, self.usable = int(row[0]), bytes(row[1]), True
-        self._trailing(path)
+        try:
+            self._trailing(path)
+        except sqlite3.DatabaseError as exc:
+            self.fail(exc)
         self.ctx.report.figures["index_checkpoint"] = self.cp
 
     def _trailing(self, path: str) -> None:
@@ -134,11 +158,10 @@ class IndexCheck:
         try:
             rows = [r[0] for r in self.spill.con.execute("PRAGMA idx.quick_check(20)")]
         except sqlite3.DatabaseError as exc:
-            rows = [str(exc)]
+            self.fail(exc)
+            return
         if rows != ["ok"]:
-            self.ctx.add("index-corrupt", "error", self.rel, f"SQLite finds the index database damaged: "
-                         f"{'; '.join(rows[:3])}", action=REINDEX)
-            self.usable, self.trusted = False, 0
+            self.fail(sqlite3.DatabaseError(f"SQLite finds it damaged: {'; '.join(rows[:3])}"))
 
     # -- the log side, record by record (a sink of the walker) -----------------------------
 
@@ -170,7 +193,7 @@ class IndexCheck:
     def index_sums(self) -> None:
         """The index side of the digests (SQLite streams every row; run while the walk's
         workers are busy)."""
-        if self.trusted <= 0 or self.index_side is not None:
+        if self.trusted <= 0 or self.index_side is not None or not self.spill.attached:
             return
         con = self.spill.con
         try:
@@ -179,33 +202,42 @@ class IndexCheck:
                                sum(map(hash, con.execute("SELECT eid, position FROM idx.ids"))),
                                con.execute("SELECT count(*) FROM idx.ids").fetchone()[0])
         except sqlite3.DatabaseError as exc:
-            self.ctx.add("index-corrupt", "error", self.rel, f"the index does not read ({exc})", action=REINDEX)
-            self.trusted = 0
+            self.fail(exc)
 
     def finish(self, parts: Sequence[Any]) -> None:
         """Compare both sides; name the differences and duplicate ids."""
         self.spill.flush()
         self.ids_ok = False
         self.index_sums()
-        if self.trusted < self.walk_trusted:
-            # The index turned out unreadable after the walk began: the ids it was to vouch for
-            # are spilled now, so duplicates and references are still judged.
-            for pos, eid, _doc in iter_docs(parts, 1, self.walk_trusted):
-                self.spill.add_id(eid, pos)
-            self.spill.flush()
         if self.trusted > 0 and self.index_side is not None:
             post_sum, post_count, ids_sum, ids_count = self.index_side
             same_posts = (post_sum, post_count) == (self.post_sum, self.post_count)
             self.ids_ok = (ids_sum, ids_count) == (self.ids_sum, self.ids_count)
             if not (same_posts and self.ids_ok):
-                self._exact(parts)
+                try:
+                    self._exact(parts)
+                except sqlite3.DatabaseError as exc:
+                    if self.spill.attached:
+                        self.fail(exc)
+                    else:
+                        raise
+        if self.trusted < self.walk_trusted:
+            self.respill(parts)
         self.spill.con.execute("CREATE INDEX log_ids_eid ON log_ids(eid)")
-        self._duplicates()
+        try:
+            self._duplicates()
+        except sqlite3.DatabaseError as exc:
+            if not self.ids_ok or not self.spill.attached:
+                raise
+            self.fail(exc)
+            self.respill(parts)
+            self._duplicates()
 
     def _exact(self, parts: Sequence[Any]) -> None:
         """Spill the log's side of positions ``1..trusted`` and let SQL name the differences."""
         rows: list[tuple[int, str, int]] = []
-        for pos, eid, doc in iter_docs(parts, 1, self.trusted):
+        upto = self.trusted
+        for pos, eid, doc in iter_docs(parts, 1, upto):
             rows.append((TYPE, doc["type"], pos))
             rows.extend((TAG, t, pos) for t in set(doc["tags"]))
             self.spill.add_id(eid, pos)
@@ -214,6 +246,9 @@ class IndexCheck:
                 rows = []
         self.spill.add_postings(rows)
         self.spill.flush()
+        self.spilled_upto = upto
+        if not self.spill.attached:  # the index failed while the rows were written (reported)
+            return
         con, limit, t = self.spill.con, MAX_FINDINGS_PER_CODE + 1, self.trusted
         kinds = {TYPE: "type", TAG: "tag"}
         queries = (
@@ -224,15 +259,15 @@ class IndexCheck:
              "does not have it"),
         )
         for code, sql, text in queries:
-            for kind, name, p in con.execute(sql):
+            for kind, name, p in con.execute(sql).fetchall():
                 self.ctx.add(code, "error", self.rel, text.format(p=p, k=kinds.get(kind, f"kind {kind}"), n=name),
                              p, action=REINDEX)
         for eid, p in con.execute("SELECT eid, position FROM log_ids WHERE position <= ? EXCEPT "
-                                  f"SELECT eid, position FROM idx.ids ORDER BY 2 LIMIT {limit}", (t,)):
+                                  f"SELECT eid, position FROM idx.ids ORDER BY 2 LIMIT {limit}", (t,)).fetchall():
             self.ctx.add("index-missing-entry", "error", self.rel, f"the index lacks the id {eid!r} of position {p}",
                          p, action=REINDEX)
         for eid, p in con.execute(f"SELECT eid, position FROM idx.ids WHERE {_GOOD} EXCEPT SELECT eid, position "
-                                  f"FROM log_ids WHERE position <= ? ORDER BY 2 LIMIT {limit}", (t,)):
+                                  f"FROM log_ids WHERE position <= ? ORDER BY 2 LIMIT {limit}", (t,)).fetchall():
             self.ctx.add("index-extra-entry", "error", self.rel, f"the index maps the id {eid!r} to position {p}, "
                          "where the log holds another event", p, action=REINDEX)
 

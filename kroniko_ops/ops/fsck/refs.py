@@ -69,11 +69,11 @@ class RefCheck:
         con = self.spill.con
         via_index = (f"(SELECT position FROM idx.ids WHERE eid = r.target AND position <= {int(indexed_upto)})"
                      if indexed_upto > 0 and self.spill.attached else "NULL")
-        sql = (f"SELECT src, field, target, at FROM (SELECT r.src, r.field, r.target, min("
+        sql = (f"SELECT DISTINCT src, field, target, at FROM (SELECT r.src, r.field, r.target, min("
                f"coalesce((SELECT min(position) FROM log_ids WHERE eid = r.target), {_NONE}), "
                f"coalesce({via_index}, {_NONE})) AS at FROM refs r) WHERE at > src "
                f"ORDER BY src LIMIT {MAX_FINDINGS_PER_CODE + 1}")
-        for src, field, target, at in con.execute(sql):
+        for src, field, target, at in con.execute(sql).fetchall():  # all or nothing if SQLite fails
             where = "is in no event of the store" if at >= _NONE else f"is the id of a later event (position {at})"
             self.ctx.add("dangling-reference", "warning", "log", f"the event at position {src} names {target!r} in "
                          f"{field}, which {where}", src)
