@@ -42,6 +42,7 @@ from ...synced import SyncedFile, SyncedState
 from . import verify
 from .chain import Chain, Part, open_chain, parts_of
 from .container import Container, check_archive, is_archive
+from .places import refuse_overlap
 from .sink import fd_chunks, publish, remove_tree, sweep_stale, temp_path
 
 STORE_DIRS = ("log", "packs", "index", "locks", "lost-found")
@@ -60,6 +61,7 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
     """
     backup, target = os.fspath(backup), os.fspath(target)
     report = Report("restore", target)
+    refuse_overlap(backup, target, "backup", "restore target")
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target) or os.listdir(target)):
         raise InvalidArgument(f"{target} exists and is not an empty folder; restore into a new or empty folder "
                               "(a restore never overwrites anything)")
