@@ -10,6 +10,7 @@ reported (exit 4): the engine refuses to cut it.
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from ... import fileio
 from ...errors import StoreCorrupted
@@ -20,7 +21,7 @@ from ...synced import SyncedState
 from ..fsck.context import Context
 from ..fsck.coverage import build_plan
 from ..fsck.tail import check_tail, read_synced
-from .common import open_store, require_store, set_aside_temps
+from .common import index_write_failed, open_store, require_store, set_aside_temps
 
 RECOVERED = {"log-torn-tail", "log-uncommitted-tail", "store-poisoned", "synced-damaged",
              "segment-seal-unfinished"}
@@ -31,8 +32,11 @@ def recover(path: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> Repo
     nothing to do, 1 repaired, 4 damage remains that needs a person, 5 both)."""
     root = require_store(path)
     report = Report("recover", root)
-    with open_store(root, lock_timeout, report) as store, store.locked():
-        recover_locked(store, report)
+    try:
+        with open_store(root, lock_timeout, report) as store, store.locked():
+            recover_locked(store, report)
+    except sqlite3.Error as exc:
+        raise index_write_failed(root, "recover", exc) from exc
     return report.finish()
 
 

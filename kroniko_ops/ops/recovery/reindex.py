@@ -11,6 +11,7 @@ run that fails or is interrupted (Ctrl-C) removes its own half-built database.
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from ... import fileio, layout, rebuild
 from ...index import Index, generations
@@ -18,7 +19,7 @@ from ...layout import stale_temp
 from ...report import Report
 from ...store import EventStore
 from ...writer import Tail
-from .common import maintenance_lock, open_store, require_store
+from .common import index_write_failed, maintenance_lock, open_store, require_store
 
 
 def reindex(path: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> Report:
@@ -26,9 +27,12 @@ def reindex(path: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> Repo
     maintenance lock for the whole run and the append lock only to catch up and publish."""
     root = require_store(path)
     report = Report("reindex", root)
-    with maintenance_lock(root, lock_timeout):
-        with open_store(root, lock_timeout, report) as store:
-            reindex_store(store, report)
+    try:
+        with maintenance_lock(root, lock_timeout):
+            with open_store(root, lock_timeout, report) as store:
+                reindex_store(store, report)
+    except sqlite3.Error as exc:
+        raise index_write_failed(root, "reindex", exc) from exc
     return report.finish()
 
 
