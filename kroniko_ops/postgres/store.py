@@ -20,6 +20,7 @@ and a conflict is raised only once the conflicting event is durable, so the call
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class PostgresEventStore:
         self.lock_timeout = lock_timeout
         self.max_event_bytes = max_event_bytes or DEFAULT_MAX_EVENT_BYTES
         self._mutex = threading.RLock()
+        self._pid = os.getpid()
         self._conn = self._connect()
         try:
             pgschema.ensure(self._conn, self.schema, self.url, create)
@@ -121,9 +123,25 @@ class PostgresEventStore:
     # -- life cycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a forked child that never used the handle leaves the parent's
+        connection alone: see :meth:`_forked`)."""
+        if self._pid != os.getpid():
+            return
         with self._mutex:
             self._conn.close()
+
+    def _forked(self) -> bool:
+        """In a child forked after this handle connected: the connection it holds is the
+        parent's (one socket, one server session). Using it would mix both processes'
+        statements and results; closing it would end the parent's session (libpq says goodbye
+        on the socket). So the child drops it unclosed (psycopg never finishes a connection in
+        a process that did not open it) and connects anew on first use."""
+        if self._pid == os.getpid():
+            return False
+        self._pid = os.getpid()
+        self._mutex = threading.RLock()  # another thread of the parent may have held it at fork
+        self._conn = self._connect()
+        return True
 
     def __enter__(self) -> PostgresEventStore:
         return self
@@ -135,7 +153,10 @@ class PostgresEventStore:
         return f"PostgresEventStore({self.url!r}, schema={self.schema!r})"
 
     def _live(self) -> psycopg.Connection:
-        """The connection, opened again when the last one broke (a server restart, a network cut)."""
+        """The connection, opened again when the last one broke (a server restart, a network cut)
+        or when this process is a fork of the one that opened it."""
+        if self._forked():
+            return self._conn
         if self._conn.broken:
             self._conn.close()
             self._conn = self._connect()
