@@ -20,6 +20,7 @@ from ... import fileio
 from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
+from ...report import Report
 from .context import RECOVER, RESEAL, Context
 from .parts import ACTIVE, PACK, SCANNED, SEALED, Part, Pool
 
@@ -77,8 +78,33 @@ def _list_segments(log_dir: str) -> dict[int, set[str]]:
     return segs
 
 
+RELISTS = 20  # listings tried while compactions keep removing files just listed
+
+
+class _Moved(Exception):
+    """A file of the listing was gone when it was opened: compaction replaced it meanwhile."""
+
+
 def build_plan(ctx: Context) -> Plan:
-    """List and open the log's files and report coverage problems (the quick level's share)."""
+    """List and open the log's files and report coverage problems (the quick level's share).
+
+    A file listed but gone when opened was replaced by a compaction (it publishes the pack
+    holding a file's records before removing the file): the listing is taken again, as readers
+    do, and only the findings of a listing whose files all opened are reported."""
+    for attempt in range(RELISTS):
+        trial = Context(ctx.root, Report(ctx.report.operation, ctx.root), ctx.full)
+        try:
+            plan = _build(trial, last_try=attempt == RELISTS - 1)
+        except _Moved:
+            continue
+        actions = {id(f): a for f, a in trial.actions}
+        for f in trial.report.findings:
+            ctx.add(f.code, f.severity, f.path, f.message, f.position, action=actions.get(id(f)))
+        return plan
+    raise AssertionError("unreachable: the last try reports what it finds")  # pragma: no cover
+
+
+def _build(ctx: Context, last_try: bool) -> Plan:
     lay = ctx.layout
     segs = _list_segments(lay.log_dir)
     packs = []
@@ -104,14 +130,18 @@ def build_plan(ctx: Context) -> Plan:
             plan.active_first, plan.active_path = top, os.path.join(lay.log_dir, segfmt.seg_name(top))
             seg_firsts = seg_firsts[:-1]
     parts: list[Part] = []
-    for first in seg_firsts:
-        part = _open_sealed(ctx, plan.pool, first, last_sealed=first == seg_firsts[-1])
-        if part is not None:
-            parts.append(part)
-    for (first, last), name in packs:
-        part = _open_pack(ctx, plan.pool, first, last, os.path.join(lay.packs, name))
-        if part is not None:
-            parts.append(part)
+    try:
+        for first in seg_firsts:
+            part = _open_sealed(ctx, plan.pool, first, last_sealed=first == seg_firsts[-1])
+            if part is not None:
+                parts.append(part)
+        for (first, last), name in packs:
+            part = _open_pack(ctx, plan.pool, first, last, os.path.join(lay.packs, name))
+            if part is not None:
+                parts.append(part)
+    except FileNotFoundError:
+        if not last_try:
+            raise _Moved() from None
     _arrange(ctx, plan, parts)
     return plan
 
@@ -147,10 +177,7 @@ def _open_sealed(ctx: Context, pool: Pool, first: int, last_sealed: bool) -> Par
         return Part(SEALED, first, seg.last, seg.path, seg.seal.last_chain, size=size, pool=pool, head=head)
     # Without a usable offset index, learn the segment's range by scanning its records.
     path = os.path.join(log_dir, segfmt.seg_name(first))
-    try:
-        fd = fileio.open_read(path)
-    except FileNotFoundError:
-        return None  # removed meanwhile: compaction published the pack holding it first
+    fd = fileio.open_read(path)  # FileNotFoundError: removed meanwhile (compaction): list again
     try:
         size = os.fstat(fd).st_size
         seal = segfmt.decode_idx(segfmt.build_seal(fd, first, size), first)
@@ -172,6 +199,8 @@ def _open_pack(ctx: Context, pool: Pool, first: int, last: int, path: str) -> Pa
     rel = ctx.rel(path)
     try:
         reader = packfmt.PackReader(path)
+    except FileNotFoundError:
+        raise  # removed meanwhile (a compaction merged it into a bigger pack): list again
     except (packfmt.PackError, OSError) as exc:
         ctx.add("pack-corrupt", "error", rel, f"the pack does not open ({exc}); restore it from a backup", first)
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,25 @@ from .spill import Spill
 
 _INDEX_POSTINGS = "SELECT t.kind, t.name, p.position FROM idx.postings p JOIN idx.terms t ON t.id = p.term"
 _GOOD = "position NOT IN (SELECT position FROM bad)"  # damaged records are reported, not compared
+
+
+SETTLE_CHECKS, SETTLE_SECONDS = 5, 0.05  # how long a file longer than its database may take to be cut
+
+
+def _header_pages(path: str) -> int:
+    """The database size in pages that the file's header records (offset 28, valid when the
+    counters at offsets 24 and 92 agree), 0 when unknown."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            head = os.pread(fd, 100, 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        return 0
+    if len(head) < 100 or head[24:28] != head[92:96]:
+        return 0
+    return int.from_bytes(head[28:32], "big")
 
 
 class IndexCheck:
@@ -120,15 +140,22 @@ class IndexCheck:
     def _trailing(self, path: str) -> None:
         """Bytes past the database's last page (in this read snapshot, WAL included): SQLite never
         reads them, so ``quick_check`` calls such a file clean; an index SQLite wrote ends at a
-        page (a checkpoint truncates the file to the database's size when it shrinks)."""
+        page. The file may still be longer than this snapshot's database for a moment: a VACUUM
+        shrank it in the WAL and no checkpoint has cut the file yet (the file's own header says
+        how many pages its last checkpoint left). Only bytes past both, for a while, are garbage."""
         page_size = self.spill.con.execute("PRAGMA idx.page_size").fetchone()[0]
         pages = self.spill.con.execute("PRAGMA idx.page_count").fetchone()[0]
-        size = os.lstat(path).st_size
-        if size > page_size * pages:
-            self.ctx.add("index-trailing-garbage", "error", self.rel,
-                         f"{size - page_size * pages} bytes past the database's last page (it is {size} bytes, its "
-                         f"{pages} pages of {page_size} end at byte {page_size * pages}): not written by SQLite",
-                         action=REINDEX)
+        for attempt in range(SETTLE_CHECKS):
+            size = os.lstat(path).st_size
+            end = page_size * max(pages, _header_pages(path))
+            if size <= end:
+                return
+            if attempt < SETTLE_CHECKS - 1:
+                time.sleep(SETTLE_SECONDS)
+        self.ctx.add("index-trailing-garbage", "error", self.rel,
+                     f"{size - end} bytes past the database's last page (it is {size} bytes, its "
+                     f"{end // page_size} pages of {page_size} end at byte {end}): not written by SQLite",
+                     action=REINDEX)
 
     def judge_checkpoint(self, plan: Plan, head: int) -> None:
         """The checkpoint must name a position of the log, with the log's chain hash there."""

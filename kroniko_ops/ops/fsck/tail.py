@@ -92,7 +92,9 @@ def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailStat
             if os.fstat(fd).st_size != size:
                 break
         now = os.fstat(fd).st_size
-        if end < size and now != size:
+        if end < size and (now != size or _synced_past(ctx, pos)):
+            # The file grew meanwhile, or a writer has since synced past what this scan saw:
+            # the bytes were an append in flight, read half written.
             ctx.add("log-uncommitted-tail", "info", rel, f"bytes after position {pos}: an append is in progress",
                     pos + 1)
         elif end < size:
@@ -114,6 +116,15 @@ def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailStat
         part.close()
     unsynced = pos - synced.position if synced is not None and synced.position < pos else 0
     return TailState(synced, pos, chain, unsynced)
+
+
+def _synced_past(ctx: Context, pos: int) -> bool:
+    """Whether ``locks/synced`` now names a position past ``pos`` (read quietly: it was judged)."""
+    try:
+        state = decode(fileio.read_small(ctx.layout.synced_file, 4096))
+    except OSError:
+        return False
+    return state is not None and state.position > pos
 
 
 def _ahead(ctx: Context, synced: SyncedState, head: int) -> None:
