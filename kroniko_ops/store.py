@@ -9,6 +9,7 @@ commit); advance the synced position; acknowledge. ``docs/FORMAT.md`` tells ever
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -241,6 +242,9 @@ class EventStore(ReadPath):
 
     def _locked(self) -> _Held:
         if self._lock is None:
+            if not self.synced.writable:  # opened read-only: this process may read the store, not write it
+                raise _nothing_written(f"opening {self.layout.synced_file} for writing",
+                                       PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
             try:
                 self._lock = AppendLock(self.layout.append_lock)
             except OSError as exc:  # opening or creating the lock file: before anything is written

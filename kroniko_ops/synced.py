@@ -79,7 +79,7 @@ class SyncedFile:
         try:
             self.fd = fileio.open_write(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or os.access(path, os.W_OK):
                 raise
             # A user who may read the store but not write it (monitoring, backups): it reads
             # the value; every update needs the append lock first, which refuses such a user.

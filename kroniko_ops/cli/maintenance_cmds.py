@@ -28,6 +28,9 @@ def _finish(report: object, as_json: bool, quiet: bool = False) -> None:
               "coverage, the tail, the index checkpoint. No record is hashed.")
 @click.option("--repair", is_flag=True, help="Repair what is safe without a person: recovery, reindex, the last "
               "sealed segment's offset index, stale temp and stray files into lost-found/. Never deletes.")
+@click.option("--accept-loss", is_flag=True, help="With --repair: when the disk lost acknowledged records at the end "
+              "of the log, keep every record that verifies, copy the rest into lost-found/, reset the synced "
+              "position, rebuild the index and report each lost position (exit 1). Never the default.")
 @click.option("--dry-run", is_flag=True, help="Say what --repair would do; write nothing.")
 @click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after N problems.")
 @click.option("--ref-field", "ref_fields", multiple=True, metavar="PATH",
@@ -39,8 +42,9 @@ def _finish(report: object, as_json: bool, quiet: bool = False) -> None:
               help="Also write the summary in Prometheus text format (for a node_exporter textfile collector).")
 @LOCK_TIMEOUT
 @json_option
-def fsck(store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int | None, ref_fields: tuple[str, ...],
-         refs_only: bool, quiet: bool, metrics_file: str | None, lock_timeout: float, as_json: bool) -> None:
+def fsck(store: str, quick: bool, repair: bool, accept_loss: bool, dry_run: bool, max_errors: int | None,
+         ref_fields: tuple[str, ...], refs_only: bool, quiet: bool, metrics_file: str | None, lock_timeout: float,
+         as_json: bool) -> None:
     """Check STORE for damage, like git fsck; with --repair, fix what is safe. STORE may be a
     postgresql:// URL (checked only: positions, hashes, chain, tag table, references).
 
@@ -50,7 +54,7 @@ def fsck(store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int |
     """
     report = fsck_target(store, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
                       ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout,
-                      progress=not quiet and not as_json, metrics_file=metrics_file)
+                      progress=not quiet and not as_json, metrics_file=metrics_file, accept_loss=accept_loss)
     _finish(report, as_json, quiet)
 
 

@@ -15,15 +15,16 @@ from .url import is_url
 
 def fsck_target(target: str, *, quick: bool = False, repair: bool = False, dry_run: bool = False,
                 max_errors: int | None = None, ref_fields: Sequence[str] = (), refs_only: bool = False,
-                lock_timeout: float = 30.0, progress: bool = False, metrics_file: str | None = None) -> Report:
+                lock_timeout: float = 30.0, progress: bool = False, metrics_file: str | None = None,
+                accept_loss: bool = False) -> Report:
     """``fsck`` of a folder (:func:`kroniko_ops.fsck`) or of a PostgreSQL store (:mod:`.fsck`)."""
     if not is_url(target):
         from ..ops.fsck import fsck
 
         return fsck(target, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
                     ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout, progress=progress,
-                    metrics_file=metrics_file)
-    if repair or metrics_file:
+                    metrics_file=metrics_file, accept_loss=accept_loss)
+    if repair or metrics_file or accept_loss:
         raise InvalidArgument("--repair and --metrics-file apply to file stores; a PostgreSQL store is only checked "
                               "(the server rolls back a dead writer's transaction: there is nothing to recover)")
     from .fsck import fsck as pg_fsck

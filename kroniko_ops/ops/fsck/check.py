@@ -53,6 +53,7 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
         index.open()
         plan = build_plan(sctx)
         tail = check_tail(sctx, plan, synced)
+        ctx.tail = tail
         report.head = tail.head
         report.figures.update(synced=tail.synced.position if tail.synced is not None else 0,
                               unsynced=tail.unsynced, chain_at_head=tail.head_chain.hex())

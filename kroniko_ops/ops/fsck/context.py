@@ -43,6 +43,7 @@ class Context:
     per_code: Counter[str] = field(default_factory=Counter)
     not_listed: Counter[str] = field(default_factory=Counter)
     actions: list[tuple[Finding, str]] = field(default_factory=list)
+    tail: object | None = None  # the tail check's TailState, once it ran (what --accept-loss needs)
 
     @property
     def layout(self) -> Layout:
