@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_OPERATIONAL, KronikoError
+from . import contract
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a command stopped by Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -61,39 +62,56 @@ class _Failed(click.ClickException):
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        raw = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # for a run that failed while parsing
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
         except KronikoError as exc:
+            contract.close(ctx, raw, exc.exit_code, str(exc), **_details(exc))
             raise _Failed(str(exc), exc.exit_code) from exc
+        except click.ClickException as exc:  # a usage error: click prints it, exit 2
+            contract.close(ctx, raw, exc.exit_code, exc.format_message())
+            raise
         except BrokenPipeError:
             # The reader went away: the verdict already decided stands (never 0 for damage).
             _quiet_stdout()
             verdict = ctx.meta.get(VERDICT)
             ctx.exit(EXIT_BROKEN_PIPE if verdict is None else verdict)
         except Terminated:
+            contract.close(ctx, raw, EXIT_TERMINATED, "terminated")
             click.echo("terminated", err=True)
             ctx.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             # Never 1 (fsck's "all repaired") for a run cut short: say so and exit 130.
+            contract.close(ctx, raw, EXIT_INTERRUPTED, "interrupted")
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except OSError as exc:
+            contract.close(ctx, raw, EXIT_OPERATIONAL, str(exc))
             raise _Failed(str(exc), EXIT_OPERATIONAL) from exc
         except sqlite3.Error as exc:  # an index database that failed where no finding could say so
+            contract.close(ctx, raw, EXIT_OPERATIONAL, f"SQLite: {exc}")
             raise _Failed(f"SQLite: {exc}", EXIT_OPERATIONAL) from exc
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
             # A bug, not the user's doing: show where, and never exit 1 (fsck's "all repaired").
             traceback.print_exc()
-            raise _Failed(f"internal error ({type(exc).__name__}: {exc}); nothing more is known about the "
-                          "outcome: please report this with the traceback above", EXIT_OPERATIONAL) from exc
+            message = (f"internal error ({type(exc).__name__}: {exc}); nothing more is known about the outcome: "
+                       "please report this with the traceback above")
+            contract.close(ctx, raw, EXIT_OPERATIONAL, message)
+            raise _Failed(message, EXIT_OPERATIONAL) from exc
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _details(exc: KronikoError) -> dict[str, Any]:
+    """Fields of an error that a script may want in the summary line (a failed condition's position)."""
+    position = getattr(exc, "position", None)
+    return {"position": position} if isinstance(position, int) else {}
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,13 +11,17 @@ from ..harness.powerloss.simulate import power_loss, replay
 from ..harness.torture import Figures, torture
 from ..postgres import is_url
 from . import cli
-from .output import json_option, print_report
+from .contract import Run, command
+from .output import print_report
 
 FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "recoveries", "rounds",
            "violations", "seed")
 
 
-@cli.command("torture")
+@command(cli, "torture", path="store", examples_=(
+    "kroniko-ops torture /tmp/torture --duration 60 --workers 4",
+    "kroniko-ops torture /tmp/torture --rounds 5 --seed 42 --json",
+    "kroniko-ops torture /tmp/powerloss --power-loss --operation backup"))
 @click.argument("store", type=click.Path(file_okay=False))
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Writer processes per round.")
@@ -48,11 +52,10 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
 @click.option("--replay", type=click.Path(file_okay=False, exists=True), default=None,
               help="With --power-loss: a run folder a failure named; rebuild and check --state of it.")
 @click.option("--state", "state_text", default=None, help="With --replay: the state as the failure printed it.")
-@json_option
-def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | None, kill_rate: float,
+def torture_cmd(run: Run, store: str, workers: int, duration: float | None, rounds: int | None, kill_rate: float,
                 seed: int | None, no_fsync: bool, segment_bytes: int | None, power_loss: bool,
                 operations: tuple[str, ...], states: int, samples: int, io_stride: int, replay: str | None,
-                state_text: str | None, as_json: bool) -> None:
+                state_text: str | None) -> None:
     """Hammer STORE with concurrent conditional appends, reads, retries and SIGKILLs, then prove
     the results: positions gap-free, acknowledged events kept, conditions honoured, rejections
     explained, real-time order kept, every read a committed prefix, and recover + fsck clean
@@ -62,11 +65,12 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
     Exit 0 when no violation was found, 4 when one was (each printed with the operations involved
     and the seed to replay it).
     """
+    as_json = run.as_json
     if power_loss:
         if is_url(store):
             raise click.UsageError("--power-loss simulates a file store's disk; give it a scratch folder")
         _power_loss(store, seed, rounds or 1, states, samples, list(operations), io_stride, replay, state_text,
-                    as_json)
+                    run)
         return
     tty = sys.stderr.isatty() and not as_json
 
@@ -103,17 +107,21 @@ PL_FIGURES = ("runs", "crash_states", "acknowledged_checked", "events_lost", "vi
 
 
 def _power_loss(folder: str, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
-                io_stride: int, replay_dir: str | None, state_text: str | None, as_json: bool) -> None:
+                io_stride: int, replay_dir: str | None, state_text: str | None, run: Run) -> None:
     """``torture --power-loss``: the simulator's figures per operation, or one replayed state."""
+    as_json = run.as_json
     if replay_dir is not None:
         if not state_text:
             raise click.UsageError("--replay needs --state (as the failure printed it)")
         outcome = replay(replay_dir, parse_state(state_text), folder)
-        for problem in outcome.problems:
-            click.echo(problem)
-        click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
-                   f"{outcome.acked_checked} acknowledged events checked")
-        click.get_current_context().exit(4 if outcome.problems else 0)
+        if not as_json:
+            for problem in outcome.problems:
+                click.echo(problem)
+            click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
+                       f"{outcome.acked_checked} acknowledged events checked")
+        run.done(4 if outcome.problems else 0, problems=list(outcome.problems),
+                 acknowledged_checked=outcome.acked_checked)
+        return
     report = power_loss(folder, seed=seed, runs=runs, exhaustive_limit=states, samples=samples,
                         operations=operations or None, io_stride=io_stride)
     if as_json:
