@@ -31,7 +31,8 @@ LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=0), defa
 @click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after N problems.")
 @click.option("--ref-field", "ref_fields", multiple=True, metavar="PATH",
               help="Also check this field as a reference to an event id (e.g. data.order_event_id); repeatable. "
-              "metadata.causation_id and metadata.correlation_id are always checked.")
+              "metadata.causation_id, and the fields the store recorded at init, are always checked; "
+              "metadata.correlation_id only when named.")
 @click.option("--refs-only", is_flag=True, help="Only check references (dangling-reference): fast, for CI.")
 @LOCK_TIMEOUT
 def fsck(run: Run, store: str, quick: bool, repair: bool, accept_loss: bool, dry_run: bool, max_errors: int | None,

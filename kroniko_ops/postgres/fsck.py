@@ -11,8 +11,8 @@ exit bits are the file fsck's (``docs/FSCK.md``, ``docs/POSTGRES.md``):
 - ``event-hash-mismatch``, ``chain-mismatch``, ``event-unreadable`` (the body is no event, or its
   id, type or tags differ from the row's columns): full level only;
 - ``index-missing-entry`` / ``index-extra-entry``: the ``tags`` table against the events' tags;
-- ``dangling-reference``: as in the file fsck (``metadata.causation_id``, ``metadata.correlation_id``
-  and each ``ref_fields`` path).
+- ``dangling-reference``: as in the file fsck (``metadata.causation_id`` and each ``ref_fields``
+  path, such as ``metadata.correlation_id``).
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = Fa
 
     ``quick`` checks the structure only (layout, files, offset indexes, coverage, tail, index
     checkpoint); the full level also reads every record (checksums, hashes, chain, JSON, ids),
-    compares the whole index with the log and checks references (``metadata.causation_id``,
-    ``metadata.correlation_id`` and each ``ref_fields`` path such as ``data.order_event_id``).
+    compares the whole index with the log and checks references (``metadata.causation_id``, the
+    fields the store's FORMAT records, and each ``ref_fields`` path such as
+    ``data.order_event_id`` or ``metadata.correlation_id``).
     ``refs_only`` runs only the reference check. ``repair`` then repairs what is safe without a
     person (recovery, reindex, the last sealed segment's offset index, stale temp and stray files
     into ``lost-found/``) under the maintenance lock, waiting up to ``lock_timeout`` seconds;

@@ -9,6 +9,8 @@ import os
 import sqlite3
 from collections.abc import Sequence
 
+from ... import fileio
+from ...layout import parse_format
 from ...progress import Meter
 from ...report import Report
 from . import parallel
@@ -29,7 +31,7 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
     structure is used but not judged (fast, for CI). ``jobs``: worker processes for the full
     walk (default: one per CPU, see :mod:`.parallel`).
     """
-    fields = parse_fields(ref_fields)
+    parse_fields(ref_fields)  # bad usage is refused before anything is read
     report = Report("fsck", root)
     level = "refs" if refs_only else "full" if full else "quick"
     report.figures.update(level=level, events_checked=0)
@@ -42,6 +44,9 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
         fmt = check_format(sctx)
         if fmt not in (FORMAT_OK, FORMAT_MISSING):
             return ctx
+        # What this store means by a reference (recorded at init), and what the caller adds.
+        fields = parse_fields([*_store_ref_fields(ctx), *ref_fields])
+        report.figures["ref_fields"] = ",".join(path for path, _keys in fields)
         if not refs_only:
             check_tree(ctx)
         if not os.path.isdir(ctx.layout.log_dir):
@@ -80,6 +85,15 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
             plan.close()
     report.finish()
     return ctx
+
+
+def _store_ref_fields(ctx: Context) -> tuple[str, ...]:
+    """The reference fields the store's FORMAT records (none when it records none or is unreadable:
+    check_format has said so)."""
+    try:
+        return parse_format(fileio.read_small(ctx.layout.format_file, 4096)).ref_fields
+    except (OSError, ValueError, UnicodeDecodeError):
+        return ()
 
 
 def _finish_refs(refs: RefCheck, index: IndexCheck, plan: Plan) -> None:
