@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..ops.postgres.tools import fsck_target
 from ..ops.recovery import recover as run_recover
 from ..ops.recovery import reindex as run_reindex
-from ..postgres.tools import fsck_target
 from . import cli
 from .contract import Run, command
 

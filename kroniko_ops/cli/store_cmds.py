@@ -13,8 +13,8 @@ from ..errors import InvalidArgument, InvalidEvent
 from ..layout import init_refs
 from ..model import AppendCondition, Event, Query, QueryItem
 from ..ops.demo import run_demo
+from ..ops.postgres.tools import stats_target
 from ..postgres import is_url, open_store
-from ..postgres.tools import stats_target
 from . import cli
 from .contract import Run, command
 from .output import emit_json

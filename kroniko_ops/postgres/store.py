@@ -41,6 +41,7 @@ from .query import check_query, check_text, select
 from .url import parse, scrub
 
 PAGE = 512  # rows one keyset page fetches at most
+PRUNE_EVERY = 1000  # synchronous commits between two prunings of the synced table
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Row:
     event_hash: bytes
     chain: bytes
     commit: bool
+    commit_us: int = 0  # the batch's commit time (microseconds since the epoch; 0 unknown)
 
 
 def connect(url: str, password: str | None, shown: str, **kwargs: Any) -> psycopg.Connection:
@@ -92,12 +94,15 @@ class PostgresEventStore:
         self._conninfo, self._password = parsed.conninfo, parsed.password
         self.durable = durable
         self.lock_timeout = lock_timeout
-        self.max_event_bytes = max_event_bytes or DEFAULT_MAX_EVENT_BYTES
         self._mutex = threading.RLock()
         self._pid = os.getpid()
+        self._syncs = 0  # synchronous commits of this handle (the synced table is pruned now and then)
         self._conn = self._connect()
         try:
-            pgschema.ensure(self._conn, self.schema, self.url, create)
+            stored = pgschema.ensure(self._conn, self.schema, self.url, create,
+                                     max_event_bytes or DEFAULT_MAX_EVENT_BYTES)
+            # As the file store: the handle's limit if given, else the one fixed at creation.
+            self.max_event_bytes = max_event_bytes or stored or DEFAULT_MAX_EVENT_BYTES
         except psycopg.Error as exc:
             self._conn.close()
             raise ServerUnavailable(f"preparing {self.url}: {scrub(str(exc), self._password)}") from None
@@ -128,7 +133,20 @@ class PostgresEventStore:
         if self._pid != os.getpid():
             return
         with self._mutex:
+            if not self._conn.closed and not self._conn.broken:
+                try:
+                    self._prune()
+                except psycopg.Error:
+                    pass  # housekeeping only: the next handle prunes
             self._conn.close()
+
+    def _prune(self) -> None:
+        """Delete the ``synced`` rows below the largest (readers take the largest, so the others
+        say nothing more; without this every connection ever made would leave a row). Rows
+        another writer is updating right now are skipped, never waited for."""
+        t = self._t["synced"]
+        self._conn.execute(sql.SQL("DELETE FROM {} WHERE slot IN (SELECT slot FROM {} WHERE position < "
+                                   "(SELECT max(position) FROM {}) FOR UPDATE SKIP LOCKED)").format(t, t, t))
 
     def _forked(self) -> bool:
         """In a child forked after this handle connected: the connection it holds is the
@@ -207,6 +225,12 @@ class PostgresEventStore:
                 self._abandon()
                 raise CommitUnknown(f"{self.url}: {scrub(str(exc), self._password)}; an append may or may not be "
                                     "durable: retry it with the same ids") from None
+            self._syncs += 1
+            if self._syncs % PRUNE_EVERY == 0:
+                try:
+                    self._prune()
+                except psycopg.Error:
+                    self._abandon()  # housekeeping only: the append is durable either way
 
     def _abandon(self) -> None:
         """Leave no transaction open after a failed call (the next call would fail on it)."""
@@ -242,9 +266,10 @@ class PostgresEventStore:
         while lo <= hi and (left is None or left > 0):
             want = size if left is None else min(size, left)
             size = min(size * 4, PAGE)
-            rows = self._run(*self._select(query, lo, hi, backwards, want))
-            for pos, body in rows:
-                yield from decode_run(pos, [bytes(body)], self.url)
+            rows = self._run(*self._select(query, lo, hi, backwards, want,
+                                           "e.position, e.body, e.commit, e.commit_us"))
+            for pos, body, commit, commit_us in rows:
+                yield from decode_run(pos, [bytes(body)], self.url, [(0, commit_us, commit)])
             if left is not None:
                 left -= len(rows)
             if len(rows) < want:
@@ -257,13 +282,13 @@ class PostgresEventStore:
     def rows(self, lo: int, hi: int) -> Iterator[Row]:
         """The stored rows of positions ``lo..hi`` in order (for the tools)."""
         while lo <= hi:
-            got = self._run(sql.SQL("SELECT position, id, body, event_hash, chain, commit FROM {} WHERE position "
-                                    "BETWEEN %s AND %s ORDER BY position LIMIT %s").format(self._t["events"]),
+            got = self._run(sql.SQL("SELECT position, id, body, event_hash, chain, commit, commit_us FROM {} WHERE "
+                                    "position BETWEEN %s AND %s ORDER BY position LIMIT %s").format(self._t["events"]),
                             (lo, hi, PAGE * 4))
             if not got:
                 return
-            for pos, eid, body, h, chain, commit in got:
-                yield Row(pos, eid, bytes(body), bytes(h), bytes(chain), commit)
+            for pos, eid, body, h, chain, commit, commit_us in got:
+                yield Row(pos, eid, bytes(body), bytes(h), bytes(chain), commit, commit_us)
             lo = got[-1][0] + 1
 
     def records(self, lo: int, hi: int) -> Iterator[Row]:
@@ -393,14 +418,15 @@ class PostgresEventStore:
         """:meth:`import_rows`' transaction; returns the new head."""
         conn, t = self._live(), self._t
         with conn.transaction():
-            lock = sql.SQL("SELECT position, chain FROM {} FOR UPDATE").format(t["head"])
-            start, chain = conn.execute(lock).fetchone()
+            lock = sql.SQL("SELECT position, chain, commit_us FROM {} FOR UPDATE").format(t["head"])
+            start, chain, stamp = conn.execute(lock).fetchone()
             if expect_head is not None and start != expect_head:
                 raise InvalidArgument(f"{self.url} is at position {start}, not {expect_head}: another writer "
                                       "appended meanwhile; nothing was copied")
             head, chain = start, bytes(chain)
             with conn.cursor() as cur:
-                copy = sql.SQL("COPY {} (position, id, type, tags, body, event_hash, chain, commit) FROM STDIN")
+                copy = sql.SQL("COPY {} (position, id, type, tags, body, event_hash, chain, commit, commit_us) "
+                               "FROM STDIN")
                 with cur.copy(copy.format(t["events"])) as cp:
                     for r in rows:
                         head += 1
@@ -411,13 +437,15 @@ class PostgresEventStore:
                         event = decode_event(r.body)
                         for value in (event.type, *event.tags):
                             check_text(value, f"the type or tag of the event at {r.position},", InvalidArgument)
+                        stamp = max(stamp, r.commit_us)  # kept as the source had it; never decreasing
                         cp.write_row((r.position, r.event_id, event.type, list(event.tags), r.body, r.event_hash,
-                                      r.chain, r.commit))
+                                      r.chain, r.commit, stamp if r.commit_us else 0))
             # The tag rows, from the rows just copied, by the server: nothing held in memory here.
             conn.execute(sql.SQL("INSERT INTO {} (tag, position) SELECT DISTINCT u.tag, e.position FROM {} e, "
                                  "unnest(e.tags) AS u(tag) WHERE e.position > %s").format(t["tags"], t["events"]),
                          (start,))
-            conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s").format(t["head"]), (head, chain))
+            conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s, commit_us = %s").format(t["head"]),
+                         (head, chain, stamp))
             conn.execute("SELECT pg_notify(%s, %s)", (self.channel, str(head)))
         return head
 

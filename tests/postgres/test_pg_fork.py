@@ -11,8 +11,8 @@ import os
 import time
 
 from kroniko_ops import Event, Query, QueryItem
+from kroniko_ops.ops.postgres.fsck import fsck as pg_fsck
 from kroniko_ops.postgres import PostgresEventStore
-from kroniko_ops.postgres.fsck import fsck as pg_fsck
 
 APPENDS = 60
 

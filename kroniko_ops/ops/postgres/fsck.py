@@ -23,12 +23,12 @@ from typing import Any
 
 from psycopg import sql
 
-from ..codec import decode_event
-from ..errors import InvalidArgument
-from ..format.record import GENESIS, chain_of
-from ..ops.fsck.refs import parse_fields
-from ..report import Report
-from .store import PostgresEventStore
+from ...codec import decode_event
+from ...errors import InvalidArgument
+from ...format.record import GENESIS, chain_of
+from ...postgres.store import PostgresEventStore
+from ...report import Report
+from ..fsck.refs import parse_fields
 
 MAX_PER_CODE = 10_000  # as the file fsck: a badly damaged store must not make the report grow with it
 PAGE = 4096
