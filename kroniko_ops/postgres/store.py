@@ -23,7 +23,6 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -31,30 +30,17 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ..codec import DEFAULT_MAX_EVENT_BYTES, decode_event, decode_run, encode_event
+from ..codec import DEFAULT_MAX_EVENT_BYTES, decode_run, encode_event
 from ..errors import AppendConditionFailed, InvalidArgument, InvalidEvent, StoreLocked
-from ..format.record import chain_of
 from ..model import AppendCondition, Event, Query, SequencedEvent, read_arguments, read_bounds
 from . import schema as pgschema
+from .copying import Row, copy_rows
 from .errors import CommitUnknown, ServerUnavailable
 from .query import check_query, check_text, select
 from .url import parse, scrub
 
 PAGE = 512  # rows one keyset page fetches at most
 PRUNE_EVERY = 1000  # synchronous commits between two prunings of the synced table
-
-
-@dataclass(frozen=True)
-class Row:
-    """One stored event as the tools see it (migrate, mirror, fsck)."""
-
-    position: int
-    event_id: str
-    body: bytes
-    event_hash: bytes
-    chain: bytes
-    commit: bool
-    commit_us: int = 0  # the batch's commit time (microseconds since the epoch; 0 unknown)
 
 
 def connect(url: str, password: str | None, shown: str, **kwargs: Any) -> psycopg.Connection:
@@ -404,7 +390,7 @@ class PostgresEventStore:
         written (:class:`InvalidArgument`). Returns the new head."""
         with self._mutex:
             try:
-                head = self._import(rows, expect_head)
+                head = copy_rows(self, rows, expect_head)
             except pgerrors.LockNotAvailable:
                 raise StoreLocked(f"the writers' lock of {self.url} was not free within {self.lock_timeout}s; "
                                   "nothing was copied") from None
@@ -413,39 +399,3 @@ class PostgresEventStore:
                                         "was copied (one transaction)") from None
         self._sync(head, durable=True)
         return head
-
-    def _import(self, rows: Iterable[Row], expect_head: int | None) -> int:
-        """:meth:`import_rows`' transaction; returns the new head."""
-        conn, t = self._live(), self._t
-        with conn.transaction():
-            lock = sql.SQL("SELECT position, chain, commit_us FROM {} FOR UPDATE").format(t["head"])
-            start, chain, stamp = conn.execute(lock).fetchone()
-            if expect_head is not None and start != expect_head:
-                raise InvalidArgument(f"{self.url} is at position {start}, not {expect_head}: another writer "
-                                      "appended meanwhile; nothing was copied")
-            head, chain = start, bytes(chain)
-            with conn.cursor() as cur:
-                copy = sql.SQL("COPY {} (position, id, type, tags, body, event_hash, chain, commit, commit_us) "
-                               "FROM STDIN")
-                with cur.copy(copy.format(t["events"])) as cp:
-                    for r in rows:
-                        head += 1
-                        chain = chain_of(chain, r.event_hash)
-                        if r.position != head or chain != r.chain or hashlib.sha256(r.body).digest() != r.event_hash:
-                            raise InvalidArgument(f"the event at {r.position} does not continue {self.url} at {head} "
-                                                  "with a matching hash and chain; nothing was copied")
-                        event = decode_event(r.body)
-                        for value in (event.type, *event.tags):
-                            check_text(value, f"the type or tag of the event at {r.position},", InvalidArgument)
-                        stamp = max(stamp, r.commit_us)  # kept as the source had it; never decreasing
-                        cp.write_row((r.position, r.event_id, event.type, list(event.tags), r.body, r.event_hash,
-                                      r.chain, r.commit, stamp if r.commit_us else 0))
-            # The tag rows, from the rows just copied, by the server: nothing held in memory here.
-            conn.execute(sql.SQL("INSERT INTO {} (tag, position) SELECT DISTINCT u.tag, e.position FROM {} e, "
-                                 "unnest(e.tags) AS u(tag) WHERE e.position > %s").format(t["tags"], t["events"]),
-                         (start,))
-            conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s, commit_us = %s").format(t["head"]),
-                         (head, chain, stamp))
-            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, str(head)))
-        return head
-

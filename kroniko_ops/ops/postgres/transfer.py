@@ -21,7 +21,8 @@ from ... import fileio, layout
 from ...codec import decode_event, encode_event
 from ...errors import InvalidArgument, StoreCorrupted
 from ...model import Event
-from ...postgres.store import PostgresEventStore, Row
+from ...postgres.copying import Row
+from ...postgres.store import PostgresEventStore
 from ...postgres.url import redact
 from ...report import Report
 from ...store import EventStore
