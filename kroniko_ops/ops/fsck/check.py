@@ -15,11 +15,11 @@ from ...progress import Meter
 from ...report import Report
 from . import parallel
 from .context import Context, StopChecking
-from .coverage import Plan, build_plan
+from .coverage import Plan
 from .index_check import IndexCheck
 from .refs import RefCheck, parse_fields
 from .spill import Spill
-from .tail import check_tail, read_synced
+from .tail import plan_and_tail
 from .tree import FORMAT_MISSING, FORMAT_OK, check_format, check_tree
 
 
@@ -51,14 +51,12 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
             check_tree(ctx)
         if not os.path.isdir(ctx.layout.log_dir):
             return ctx
-        # Read in this order while writers append: the synced position and the index checkpoint
+        # Read in this order while writers append: the index checkpoint and the synced position
         # first, then the listing of the log's files, which therefore holds all they name.
-        synced = read_synced(sctx)
         spill = Spill()
         index = IndexCheck(sctx, spill, ctx.full)
         index.open()
-        plan = build_plan(sctx)
-        tail = check_tail(sctx, plan, synced)
+        plan, tail = plan_and_tail(sctx)
         ctx.tail = tail
         report.head = tail.head
         report.figures.update(synced=tail.synced.position if tail.synced is not None else 0,

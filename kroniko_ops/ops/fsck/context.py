@@ -73,6 +73,17 @@ class Context:
                 raise StopChecking
         return finding
 
+    def trial(self) -> Context:
+        """A scratch context for a step that may have to start over (a listing whose files
+        moved): its findings count only once :meth:`absorb` takes them."""
+        return Context(self.root, Report(self.report.operation, self.root), self.full)
+
+    def absorb(self, trial: Context) -> None:
+        """Take the findings (and their repairs) of a finished :meth:`trial`."""
+        actions = {id(f): a for f, a in trial.actions}
+        for f in trial.report.findings:
+            self.add(f.code, f.severity, f.path, f.message, f.position, action=actions.get(id(f)))
+
     def has(self, *codes: str) -> bool:
         """Whether a problem (not info) with one of ``codes`` was found."""
         return any(f.code in codes and f.severity != "info" for f in self.report.findings)

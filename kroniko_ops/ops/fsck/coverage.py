@@ -20,7 +20,6 @@ from ... import fileio
 from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
-from ...report import Report
 from .context import RECOVER, RESEAL, Context
 from .parts import ACTIVE, PACK, SCANNED, SEALED, Part, Pool
 
@@ -92,14 +91,12 @@ def build_plan(ctx: Context) -> Plan:
     holding a file's records before removing the file): the listing is taken again, as readers
     do, and only the findings of a listing whose files all opened are reported."""
     for attempt in range(RELISTS):
-        trial = Context(ctx.root, Report(ctx.report.operation, ctx.root), ctx.full)
+        trial = ctx.trial()
         try:
             plan = _build(trial, last_try=attempt == RELISTS - 1)
         except _Moved:
             continue
-        actions = {id(f): a for f, a in trial.actions}
-        for f in trial.report.findings:
-            ctx.add(f.code, f.severity, f.path, f.message, f.position, action=actions.get(id(f)))
+        ctx.absorb(trial)
         return plan
     raise AssertionError("unreachable: the last try reports what it finds")  # pragma: no cover
 

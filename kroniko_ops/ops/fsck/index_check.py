@@ -31,6 +31,7 @@ _INDEX_POSTINGS = "SELECT t.kind, t.name, p.position FROM idx.postings p JOIN id
 _GOOD = "position NOT IN (SELECT position FROM bad)"  # damaged records are reported, not compared
 
 
+RELISTS = 5  # listings of index/ tried while rebuilds keep replacing the generation just listed
 SETTLE_CHECKS, SETTLE_SECONDS = 5, 0.05  # how long a file longer than its database may take to be cut
 
 
@@ -91,42 +92,48 @@ class IndexCheck:
         """Attach the newest generation and read its checkpoint (before the log's tail is read,
         so that everything the checkpoint covers is already in the log)."""
         folder = self.ctx.layout.index
-        gens = generations(folder)
-        if not gens:
-            self.missing = True  # judged with the log's head (an empty store needs none yet)
-            self.spill.begin()
-            return
-        for old in gens[:-1]:
-            self.ctx.add("index-superseded", "info", f"index/{db_name(old)}", "an older index generation that a "
-                         "rebuild left behind (reindex removes it)")
-        path = os.path.join(folder, db_name(gens[-1]))
-        self.rel = f"index/{db_name(gens[-1])}"
-        try:
-            check_files(path)
-        except StoreCorrupted as exc:
-            # Never handed to SQLite: it follows links and blocks opening a FIFO.
-            self.ctx.add("index-corrupt", "error", self.rel, str(exc), action=REINDEX)
-            self.spill.begin()
-            return
-        try:
-            self.spill.attach_index(path)
-            self.spill.begin()
-            row = self.spill.con.execute("SELECT position, chain FROM idx.checkpoint WHERE k = 0").fetchone()
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and not may_write(path):
-                # Read-only, SQLite must still write a WAL database's -shm unless a writer has
-                # it open: this user cannot check the index, which says nothing about it.
-                self.spill.detach_index()
-                self.ctx.add("index-unchecked", "info", self.rel, f"the index cannot be read by this user without "
-                             f"writing to index/ ({exc}); it was not checked (the log was): run fsck as a user "
-                             "who may write the store, or while a writer has the store open")
+        for attempt in range(RELISTS):
+            gens = generations(folder)
+            if not gens:
+                self.missing = True  # judged with the log's head (an empty store needs none yet)
+                self.spill.begin()
+                return
+            path = os.path.join(folder, db_name(gens[-1]))
+            self.rel = f"index/{db_name(gens[-1])}"
+            try:
+                check_files(path)
+            except StoreCorrupted as exc:
+                # Never handed to SQLite: it follows links and blocks opening a FIFO.
+                self.ctx.add("index-corrupt", "error", self.rel, str(exc), action=REINDEX)
+                self.spill.begin()
+                return
+            try:
+                self.spill.attach_index(path)
+                self.spill.begin()
+                row = self.spill.con.execute("SELECT position, chain FROM idx.checkpoint WHERE k = 0").fetchone()
+                break
+            except sqlite3.DatabaseError as exc:
+                if not os.path.lexists(path) and attempt < RELISTS - 1:
+                    # A rebuild published the next generation and removed this one meanwhile.
+                    self.spill.release_index()
+                    continue
+                if isinstance(exc, sqlite3.OperationalError) and not may_write(path):
+                    # Read-only, SQLite must still write a WAL database's -shm unless a writer has
+                    # it open: this user cannot check the index, which says nothing about it.
+                    self.spill.detach_index()
+                    self.ctx.add("index-unchecked", "info", self.rel, f"the index cannot be read by this user "
+                                 f"without writing to index/ ({exc}); it was not checked (the log was): run fsck as "
+                                 "a user who may write the store, or while a writer has the store open")
+                    if not self.spill.con.in_transaction:
+                        self.spill.begin()
+                    return
+                self.fail(exc)
                 if not self.spill.con.in_transaction:
                     self.spill.begin()
                 return
-            self.fail(exc)
-            if not self.spill.con.in_transaction:
-                self.spill.begin()
-            return
+        for old in gens[:-1]:
+            self.ctx.add("index-superseded", "info", f"index/{db_name(old)}", "an older index generation that a "
+                         "rebuild left behind (reindex removes it)")
         if row is None:
             self.ctx.add("index-corrupt", "error", self.rel, "the index has no checkpoint row", action=REINDEX)
             return

@@ -20,8 +20,7 @@ from ...report import Report
 from ...store import EventStore
 from ...synced import SyncedState
 from .context import MAX_FINDINGS_PER_CODE, Context
-from .coverage import build_plan
-from .tail import TailState, check_tail, read_synced
+from .tail import TailState, plan_and_tail
 
 # What salvage answers: a lost or damaged end of the log (and the index that saw it).
 SALVAGED = {"synced-ahead", "synced-mismatch", "log-torn-tail", "log-bad-line", "log-uncommitted-tail",
@@ -68,12 +67,8 @@ def salvage(store: EventStore, loss: Loss, report: Report) -> str:
     log's end is not where the check found it."""
     root = store.path
     ctx = Context(root, Report("fsck", root), full=False)
-    synced = read_synced(ctx)
-    plan = build_plan(ctx)
-    try:
-        tail = check_tail(ctx, plan, synced)
-    finally:
-        plan.close()
+    plan, tail = plan_and_tail(ctx)
+    plan.close()
     if tail.segment == 0 or tail.head != loss.head:
         raise StoreCorrupted(f"the end of the log of {root} is not where the check found it (position {tail.head}, "
                              f"not {loss.head}); nothing was cut: run kroniko-ops fsck {root} again")

@@ -66,6 +66,16 @@ class Spill:
         if not self.con.in_transaction:
             self.con.execute("BEGIN")
 
+    def release_index(self) -> None:
+        """Detach the index and end any transaction, so that another one may be attached."""
+        self.detach_index()
+        if self.con.in_transaction:
+            self.con.execute("COMMIT")
+        try:
+            self.con.execute("DETACH DATABASE idx")
+        except sqlite3.DatabaseError:
+            pass  # ATTACH itself had failed: nothing to detach
+
     def _scratch(self, sql: str, rows: Callable[[], Iterable[Any]]) -> None:
         """Write the rows ``rows()`` gives to a scratch table; when the attached index makes the
         statement fail, report it, detach the index and write them again (a row written twice

@@ -25,7 +25,7 @@ from ...synced import SIZE as SYNCED_BYTES
 from ...synced import SyncedState, decode
 from ...writer import MAX_TAIL_SLACK
 from .context import RECOVER, Context
-from .coverage import ACTIVE, SCANNED, Part, Plan
+from .coverage import ACTIVE, RELISTS, SCANNED, Part, Plan, build_plan
 
 _CHUNK = 8 << 20  # bytes of a tail read at once while looking for a committed record past it
 _MAX_RECORD = (64 << 20) + (64 << 10)  # the largest event FORMAT allows, with room for its header
@@ -49,6 +49,27 @@ class TailState:
         """Positions the synced hint says were acknowledged that the log no longer holds."""
         top = self.synced.position if self.synced is not None else 0
         return range(self.head + 1, top + 1)
+
+
+def plan_and_tail(ctx: Context) -> tuple[Plan, TailState]:
+    """Read the synced position, list and open the log's files (:func:`build_plan`), check the
+    tail (:func:`check_tail`), in that order. The active segment of a listing can be sealed,
+    packed and removed by a compaction before its tail is read: then all of it is taken again,
+    as readers do, and only the findings of the try that read the tail count."""
+    for attempt in range(RELISTS):
+        trial = ctx.trial()
+        synced = read_synced(trial)
+        plan = build_plan(trial)
+        try:
+            tail = check_tail(trial, plan, synced)
+        except FileNotFoundError:
+            plan.close()
+            if attempt == RELISTS - 1:
+                raise
+            continue
+        ctx.absorb(trial)
+        return plan, tail
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def read_synced(ctx: Context) -> SyncedState | None:

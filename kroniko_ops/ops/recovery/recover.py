@@ -20,8 +20,7 @@ from ...report import Finding, Report
 from ...store import EventStore
 from ...synced import SyncedState
 from ..fsck.context import Context
-from ..fsck.coverage import build_plan
-from ..fsck.tail import check_tail, read_synced
+from ..fsck.tail import plan_and_tail
 from .common import index_write_failed, open_store, require_store, set_aside_temps
 
 RECOVERED = {"log-torn-tail", "log-uncommitted-tail", "store-poisoned", "synced-damaged",
@@ -45,12 +44,9 @@ def recover(path: str | os.PathLike[str], *, lock_timeout: float = 30.0, progres
 def tail_findings(root: str) -> tuple[list[Finding], int]:
     """The problems of the log's files and tail (no record walk), and the committed head."""
     ctx = Context(root, Report("recover", root), full=False)
-    synced = read_synced(ctx)
-    plan = build_plan(ctx)
-    try:
-        head = check_tail(ctx, plan, synced).head
-    finally:
-        plan.close()
+    plan, tail = plan_and_tail(ctx)
+    plan.close()
+    head = tail.head
     return [f for f in ctx.report.findings if f.severity != "info"], head
 
 

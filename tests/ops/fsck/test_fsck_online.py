@@ -12,10 +12,10 @@ import pytest
 from fsck_store_helpers import build, problems, seg_path, segments
 from fsck_workers import append_and_compact, append_batches
 
-from kroniko_ops import compact, fsck
+from kroniko_ops import compact, fsck, reindex
 from kroniko_ops.format import segment as segfmt
 from kroniko_ops.index import generations
-from kroniko_ops.ops.fsck import check, coverage
+from kroniko_ops.ops.fsck import check, coverage, index_check, tail
 
 
 def test_checks_during_appends_find_nothing(tmp_path: Path) -> None:
@@ -98,14 +98,15 @@ def test_files_compacted_away_during_the_walk_are_read_from_their_pack(tmp_path:
     meanwhile is read from the pack that holds its records, with nothing reported but that."""
     path = str(tmp_path / "s")
     build(path, batches=30)
-    real = check.build_plan
+    real = coverage.build_plan
 
     def plan_then_compact(ctx):  # type: ignore[no-untyped-def]
         plan = real(ctx)
         assert compact(path, durable=False).exit_code == 0
         return plan
 
-    monkeypatch.setattr(check, "build_plan", plan_then_compact)
+    for module in (tail, check):  # wherever the check calls it from
+        monkeypatch.setattr(module, "build_plan", plan_then_compact, raising=False)
     report = fsck(path, jobs=1)
     assert report.problems == [], report.findings
     assert "segment-superseded" in {f.code for f in report.findings}
@@ -164,3 +165,52 @@ def test_fsck_never_reports_damage_while_one_process_appends_and_compacts(tmp_pa
             child.join(10)
     assert child.exitcode == 0
     assert fsck(path).exit_code == 0
+
+
+def test_an_index_generation_replaced_after_the_listing_is_listed_again(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """reindex publishes the next index generation and removes the current one: an fsck that
+    listed index/ just before opens the new one, never reports the gone one as index-corrupt."""
+    path = str(tmp_path / "s")
+    build(path)
+    old = generations(os.path.join(path, "index"))
+    assert reindex(path).exit_code == 0
+    assert generations(os.path.join(path, "index")) != old
+    real = index_check.generations
+    calls = []
+
+    def stale_first(folder):  # type: ignore[no-untyped-def]
+        calls.append(folder)
+        return old if len(calls) == 1 else real(folder)  # the listing taken before reindex swapped
+
+    monkeypatch.setattr(index_check, "generations", stale_first)
+    report = fsck(path, jobs=1)
+    assert report.problems == [], report.findings
+    assert len(calls) >= 2
+
+
+def test_an_active_segment_compacted_away_after_the_listing_is_listed_again(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between fsck's listing and its reading of the tail, the writer rolls the active segment
+    and a compaction packs and removes it: fsck takes the synced position and the listing again
+    and reports nothing (before: a FileNotFoundError out of the check)."""
+    path = str(tmp_path / "s")
+    build(path)
+    real = coverage.build_plan
+    done = []
+
+    def plan_then_roll_and_compact(ctx):  # type: ignore[no-untyped-def]
+        plan = real(ctx)
+        if not done:
+            append_batches(path, 20)  # the listed active segment fills, is sealed
+            done.append(compact(path, durable=False).exit_code)  # and packed and removed
+            assert plan.active_path is not None and not os.path.exists(plan.active_path)
+        return plan
+
+    for module in (tail, check):  # wherever the check calls it from
+        monkeypatch.setattr(module, "build_plan", plan_then_roll_and_compact, raising=False)
+    for quick in (True, False):
+        done.clear()
+        report = fsck(path, quick=quick, jobs=1)
+        assert done == [0]
+        assert report.problems == [], report.findings
