@@ -126,8 +126,17 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Console entry point."""
-    cli(prog_name="kroniko-ops")
+    """Console entry point. What escapes the group (an error while click parses, before any
+    command runs) still never exits 1, fsck's "all repaired"."""
+    try:
+        cli(prog_name="kroniko-ops")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # SystemExit (click's normal way out) is not an Exception
+        traceback.print_exc()
+        click.echo(f"error: internal error ({type(exc).__name__}: {exc})", err=True)
+        sys.exit(EXIT_OPERATIONAL)
 
 
 # Commands register themselves on import; one module per group of commands.
