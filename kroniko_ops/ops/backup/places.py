@@ -47,6 +47,8 @@ def refuse_overlap(source: str, dest: str, source_what: str, dest_what: str) -> 
     """Raise :class:`InvalidArgument` (exit 2, nothing written) when ``dest`` lies inside
     ``source`` or ``source`` inside ``dest`` (after resolving links), or when ``dest`` lies
     inside another store or backup."""
+    if "://" in source or "://" in dest:
+        return  # object storage (s3://, file://...): no folder of this machine to compare
     src, dst = _real(source), _real(dest)
     if _within(dst, src):
         raise InvalidArgument(f"the {dest_what} {dest} is inside the {source_what} {source} (resolved: {dst}); "
