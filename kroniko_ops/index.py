@@ -126,12 +126,15 @@ def open_read_only(path: str) -> sqlite3.Connection:
     (``immutable=1`` is not used: a writer's checkpoint may change the file under the read.)"""
     check_files(path)
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    con: sqlite3.Connection | None = None
     try:
         con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=60.0)
         con.execute("PRAGMA busy_timeout=60000")
         con.execute("SELECT position FROM checkpoint WHERE k = 0").fetchone()
         return con
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:  # cannot read it read-only (or damaged: fsck says so): the log answers
+        if con is not None:
+            con.close()
         con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         con.executescript(_SCHEMA)
         con.execute("INSERT INTO checkpoint VALUES (0, 0, ?)", (GENESIS,))
@@ -156,7 +159,7 @@ class Index:
                 self.con.close()
                 self.con = create_db(self.path)
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and gens and not may_write(self.path):
+            if gens and not may_write(self.path):
                 # A user who may read the store but not write it (or a full disk): read the
                 # index read-only, or, where SQLite cannot (a WAL database needs to write its
                 # -shm unless a writer has it open), answer from the log alone (checkpoint 0).
