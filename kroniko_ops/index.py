@@ -150,7 +150,10 @@ class Index:
         self.generation = gens[-1] if gens else 1
         self.path = os.path.join(folder, db_name(self.generation))
         if not gens:
-            fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
+            try:
+                fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
+            except PermissionError:
+                pass  # a user who may not write the store: it reads without an index (below)
         try:
             self.con = create_db(self.path) if not gens else connect(self.path)
             if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:
@@ -159,7 +162,7 @@ class Index:
                 self.con.close()
                 self.con = create_db(self.path)
         except sqlite3.DatabaseError as exc:
-            if gens and not may_write(self.path):
+            if not may_write(self.path):
                 # A user who may read the store but not write it (or a full disk): read the
                 # index read-only, or, where SQLite cannot (a WAL database needs to write its
                 # -shm unless a writer has it open), answer from the log alone (checkpoint 0).
