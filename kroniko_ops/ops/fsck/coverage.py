@@ -53,14 +53,18 @@ class Plan:
         return None
 
 
-def _regular(path: str) -> bool:
+def _regular(path: str, tolerant: bool) -> bool:
+    """Whether ``path`` is a regular file. A name just listed that is gone was removed by a
+    compaction: FileNotFoundError (the caller lists again), or False when ``tolerant``."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
-        return False
+        if tolerant:
+            return False
+        raise
 
 
-def _list_segments(log_dir: str) -> dict[int, set[str]]:
+def _list_segments(log_dir: str, tolerant: bool) -> dict[int, set[str]]:
     """``{first: {"seg", "idx"}}`` of the regular segment files in ``log_dir``. A listing that
     catches a writer between sealing the last segment and creating the next is taken again
     (a roll takes a moment; one that never finishes is reported)."""
@@ -68,7 +72,7 @@ def _list_segments(log_dir: str) -> dict[int, set[str]]:
         segs: dict[int, set[str]] = {}
         for name in sorted(os.listdir(log_dir)):
             parsed = segfmt.parse_name(name)
-            if parsed is not None and _regular(os.path.join(log_dir, name)):
+            if parsed is not None and _regular(os.path.join(log_dir, name), tolerant):
                 segs.setdefault(parsed[0], set()).add(parsed[1])
         tops = [f for f, kinds in segs.items() if "seg" in kinds]
         if not tops or "idx" not in segs[max(tops)]:
@@ -103,13 +107,16 @@ def build_plan(ctx: Context) -> Plan:
 
 def _build(ctx: Context, last_try: bool) -> Plan:
     lay = ctx.layout
-    segs = _list_segments(lay.log_dir)
-    packs = []
-    if os.path.isdir(lay.packs) and not os.path.islink(lay.packs):
-        for name in sorted(os.listdir(lay.packs)):
-            rng = packfmt.parse_name(name)
-            if rng is not None and _regular(os.path.join(lay.packs, name)):
-                packs.append((rng, name))
+    try:
+        segs = _list_segments(lay.log_dir, last_try)
+        packs = []
+        if os.path.isdir(lay.packs) and not os.path.islink(lay.packs):
+            for name in sorted(os.listdir(lay.packs)):
+                rng = packfmt.parse_name(name)
+                if rng is not None and _regular(os.path.join(lay.packs, name), last_try):
+                    packs.append((rng, name))
+    except FileNotFoundError:
+        raise _Moved() from None  # never on the last try: it skips names that are gone
     plan = Plan(Pool(lay.packs))
     seg_firsts = sorted(f for f, kinds in segs.items() if "seg" in kinds)
     for first, kinds in sorted(segs.items()):

@@ -281,7 +281,7 @@ class IndexCheck:
         """Spill the log's side of positions ``1..trusted`` and let SQL name the differences."""
         rows: list[tuple[int, str, int]] = []
         upto = self.trusted
-        for pos, eid, doc in iter_docs(parts, 1, upto):
+        for pos, eid, doc in iter_docs(parts, 1, upto, self.spill.add_bad_range):
             rows.append((TYPE, doc["type"], pos))
             rows.extend((TAG, t, pos) for t in set(doc["tags"]))
             self.spill.add_id(eid, pos)

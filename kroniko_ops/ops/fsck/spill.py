@@ -110,6 +110,11 @@ class Spill:
         """Note a position whose record is damaged: the index is not judged there."""
         self._scratch("INSERT OR IGNORE INTO bad VALUES (?)", lambda: [(position,)])
 
+    def add_bad_range(self, first: int, last: int) -> None:
+        """Positions ``first..last`` are not judged against the index (their file could not be
+        read again for the comparison; the walk read or reported them)."""
+        self._scratch("INSERT OR IGNORE INTO bad VALUES (?)", lambda: ((p,) for p in range(first, last + 1)))
+
     def add_postings(self, rows: Iterable[tuple[int, str, int]]) -> None:
         """Keep ``(kind, name, position)`` rows the log implies for the index."""
         batch = list(rows)

@@ -15,7 +15,7 @@ from fsck_workers import append_and_compact, append_batches
 from kroniko_ops import compact, fsck, reindex
 from kroniko_ops.format import segment as segfmt
 from kroniko_ops.index import generations
-from kroniko_ops.ops.fsck import check, coverage, index_check, tail
+from kroniko_ops.ops.fsck import check, coverage, index_check, parallel, tail
 
 
 def test_checks_during_appends_find_nothing(tmp_path: Path) -> None:
@@ -214,3 +214,66 @@ def test_an_active_segment_compacted_away_after_the_listing_is_listed_again(tmp_
         report = fsck(path, quick=quick, jobs=1)
         assert done == [0]
         assert report.problems == [], report.findings
+
+
+def test_a_pack_merged_away_while_fsck_looks_for_it_is_found_in_the_bigger_one(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sealed segment fsck planned is packed and removed, then that pack merged into a bigger
+    one and removed too: the walk, looking for the pack holding the segment's records, lists
+    packs/ again when the one it listed is gone. Before, it gave up: a segment-gap and dozens
+    of index-extra-entry on a healthy store (issue 16 item 2)."""
+    path = str(tmp_path / "s")
+    build(path, batches=30)
+    assert compact(path, durable=False).exit_code == 0
+    append_batches(path, 40)  # sealed segments for the plan
+    packs_dir = os.path.join(path, "packs")
+    real_walk, real_listdir = parallel.walk, os.listdir
+    stale: list[list[str]] = []
+
+    def compact_twice_then_walk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assert compact(path, durable=False).exit_code == 0  # the planned segments -> a new pack
+        stale.append(real_listdir(packs_dir))
+        append_batches(path, 40)
+        assert compact(path, durable=False).exit_code == 0  # that pack merged into a bigger one
+        assert not set(stale[0]) & set(real_listdir(packs_dir))
+        stale.append([])  # armed: the walk's first listing of packs/ is the one taken in between
+        return real_walk(*args, **kwargs)
+
+    def listdir(folder=".") -> list[str]:  # type: ignore[no-untyped-def]
+        if len(stale) == 2 and os.path.abspath(folder) == os.path.abspath(packs_dir):
+            stale.append([])
+            return list(stale[0])
+        return real_listdir(folder)
+
+    monkeypatch.setattr(parallel, "walk", compact_twice_then_walk)
+    monkeypatch.setattr(os, "listdir", listdir)
+    report = fsck(path, jobs=1)
+    assert len(stale) == 3, "the stale listing was never asked for"
+    assert report.problems == [], report.findings
+
+
+def test_a_pack_listed_but_merged_away_before_it_was_looked_at_means_list_again(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsck's listing of packs/ names a pack that a compaction merged into a new one (published
+    after that listing was read) and removed: fsck lists again instead of reporting its
+    positions as a segment-gap."""
+    path = str(tmp_path / "s")
+    build(path, batches=30)
+    assert compact(path, durable=False).exit_code == 0
+    packs_dir = os.path.join(path, "packs")
+    stale = [os.listdir(packs_dir)]
+    append_batches(path, 40)
+    assert compact(path, durable=False).exit_code == 0
+    assert not set(stale[0]) & set(os.listdir(packs_dir))
+    real_listdir = os.listdir
+
+    def listdir(folder=".") -> list[str]:  # type: ignore[no-untyped-def]
+        if len(stale) == 1 and os.path.abspath(folder) == os.path.abspath(packs_dir):
+            stale.append([])
+            return list(stale[0])
+        return real_listdir(folder)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    report = fsck(path, jobs=1)
+    assert len(stale) == 2
+    assert report.problems == [], report.findings
