@@ -27,7 +27,10 @@ from .coverage import Plan
 from .records import iter_docs
 from .spill import Spill
 
-_INDEX_POSTINGS = "SELECT t.kind, t.name, p.position FROM idx.postings p JOIN idx.terms t ON t.id = p.term"
+# The index vouches for positions up to its checkpoint only (readers use it no further), so only
+# its rows at or below the checkpoint are compared with the log: ``{t}`` is that position.
+_INDEX_POSTINGS = ("SELECT t.kind, t.name, p.position FROM idx.postings p JOIN idx.terms t ON t.id = p.term "
+                   "WHERE p.position <= {t}")
 _GOOD = "position NOT IN (SELECT position FROM bad)"  # damaged records are reported, not compared
 
 
@@ -241,10 +244,12 @@ class IndexCheck:
             return
         con = self.spill.con
         try:
-            self.index_side = (sum(map(hash, con.execute(_INDEX_POSTINGS))),
-                               con.execute("SELECT count(*) FROM idx.postings").fetchone()[0],
-                               sum(map(hash, con.execute("SELECT eid, position FROM idx.ids"))),
-                               con.execute("SELECT count(*) FROM idx.ids").fetchone()[0])
+            t = int(self.trusted)
+            ids = "SELECT eid, position FROM idx.ids WHERE position <= ?"
+            self.index_side = (sum(map(hash, con.execute(_INDEX_POSTINGS.format(t=t)))),
+                               con.execute("SELECT count(*) FROM idx.postings WHERE position <= ?", (t,)).fetchone()[0],
+                               sum(map(hash, con.execute(ids, (t,)))),
+                               con.execute("SELECT count(*) FROM idx.ids WHERE position <= ?", (t,)).fetchone()[0])
         except sqlite3.DatabaseError as exc:
             self.fail(exc)
 
@@ -293,14 +298,14 @@ class IndexCheck:
         self.spilled_upto = upto
         if not self.spill.attached:  # the index failed while the rows were written (reported)
             return
-        con, limit, t = self.spill.con, MAX_FINDINGS_PER_CODE + 1, self.trusted
+        con, limit, t = self.spill.con, MAX_FINDINGS_PER_CODE + 1, int(self.trusted)
         kinds = {TYPE: "type", TAG: "tag"}
         queries = (
-            ("index-missing-entry", f"SELECT kind, name, position FROM exp_post EXCEPT {_INDEX_POSTINGS} "
+            ("index-missing-entry", f"SELECT kind, name, position FROM exp_post EXCEPT {_INDEX_POSTINGS.format(t=t)} "
              f"ORDER BY 3 LIMIT {limit}", "the log's event at position {p} has {k} {n!r}, which the index lacks"),
-            ("index-extra-entry", f"{_INDEX_POSTINGS} WHERE p.{_GOOD} EXCEPT SELECT kind, name, position FROM exp_post "
-             f"ORDER BY 3 LIMIT {limit}", "the index lists position {p} under {k} {n!r}, but the log's event there "
-             "does not have it"),
+            ("index-extra-entry", f"{_INDEX_POSTINGS.format(t=t)} AND p.{_GOOD} EXCEPT SELECT kind, name, position "
+             f"FROM exp_post ORDER BY 3 LIMIT {limit}", "the index lists position {p} under {k} {n!r}, but the log's "
+             "event there does not have it"),
         )
         for code, sql, text in queries:
             for kind, name, p in con.execute(sql).fetchall():
@@ -310,8 +315,9 @@ class IndexCheck:
                                   f"SELECT eid, position FROM idx.ids ORDER BY 2 LIMIT {limit}", (t,)).fetchall():
             self.ctx.add("index-missing-entry", "error", self.rel, f"the index lacks the id {eid!r} of position {p}",
                          p, action=REINDEX)
-        for eid, p in con.execute(f"SELECT eid, position FROM idx.ids WHERE {_GOOD} EXCEPT SELECT eid, position "
-                                  f"FROM log_ids WHERE position <= ? ORDER BY 2 LIMIT {limit}", (t,)).fetchall():
+        for eid, p in con.execute(f"SELECT eid, position FROM idx.ids WHERE position <= ? AND {_GOOD} EXCEPT SELECT "
+                                  f"eid, position FROM log_ids WHERE position <= ? ORDER BY 2 LIMIT {limit}",
+                                  (t, t)).fetchall():
             self.ctx.add("index-extra-entry", "error", self.rel, f"the index maps the id {eid!r} to position {p}, "
                          "where the log holds another event", p, action=REINDEX)
 
