@@ -38,15 +38,20 @@ RELISTS = 5  # listings of index/ tried while rebuilds keep replacing the genera
 SETTLE_CHECKS, SETTLE_SECONDS = 5, 0.05  # how long a file longer than its database may take to be cut
 
 
-def _header_pages(path: str) -> int:
+def _header_pages(path: str, spill: Spill) -> int:
     """The database size in pages that the file's header records (offset 28, valid when the
-    counters at offsets 24 and 92 agree), 0 when unknown."""
+    counters at offsets 24 and 92 agree), 0 when unknown. The descriptor stays open until the
+    check ends (:meth:`Spill.keep_open`): closing any descriptor of a file drops every POSIX
+    lock this process holds on it, SQLite's on the attached index included, and another
+    process could then take itself for the index's last user and checkpoint it under the
+    snapshot this check reads."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            head = os.pread(fd, 100, 0)
-        finally:
-            os.close(fd)
+    except OSError:
+        return 0
+    spill.keep_open(fd)
+    try:
+        head = os.pread(fd, 100, 0)
     except OSError:
         return 0
     if len(head) < 100 or head[24:28] != head[92:96]:
@@ -157,7 +162,7 @@ class IndexCheck:
         pages = self.spill.con.execute("PRAGMA idx.page_count").fetchone()[0]
         for attempt in range(SETTLE_CHECKS):
             size = os.lstat(path).st_size
-            end = page_size * max(pages, _header_pages(path))
+            end = page_size * max(pages, _header_pages(path, self.spill))
             if size <= end:
                 return
             if attempt < SETTLE_CHECKS - 1:

@@ -38,6 +38,7 @@ class Spill:
         # Called with the error when SQLite fails while the index is attached: a damaged
         # database can fail any statement of the connection, even one about the scratch tables.
         self.on_index_error: Callable[[sqlite3.DatabaseError], None] | None = None
+        self._kept: list[int] = []  # descriptors closed after the connection
         self._ids: list[tuple[str, int]] = []
         self._refs: list[tuple[int, str, str]] = []
 
@@ -146,6 +147,10 @@ class Spill:
         self.flush()
         return self.con.execute("SELECT 1 FROM refs LIMIT 1").fetchone() is not None
 
+    def keep_open(self, fd: int) -> None:
+        """Close ``fd`` only in :meth:`close`, after the connection (see ``index_check._header_pages``)."""
+        self._kept.append(fd)
+
     def close(self) -> None:
         """End the snapshot and remove the scratch database."""
         try:
@@ -153,5 +158,8 @@ class Spill:
                 self.con.execute("ROLLBACK")
             self.con.close()
         finally:
+            for fd in self._kept:
+                os.close(fd)
+            self._kept.clear()
             if self.owned:
                 shutil.rmtree(self.folder, ignore_errors=True)
