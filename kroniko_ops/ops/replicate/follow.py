@@ -1,0 +1,108 @@
+"""``replicate``: rounds of :mod:`.ship` until caught up (``--once``) or for ever (following),
+retention after each round, the metrics file after each round and on failure; and ``backup
+STORE s3://...``: one round into an empty prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from ...errors import KronikoError
+from ...objstore import Retry, open_url
+from ...report import Report
+from . import metrics
+from .retention import prune
+from .ship import Replicator, now_us
+
+
+def replicate(store: str | os.PathLike[str], url: str, *, once: bool = False, interval: float = 1.0,
+              retain: float | None = None, metrics_file: str | None = None, retry: Retry | None = None,
+              stop: threading.Event | None = None, lock_timeout: float = 30.0) -> Report:
+    """Ship the store at ``store`` to ``url`` (``s3://bucket/prefix`` or a folder): with
+    ``once`` until the replica holds the synced head seen at the start, else every
+    ``interval`` seconds until ``stop`` is set. ``retain`` (seconds) deletes what no restore
+    within that window needs; ``metrics_file`` gets the lag and last success after each round.
+
+    Raises InvalidArgument (exit 2, nothing written) when ``url`` holds something else than
+    this store's replica, ObjectStoreError (exit 8) once the object store kept failing for
+    ``retry.seconds``.
+    """
+    store = os.fspath(store)
+    stop = stop or threading.Event()
+    if interval <= 0:
+        from ...errors import InvalidArgument
+
+        raise InvalidArgument(f"--interval must be > 0 seconds, got {interval}")
+    report = Report("replicate", url)
+    last_success = metrics.previous_success(metrics_file) if metrics_file else None
+    rep = Replicator(store, open_url(url, retry), lock_timeout=lock_timeout)
+    rounds = deleted_manifests = deleted_objects = 0
+    try:
+        rep.open()
+        while True:
+            started = time.monotonic()
+            try:
+                rep.round()
+                dm, do = prune(rep, retain, now_us())
+            except (KronikoError, OSError):
+                if metrics_file:
+                    _metrics(rep, metrics_file, last_success)
+                raise
+            rounds += 1
+            deleted_manifests += dm
+            deleted_objects += do
+            last_success = time.time()
+            if metrics_file:
+                _metrics(rep, metrics_file, last_success)
+            if once or stop.wait(max(0.0, interval - (time.monotonic() - started))):
+                break
+    finally:
+        rep.close()
+    return _finish(report, rep, rounds=rounds, deleted_manifests=deleted_manifests, deleted_objects=deleted_objects)
+
+
+def backup_to_url(store: str | os.PathLike[str], url: str, *, retry: Retry | None = None,
+                  lock_timeout: float = 30.0) -> Report:
+    """One snapshot of the store at its synced head into ``url``, which must hold nothing yet
+    (else InvalidArgument, exit 2); the result is a replica with one manifest."""
+    report = Report("backup", url)
+    rep = Replicator(os.fspath(store), open_url(url, retry), lock_timeout=lock_timeout)
+    try:
+        rep.open(empty_only=True)
+        rep.round()
+    finally:
+        rep.close()
+    return _finish(report, rep)
+
+
+def lag(rep: Replicator) -> tuple[int, float]:
+    """Positions and seconds the replica is behind the store's synced head: seconds since the
+    first batch it lacks was committed (0 when it lacks none or its time is unknown)."""
+    state = rep.store.synced_state()
+    head = rep.current.head if rep.current is not None else 0
+    behind = max(0, state.position - head)
+    if not behind:
+        return 0, 0.0
+    committed = next(iter(rep.store.records(head + 1, head + 1))).time
+    return behind, max(0.0, time.time() - committed / 1e6) if committed else 0.0
+
+
+def _metrics(rep: Replicator, path: str, last_success: float | None) -> None:
+    try:
+        positions, seconds = lag(rep)
+    except (KronikoError, OSError, StopIteration):
+        positions, seconds = None, None  # type: ignore[assignment]
+    metrics.write(path, positions, seconds, last_success)
+
+
+def _finish(report: Report, rep: Replicator, **more: int) -> Report:
+    m = rep.current
+    report.head = m.head if m is not None else 0
+    report.finish()
+    c = rep.count
+    report.figures.update(manifest=m.seq if m is not None else 0, chain=m.chain if m is not None else "",
+                          uploaded_bytes=c.bytes, pack_bytes=c.pack_bytes, manifest_bytes=c.manifest_bytes,
+                          objects=c.objects, adopted=c.adopted, manifests=c.manifests, **more)
+    return report
