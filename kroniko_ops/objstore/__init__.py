@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class Retry:
 
     seconds: float = 120.0
     first: float = 0.2
-    most: float = 10.0
+    most: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ObjectStore:
 
     url: str
     retry: Retry
+    cancel: threading.Event | None = None  # set: stop retrying (the command was asked to stop)
 
     def put(self, key: str, source: Source, size: int, sha256: str, exclusive: bool = False) -> None:
         """Write the object ``key`` whole (``size`` bytes whose SHA-256 is ``sha256``, checked
@@ -126,13 +128,19 @@ class ObjectStore:
                 raise ObjectStoreError(f"{what} on {self.url}: {exc}") from None
             except Exception as exc:
                 problem = describe_error(exc)
+                if self.cancel is not None and self.cancel.is_set():
+                    raise ObjectStoreError(f"{what} on {self.url}: stopped while it was failing ({problem})") from None
                 if time.monotonic() - start + delay > self.retry.seconds:
                     raise ObjectStoreError(
                         f"{what} on {self.url} failed {attempt} time(s) over {time.monotonic() - start:.0f} s, "
                         f"last: {problem}; check that the service is reachable, the bucket exists, the "
                         "credentials may write there and the quota is not full, then run the command again"
                     ) from None
-            time.sleep(delay * (0.5 + random.random() / 2))  # jitter: retries of many clients spread out
+            pause = delay * (0.5 + random.random() / 2)  # jitter: retries of many clients spread out
+            if self.cancel is not None:
+                self.cancel.wait(pause)
+            else:
+                time.sleep(pause)
             delay = min(delay * 2, self.retry.most)
 
 

@@ -37,25 +37,30 @@ def replicate(store: str | os.PathLike[str], url: str, *, once: bool = False, in
         raise InvalidArgument(f"--interval must be > 0 seconds, got {interval}")
     report = Report("replicate", url)
     last_success = metrics.previous_success(metrics_file) if metrics_file else None
-    rep = Replicator(store, open_url(url, retry), lock_timeout=lock_timeout)
+    remote = open_url(url, retry)
+    remote.cancel = stop
+    rep = Replicator(store, remote, lock_timeout=lock_timeout)
     rounds = deleted_manifests = deleted_objects = 0
+    opened = False
     try:
-        rep.open()
         while True:
             started = time.monotonic()
             try:
+                if not opened:
+                    rep.open()
+                    opened = True
                 rep.round()
                 dm, do = prune(rep, retain, now_us())
             except (KronikoError, OSError):
                 if metrics_file:
-                    _metrics(rep, metrics_file, last_success)
+                    _metrics(rep, metrics_file, last_success, opened)
                 raise
             rounds += 1
             deleted_manifests += dm
             deleted_objects += do
             last_success = time.time()
             if metrics_file:
-                _metrics(rep, metrics_file, last_success)
+                _metrics(rep, metrics_file, last_success, opened)
             if once or stop.wait(max(0.0, interval - (time.monotonic() - started))):
                 break
     finally:
@@ -89,11 +94,16 @@ def lag(rep: Replicator) -> tuple[int, float]:
     return behind, max(0.0, time.time() - committed / 1e6) if committed else 0.0
 
 
-def _metrics(rep: Replicator, path: str, last_success: float | None) -> None:
-    try:
-        positions, seconds = lag(rep)
-    except (KronikoError, OSError, StopIteration):
-        positions, seconds = None, None  # type: ignore[assignment]
+def _metrics(rep: Replicator, path: str, last_success: float | None, opened: bool) -> None:
+    """Write the metrics file; the lag is left out when the replica's head is unknown (it could
+    not be read) or the store cannot be read."""
+    positions: int | None = None
+    seconds: float | None = None
+    if opened:
+        try:
+            positions, seconds = lag(rep)
+        except (KronikoError, OSError, StopIteration):
+            pass
     metrics.write(path, positions, seconds, last_success)
 
 

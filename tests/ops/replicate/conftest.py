@@ -90,7 +90,7 @@ class S3Server:
              f"-s3.port.grpc={p['s3.grpc']}", f"-master.port.grpc={p['master.grpc']}",
              f"-volume.port.grpc={p['volume.grpc']}", f"-filer.port.grpc={p['filer.grpc']}",
              "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.volumeSizeLimitMB=64"],
+             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.volumeSizeLimitMB=64", "-master.electionTimeout=1s"],
             stdout=log, stderr=log, start_new_session=True)
         log.close()
         self._wait_ready()

@@ -102,3 +102,110 @@ def reap(pid: int, timeout: float, what: str) -> int:
             os.waitpid(pid, 0)
             raise AssertionError(f"{what} hung")
         time.sleep(0.005)
+
+
+class Proxy:
+    """A TCP proxy on loopback in front of the S3 server that can misbehave: ``cut`` closes
+    each of the next connections once it has forwarded that many request bytes (the server goes
+    away mid-upload), ``delay`` holds each response chunk back (a slow server). Real sockets,
+    the real server behind them."""
+
+    def __init__(self, target: int) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self.cut: int | None = None
+        self.cuts_left = 0
+        self.cuts_done = 0
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(64)
+        self.port = self.server.getsockname()[1]
+        self.closed = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        """The proxy's URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                limit = self.cut if self.cuts_left > 0 else None
+            threading.Thread(target=self._pump, args=(client, upstream, limit, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None, True), daemon=True).start()
+
+    def _pump(self, src: object, dst: object, limit: int | None, slow: bool) -> None:
+        import socket
+
+        s: socket.socket = src  # type: ignore[assignment]
+        d: socket.socket = dst  # type: ignore[assignment]
+        done = 0
+        try:
+            while data := s.recv(65536):
+                if limit is not None and done + len(data) > limit:
+                    d.sendall(data[:max(0, limit - done)])
+                    with self.lock:
+                        self.cuts_left -= 1
+                        self.cuts_done += 1
+                    break
+                if slow and self.delay:
+                    time.sleep(self.delay)
+                d.sendall(data)
+                done += len(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (s, d):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def close(self) -> None:
+        """Stop accepting (connections in flight end with their peers)."""
+        import socket
+
+        self.closed = True
+        try:
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self.server.close()
+        self.thread.join(timeout=10)
+
+
+def replica_head(url: str) -> int:
+    """The head of the replica's newest manifest (-1 when there is none yet)."""
+    from kroniko_ops.ops.replicate.manifest import MAX_MANIFEST_BYTES, manifest_key, manifest_seq, parse
+
+    remote = open_url(url)
+    try:
+        seqs = sorted(s for k in remote.list("manifests/") if (s := manifest_seq(k)) is not None)
+        return parse(remote.get(manifest_key(seqs[-1]), MAX_MANIFEST_BYTES), seqs[-1]).head if seqs else -1
+    finally:
+        remote.close()
+
+
+def wait_for(predicate: object, timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``predicate()`` until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
