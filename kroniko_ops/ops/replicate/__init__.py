@@ -39,15 +39,17 @@ def verify_backup(dest: str, *, progress: bool = False, retry: Retry | None = No
 
 
 def restore(source: str, target: str, *, to_position: int | None = None, to_time: str | datetime | None = None,
-            progress: bool = False, retry: Retry | None = None) -> Report:
+            progress: bool = False, retry: Retry | None = None, durable: bool = True) -> Report:
     """Restore a replica or a backup into the new store ``target``, up to ``to_position`` or
-    ``to_time`` (the last batch committed at or before it)."""
+    ``to_time`` (the last batch committed at or before it). ``durable=False`` skips the
+    fsyncs (tests only)."""
     if is_replica(source):
         if to_position is not None and to_time is not None:
             raise InvalidArgument("give --to-position or --to-time, not both; nothing was written")
         return restore_replica(source, target, to_position=to_position, to_time=to_time, retry=retry,
-                               progress=progress)
-    return local.restore(source, target, to_position=to_position, to_time=to_time, progress=progress)
+                               progress=progress, durable=durable)
+    return local.restore(source, target, to_position=to_position, to_time=to_time, progress=progress,
+                         durable=durable)
 
 
 __all__ = ["backup", "parse_duration", "replicate", "restore", "verify_backup"]
