@@ -15,6 +15,7 @@ what it names; a manifest that does not parse stops object deletion altogether.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from ...errors import InvalidArgument
@@ -35,18 +36,17 @@ def parse_duration(text: str) -> float:
 
 
 def plan(history: dict[int, History], now_us: int, retain_us: int | None) -> list[int]:
-    """The manifests to delete: redundant ones, and with ``retain_us`` those superseded longer
-    ago than that. The newest is always kept."""
+    """The manifests to delete: redundant ones, and with ``retain_us`` those whose successor
+    (the next manifest present) was written longer ago than that. The newest is always kept."""
     seqs = sorted(history, reverse=True)
     drop: list[int] = []
     if not seqs:
         return drop
     nxt = seqs[0]
-    for seq in seqs[1:]:
-        later = history[nxt]
-        if history[seq].keys <= later.keys:
+    for later, seq in itertools.pairwise(seqs):
+        if history[seq].keys <= history[nxt].keys:
             drop.append(seq)
-        elif retain_us is not None and later.created_us < now_us - retain_us:
+        elif retain_us is not None and history[later].created_us < now_us - retain_us:
             drop.append(seq)  # the replica left this state before the window began
         else:
             nxt = seq
