@@ -11,11 +11,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import BUCKET, READER, S3Server
 from prometheus_client.parser import text_string_to_metric_families
 from replica_helpers import Proxy, cli, contents, fill, finish, objects, spawn
 
 from kroniko_ops.objstore import ObjectStoreError, Retry
+from kroniko_ops.objstore.seaweed import BUCKET, READER, S3Server, free_ports
 from kroniko_ops.ops.replicate import replicate, restore, verify_backup
 
 
@@ -74,9 +74,7 @@ def test_server_gone_for_good_exits_8_and_metrics_carry_the_last_success(s3_serv
     success = first["kroniko_last_success_timestamp_seconds{replicate}"]
     assert abs(success - time.time()) < 60
     fill(src, 5, start=10)
-    from conftest import _free_ports
-
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_ports(1)[0]}"}  # nothing listens: connection refused
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_ports(1)[0]}"}  # nothing listens: connection refused
     failed = cli("replicate", src, url, "--once", "--retry-for", "2", "--metrics-file", prom, env=env)
     assert failed.returncode == 8, failed.stderr
     assert "failed" in failed.stderr and "run the command again" in failed.stderr
