@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from replica_helpers import Proxy, cli, contents, fill, finish, objects, spawn
+from replica_helpers import Proxy, cli, contents, fill, finish, objects, spawn, wait_for
 
 from kroniko_ops.objstore import ObjectStoreError, Retry
 from kroniko_ops.objstore.seaweed import BUCKET, READER, S3Server, free_ports
@@ -39,12 +39,14 @@ def test_server_killed_and_restarted_mid_replication(s3_server: S3Server, s3_env
     fill(src, 20)
     follower = spawn("replicate", src, url, "--interval", "0.1", "--retry-for", "60", "--metrics-file", prom)
     try:
-        time.sleep(1.5)
+        wait_for(lambda: os.path.exists(prom), what="the first round")
+        fill(src, 20, start=100)
+        time.sleep(0.3)
         s3_server.stop()  # SIGKILL: the server goes away mid-whatever
-        fill(src, 30, start=20)  # the store goes on meanwhile
+        fill(src, 30, start=200)  # the store goes on meanwhile
         time.sleep(1.0)
         s3_server.start()
-        fill(src, 10, start=50)
+        fill(src, 10, start=300)
         back = time.time()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -11,6 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
+import pytest
 from replica_helpers import SEGMENT, contents, fill, finish, objects, reap, replica_head, spawn, wait_for
 
 from kroniko_ops import DurabilityError, Event, EventStore, compact, fileio
@@ -99,17 +100,18 @@ def _stamps(url: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def test_sigkill_at_many_points_then_resume(url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kills", [pytest.param(4, id="4"), pytest.param(40, id="40", marks=pytest.mark.soak)])
+def test_sigkill_at_many_points_then_resume(url: str, tmp_path: Path, kills: int) -> None:
     src = str(tmp_path / "src")
     fill(src, 20)
-    rng = random.Random(20)
+    rng = random.Random(kills)
     seen: dict[str, tuple[int, int]] = {}
-    for round_ in range(10):
+    for round_ in range(kills):
         fill(src, 15, start=20 + 15 * round_)
-        if round_ == 4:
+        if round_ % 4 == 2:
             compact(src, durable=False)
         proc = spawn("replicate", src, url, "--interval", "0.01")
-        time.sleep(rng.uniform(0.05, 0.6))
+        time.sleep(rng.uniform(0.3, 1.2))  # from before its first request to well into its rounds
         finish(proc, signal.SIGKILL)
         now = _stamps(url)
         for key, stamp in seen.items():  # without --retain no data object is ever deleted

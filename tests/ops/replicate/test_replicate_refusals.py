@@ -89,7 +89,8 @@ def test_prefix_holding_something_else_is_refused(url: str, tmp_path: Path) -> N
     assert set(objects(url)) == {"notes.txt"}
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest", "old-manifest-object"])
+@pytest.mark.parametrize("damage", ["flip", "delete", "manifest", "old-manifest-object",
+                                    pytest.param("truncate", marks=pytest.mark.soak)])
 def test_tampered_replica_is_caught_and_not_restored(url: str, tmp_path: Path, damage: str) -> None:
     src = str(tmp_path / "src")
     fill(src, 60)
