@@ -92,6 +92,7 @@ class Replicator:
         self.objects: dict[str, int] = {}  # every object known to exist: key -> size
         self.checked: set[str] = set()  # objects this process uploaded or compared with local bytes
         self.hashers: dict[str, tuple[int, hashlib._Hash]] = {}  # segment -> (bytes covered, hash so far)
+        self.seals: dict[tuple[int, ...], tuple[int, bytes]] = {}  # sealed segments decoded once (snapshot)
         self.count = Counters()
         self.store = EventStore(root, create=False, lock_timeout=lock_timeout)
 
@@ -106,6 +107,7 @@ class Replicator:
         """Read the replica's state; refuse (InvalidArgument, exit 2, nothing written) a prefix
         holding anything but a replica, a replica of another store (or of another history of
         this one), or with ``empty_only`` anything at all."""
+        self._check_apart()
         listing = self.remote.list()
         if empty_only and listing:
             raise InvalidArgument(f"{self.remote.url} is not empty ({len(listing)} objects, e.g. {min(listing)}): "
@@ -128,6 +130,16 @@ class Replicator:
         self.objects = {k: size for k, size in listing.items() if manifest_seq(k) is None}
         if self.current is not None:
             self._check_same_store(self.current)
+
+    def _check_apart(self) -> None:
+        """A folder replica inside the store (or the store inside it) would copy itself: refused."""
+        root = getattr(self.remote, "root", None)
+        if root is None:
+            return
+        a, b = os.path.realpath(root), os.path.realpath(self.root)
+        if a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep):
+            raise InvalidArgument(f"{self.remote.url} and the store {self.root} must not be inside one another: "
+                                  "replicate to a folder elsewhere (ideally another disk); nothing was written")
 
     def _check_same_store(self, m: ReplicaManifest) -> None:
         fmt = _format_bytes(self.root)
@@ -152,7 +164,7 @@ class Replicator:
         for _ in range(snapshot.ATTEMPTS):
             staged: dict[str, tuple[int, hashlib._Hash]] = {}
             try:
-                with snapshot.take(self.root, self.lock_timeout) as snap:
+                with snapshot.take(self.root, self.lock_timeout, self.seals) as snap:
                     files = self._collect(snap, staged)
                     head, chain = snap.state.position, snap.state.chain
                     active = next((p.files[0].rel for p in snap.parts if p.kind == "active"), "")

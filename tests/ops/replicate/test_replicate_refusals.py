@@ -128,3 +128,15 @@ def test_tampered_replica_is_caught_and_not_restored(url: str, tmp_path: Path, d
         assert restore(url, str(tmp_path / "r")).exit_code == 4
     assert not os.path.exists(tmp_path / "r")
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("where", ["inside", "around"])
+def test_folder_replica_and_store_inside_one_another_are_refused(tmp_path: Path, where: str) -> None:
+    src = str(tmp_path / "outer" / "src") if where == "around" else str(tmp_path / "src")
+    fill(src, 3)
+    url = str(tmp_path / "src" / "lost-found" / "replica") if where == "inside" else str(tmp_path / "outer")
+    before = sorted(os.listdir(os.path.dirname(src)))
+    with pytest.raises(InvalidArgument, match="inside one another"):
+        replicate(src, url, once=True)
+    assert sorted(os.listdir(os.path.dirname(src))) == before
+    assert not os.path.exists(os.path.join(src, "lost-found", "replica"))
