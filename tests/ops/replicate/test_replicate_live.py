@@ -51,13 +51,14 @@ def _fork(fn, *args: object) -> int:  # type: ignore[no-untyped-def]
     return pid
 
 
-def test_follow_while_writers_append_and_compaction_runs(url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batches", [120, pytest.param(3000, marks=pytest.mark.soak)])
+def test_follow_while_writers_append_and_compaction_runs(url: str, tmp_path: Path, batches: int) -> None:
     src, stop = str(tmp_path / "src"), str(tmp_path / "stop")
     fill(src, 5)
     follower = spawn("replicate", src, url, "--interval", "0.05", "--json")
     try:
         wait_for(lambda: replica_head(url) >= 0, what="the first manifest")
-        writers = [_fork(_writer, src, n, 120) for n in range(WRITERS)]
+        writers = [_fork(_writer, src, n, batches) for n in range(WRITERS)]
         compactor = _fork(_compactor, src, stop)
         for pid in writers:
             assert reap(pid, 300, "writer") == 0
