@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ... import __version__, fileio
@@ -45,6 +46,8 @@ from .manifest import (
 )
 
 IN_MEMORY = 64 << 20  # a range up to this size is read once into memory; larger ones are streamed
+UPLOADS = 8  # objects uploaded at once (a catch-up of many small segments is bound by round trips)
+IN_FLIGHT = 256 << 20  # bytes held for uploads in flight
 
 
 @dataclass
@@ -94,10 +97,13 @@ class Replicator:
         self.hashers: dict[str, tuple[int, hashlib._Hash]] = {}  # segment -> (bytes covered, hash so far)
         self.seals: dict[tuple[int, ...], tuple[int, bytes]] = {}  # sealed segments decoded once (snapshot)
         self.count = Counters()
+        self.pool = ThreadPoolExecutor(UPLOADS, thread_name_prefix="kroniko-upload")
+        self.inflight: list[tuple[Future[bool], str, int, bool]] = []  # (future, key, size, is a pack)
         self.store = EventStore(root, create=False, lock_timeout=lock_timeout)
 
     def close(self) -> None:
-        """Release the store handle and the connection."""
+        """Release the store handle, the upload threads and the connection."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.store.close()
         self.remote.close()
 
@@ -200,6 +206,19 @@ class Replicator:
         return next(iter(self.store.records(head, head))).time
 
     def _collect(self, snap: snapshot.Snapshot, staged: dict[str, tuple[int, hashlib._Hash]]) -> dict[str, RFile]:
+        """Every file of the snapshot in the replica (uploads done when it returns)."""
+        try:
+            files = self._files(snap, staged)
+        except BaseException:
+            try:
+                self._settle()  # let the uploads in flight end (and count) before giving up
+            except BaseException:
+                pass  # the first failure is the one reported
+            raise
+        self._settle()
+        return files
+
+    def _files(self, snap: snapshot.Snapshot, staged: dict[str, tuple[int, hashlib._Hash]]) -> dict[str, RFile]:
         files = {"FORMAT": self._format(snap.format_bytes)}
         for part in snap.parts:
             with snap.opened(part) as opened:
@@ -315,21 +334,55 @@ class Replicator:
         return recorded == sha
 
     def _ensure(self, key: str, source: bytes | Region, size: int, sha: str, pack: bool = False) -> None:
-        """Make the object ``key`` exist with these bytes: already checked, adopted after a
-        comparison, or uploaded."""
-        if key in self.checked:
+        """Make the object ``key`` exist with these bytes: already checked, or (in a worker
+        thread, up to UPLOADS at once and IN_FLIGHT bytes held) adopted after a comparison or
+        uploaded. A source too big to hold in memory is shipped at once, from its open file."""
+        if key in self.checked or any(k == key for _f, k, _s, _p in self.inflight):
             return
+        if isinstance(source, Region):
+            self._settle()
+            self._done(key, size, pack, self._ship(key, source, size, sha))
+            return
+        while self.inflight and sum(n for _f, _k, n, _p in self.inflight) + size > IN_FLIGHT:
+            self._settle(oldest=True)
+        self.inflight.append((self.pool.submit(self._ship, key, source, size, sha), key, size, pack))
+
+    def _ship(self, key: str, source: bytes | Region, size: int, sha: str) -> bool:
+        """Upload the object unless the replica holds it already with these bytes (a killed
+        run's upload): True when uploaded."""
         if self.objects.get(key) == size and self._same(key, sha):
-            self.count.adopted += 1
-        else:
-            self.remote.put(key, source, size, sha)
+            return False
+        self.remote.put(key, source, size, sha)
+        return True
+
+    def _done(self, key: str, size: int, pack: bool, uploaded: bool) -> None:
+        if uploaded:
             self.objects[key] = size
             if pack:
                 self.count.pack_bytes += size
             else:
                 self.count.bytes += size
             self.count.objects += 1
-        self.checked.add(key)
+        else:
+            self.count.adopted += 1
+        self.checked.add(key)  # only once it is there: a failed upload is never taken for done
+
+    def _settle(self, oldest: bool = False) -> None:
+        """Wait for the uploads in flight (or the oldest one), recording each that succeeded;
+        after a failure, wait for the others too, then raise it."""
+        failure: BaseException | None = None
+        while self.inflight:
+            future, key, size, pack = self.inflight.pop(0)
+            try:
+                self._done(key, size, pack, future.result())
+            except BaseException as exc:
+                failure = failure or exc
+                for other, *_rest in self.inflight:
+                    other.cancel()
+            if oldest and failure is None:
+                return
+        if failure is not None:
+            raise failure
 
 
 def _source(fd: int, offset: int, size: int) -> bytes | Region:
