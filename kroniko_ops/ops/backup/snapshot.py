@@ -127,8 +127,8 @@ def take(root: str, lock_timeout: float = 30.0, seals: dict[tuple[int, ...], tup
     wait for the append lock when the synced position must be re-verified (after a reboot).
 
     ``seals`` is a cache kept by a caller that snapshots again and again (replicate): a sealed
-    segment whose ``.idx`` and ``.seg`` are the same files (device, inode, size) as when it was
-    last decoded is not read again (sealed files never change; a replaced one has another inode)."""
+    segment whose ``.idx`` and ``.seg`` are the same files (position, device, inode, size, change
+    time) as when it was last decoded is not read again (sealed files never change)."""
     lay = Layout(root)
     problem = ""
     for _ in range(ATTEMPTS):
@@ -250,7 +250,10 @@ def _sealed(lay: Layout, first: int, seals: dict[tuple[int, ...], tuple[int, byt
     part = Part("sealed", first, first, [_file(f"log/{segfmt.idx_name(first)}", idx, ifd),
                                          _file(f"log/{segfmt.seg_name(first)}", seg, sfd)])
     isize, ssize = part.files[0].size, part.files[1].size
-    key = (*part.files[0].ident, isize, *part.files[1].ident, ssize)
+    # Inode numbers are reused once compaction deletes a segment: the key holds the position
+    # and both files' change times too, so a cached seal never describes another file.
+    key = (first, *part.files[0].ident, isize, os.fstat(ifd).st_ctime_ns, *part.files[1].ident, ssize,
+           os.fstat(sfd).st_ctime_ns)
     if seals is not None and key in seals:
         part.last, part.seg_sha256 = seals[key]
         return part
