@@ -2,7 +2,7 @@
 on loopback (``kroniko_ops.objstore.seaweed``):
 
 - replication lag with 1,000 durable appends per second sustained (4 processes of 250/s, one
-  event per append): ``kroniko-ops replicate --interval 1`` follows the store while a watcher
+  event per append; 1 MiB segments): ``kroniko-ops replicate --interval 1`` follows the store while a watcher
   polls the replica's newest manifest every 20 ms; an event's lag is when a manifest holding it
   was first seen minus when its append was acknowledged (synced). Median and 99th percentile.
 - bytes uploaded per byte appended (segments' bytes; packs counted apart, manifests apart),
@@ -90,7 +90,7 @@ def _segment_bytes(path: str) -> int:
 def lag_rows(tmp: str, seconds: float, env: dict[str, str]) -> list[dict[str, Any]]:
     """The lag and bytes rows."""
     store, url = os.path.join(tmp, "lag-store"), f"s3://{BUCKET}/lag-{os.getpid()}"
-    EventStore(store).close()
+    EventStore(store, segment_bytes=1 << 20).close()  # 1 MiB segments: compaction has sealed ones to pack
     exe = os.path.join(os.path.dirname(sys.executable), "kroniko-ops")
     follower = subprocess.Popen([exe, "replicate", store, url, "--interval", "1", "--json"], env={**os.environ, **env},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
