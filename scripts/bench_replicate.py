@@ -78,13 +78,12 @@ class _Watcher(threading.Thread):
         remote.close()
 
 
-def _segment_bytes(path: str) -> int:
+def _log_bytes(path: str) -> int:
+    """The bytes of every record of the store (what was appended to its segments, whether they
+    are still segments or were packed since)."""
     with EventStore(path, create=False) as s:
-        state = s.synced_state()
-    log = os.path.join(path, "log")
-    sealed = sum(os.path.getsize(os.path.join(log, n)) for n in os.listdir(log)
-                 if n.endswith(".seg") and int(n[:12]) != state.segment)
-    return sealed + state.end
+        head = s.synced_state().position
+        return sum(rec.size for rec in s.records(1, head)) if head else 0
 
 
 def lag_rows(tmp: str, seconds: float, env: dict[str, str]) -> list[dict[str, Any]]:
@@ -126,7 +125,7 @@ def lag_rows(tmp: str, seconds: float, env: dict[str, str]) -> list[dict[str, An
             lags.append(max(0.0, seen[i][0] - t))
     lags.sort()
     med, p99 = statistics.median(lags), lags[int(len(lags) * 0.99) - 1]
-    appended = _segment_bytes(store)
+    appended = _log_bytes(store)
     rate = len(acks) / seconds
     return [
         {"key": "replicate_lag", "workload": f"replication lag at {rate:,.0f} durable appends/s, --interval 1 (p99)",
