@@ -116,6 +116,14 @@ class S3Server:
                     raise RuntimeError(f"SeaweedFS not ready after 90 s; see {self.dir / 'weed.log'}") from None
                 time.sleep(0.2)
 
+    def shell(self, commands: str) -> str:
+        """Run ``weed shell`` commands against the server (e.g. bucket quotas); their output."""
+        p = self.ports
+        done = subprocess.run([weed_binary(), "shell", f"-master=127.0.0.1:{p['master']}.{p['master.grpc']}",
+                               f"-filer=127.0.0.1:{p['filer']}.{p['filer.grpc']}"], input=commands,
+                              capture_output=True, text=True, timeout=60)
+        return done.stdout + done.stderr
+
     def stop(self, sig: int = signal.SIGKILL) -> None:
         """Stop the server (its whole process group; SIGKILL by default: its data is a throwaway
         and a SIGTERM takes it 20 s) and reap it."""

@@ -151,3 +151,34 @@ def test_no_secret_is_printed_logged_or_stored(s3_server: S3Server, s3_env: dict
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 assert secret.encode() not in f.read()
+
+
+def test_full_bucket_quota_retries_exits_8_then_resumes(s3_server: S3Server, s3_env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """A bucket over its quota refuses writes: replicate retries, gives up with exit 8 and no
+    manifest; once the quota is raised it carries on."""
+    import boto3
+
+    bucket = f"kroniko-quota-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("s3")
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="filler", Body=os.urandom(2 << 20))
+    s3_server.shell(f"s3.bucket.quota -name={bucket} -op=set -sizeMB=1\n")
+    wait_for(lambda: _refused(s3_server, client, bucket), timeout=60, what="the quota enforced")
+    src, url = str(tmp_path / "src"), f"s3://{bucket}/events"
+    fill(src, 20)
+    done = cli("replicate", src, url, "--once", "--retry-for", "2")
+    assert done.returncode == 8 and "quota is not full" in done.stderr, done.stderr
+    assert not [k for k in objects(url) if k.startswith("manifests/")]
+    s3_server.shell(f"s3.bucket.quota -name={bucket} -op=set -sizeMB=1000\ns3.bucket.quota.enforce -apply\n")
+    assert replicate(src, url, once=True, retry=Retry(seconds=60)).head == contents(src)[-1][0]
+    assert verify_backup(url).exit_code == 0
+
+
+def _refused(server: S3Server, client: object, bucket: str) -> bool:
+    server.shell("s3.bucket.quota.enforce -apply\n")
+    try:
+        client.put_object(Bucket=bucket, Key="probe", Body=b"x")  # type: ignore[attr-defined]
+    except Exception:
+        return True
+    return False
