@@ -43,10 +43,17 @@ def check_id(event_id: object) -> str:
 
 
 def _check_json(value: Any, where: str) -> None:
-    """Refuse anything that would not come back from JSON as the same Python value."""
-    stack = [(value, where)]
+    """Refuse anything that would not come back from JSON as the same Python value, and a
+    value that contains itself (a walk that followed the cycle would never end)."""
+    stack: list[tuple[Any, str, bool]] = [(value, where, False)]
+    on_path: set[int] = set()  # the containers being walked: meeting one again is a cycle
+    done: set[int] = set()  # containers walked whole: a value shared twice is checked once
     while stack:
-        v, w = stack.pop()
+        v, w, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(v))
+            done.add(id(v))
+            continue
         t = type(v)
         if t is float:
             if v != v or v in (float("inf"), float("-inf")):
@@ -56,13 +63,20 @@ def _check_json(value: Any, where: str) -> None:
                 raise InvalidEvent(f"{w} is an integer outside the 64-bit range JSON readers accept")
         elif t in _SCALARS:
             continue
-        elif t is dict:
-            for k, item in v.items():
-                if type(k) is not str:
-                    raise InvalidEvent(f"{w} has a key {k!r} that is not a string")
-                stack.append((item, f"{w}.{k}"))
-        elif t is list:
-            stack.extend((item, f"{w}[{i}]") for i, item in enumerate(v))
+        elif t is dict or t is list:
+            if id(v) in on_path:
+                raise InvalidEvent(f"{w} contains itself (a cycle of references): JSON cannot hold it")
+            if id(v) in done:
+                continue
+            on_path.add(id(v))
+            stack.append((v, w, True))
+            if t is dict:
+                for k, item in v.items():
+                    if type(k) is not str:
+                        raise InvalidEvent(f"{w} has a key {k!r} that is not a string")
+                    stack.append((item, f"{w}.{k}", False))
+            else:
+                stack.extend((item, f"{w}[{i}]", False) for i, item in enumerate(v))
         else:
             raise InvalidEvent(
                 f"{w} is a {t.__name__}, which is not JSON "

@@ -14,7 +14,8 @@ FSCK = (
     "log-tail-oversized", "log-bad-line", "log-position-mismatch", "log-duplicate-id", "event-hash-mismatch",
     "event-unreadable", "index-missing", "index-corrupt", "index-checkpoint-ahead", "index-checkpoint-mismatch",
     "index-behind", "index-trailing-garbage", "index-superseded", "index-missing-entry", "index-extra-entry",
-    "dangling-reference", "stopped",
+    "dangling-reference", "stopped", "index-unchecked", "accept-loss-needed", "accept-loss-refused",
+    "acknowledged-lost",
 )
 LEGACY = (
     "missing-event", "dangling-event", "event-id-mismatch", "index-unsafe-name", "index-name-collision",
@@ -35,7 +36,8 @@ BACKUP = (
     "backup-segment-corrupt", "backup-pack-corrupt", "backup-archive-corrupt", "backup-base",
 )
 BACKUP_TEMP = ("backup-stale-temp", "backup-new-chain")
-RESTORE = ("restore-stale-temp", "restore-refused")
+RESTORE = ("restore-stale-temp", "restore-refused", "restore-warnings")
+REPLICA = ("replica-manifest", "replica-orphan")
 PRUNE = ("prune-removed", "prune-kept", "prune-incomplete")
 
 # What each command can report. restore reports the verification's codes and, for a restored
@@ -46,8 +48,9 @@ BY_OPERATION: dict[str, tuple[str, ...]] = {
     "reindex": FSCK,
     "compact": FSCK + COMPACT,
     "backup": BACKUP + BACKUP_TEMP + ("segment-corrupt", "pack-corrupt"),
-    "verify-backup": BACKUP,
+    "verify-backup": BACKUP + REPLICA,
     "restore": BACKUP + RESTORE + tuple(f"restore-{c}" for c in FSCK),
+    "replicate": (),
     "prune": BACKUP + PRUNE,
     "migrate": FSCK + LEGACY + MIGRATE,
 }

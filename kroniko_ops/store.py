@@ -9,6 +9,7 @@ commit); advance the synced position; acknowledge. ``docs/FORMAT.md`` tells ever
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -65,6 +66,7 @@ class EventStore(ReadPath):
         self._mutex = threading.RLock()
         self._broken: BaseException | None = None
         self._index_checked: tuple[int, bytes] | None = None
+        self._stamp: int | None = None  # a copied batch's commit time (import_batch), else now
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class EventStore(ReadPath):
                         return self._acknowledge(fd, synced_tail, done)
                 if condition is not None:
                     self._check_condition(condition, tail)
-                stamp = self._writer.commit_time(tail)
+                stamp = self._writer.commit_time(tail, self._stamp)
                 data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes, stamp)
                 if len(data) > MAX_BATCH_BYTES:
                     raise InvalidEvent(f"the batch is {len(data)} bytes, over the {MAX_BATCH_BYTES} one append may "
@@ -239,8 +241,22 @@ class EventStore(ReadPath):
                     self._flush_index(new_tail)
             return self._acknowledge(fd, new_tail, new_tail.position)
 
+    def import_batch(self, events: Iterable[Event], commit_us: int) -> int:
+        """For tools copying a store (``migrate URL STORE``): append ``events`` as one batch
+        stamped with the commit time it had in its source (0: unknown, stamped now), raised to the
+        last record's if need be, as commit times never decrease along the log."""
+        with self._mutex:
+            self._stamp = commit_us or None
+            try:
+                return self.append(events)
+            finally:
+                self._stamp = None
+
     def _locked(self) -> _Held:
         if self._lock is None:
+            if not self.synced.writable:  # opened read-only: this process may read the store, not write it
+                raise _nothing_written(f"opening {self.layout.synced_file} for writing",
+                                       PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
             try:
                 self._lock = AppendLock(self.layout.append_lock)
             except OSError as exc:  # opening or creating the lock file: before anything is written

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ... import fileio, locking
 from ...errors import InvalidArgument, StoreNotFound
@@ -39,20 +40,23 @@ from ...rebuild import publish as publish_index
 from ...report import Report
 from ...store import EventStore
 from ...synced import SyncedFile, SyncedState
-from . import verify
+from . import pit, verify
 from .chain import Chain, Part, open_chain, parts_of
 from .container import Container, check_archive, is_archive
+from .places import refuse_overlap
 from .sink import fd_chunks, publish, remove_tree, sweep_stale, temp_path
 
 STORE_DIRS = ("log", "packs", "index", "locks", "lost-found")
 
 
 def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, to_position: int | None = None,
-            lock_timeout: float = 30.0, progress: bool = False, durable: bool = True) -> Report:
+            to_time: str | datetime | None = None, lock_timeout: float = 30.0, progress: bool = False,
+            durable: bool = True) -> Report:
     """Restore ``backup`` (a full or incremental backup, folder or archive; the bases of an
     incremental are found where its manifest says; or a backup set's folder, meaning its newest
-    backup) into the new store ``target``, up to
-    ``to_position`` (a batch boundary; default: the backup's head).
+    backup) into the new store ``target``, up to ``to_position`` (a batch boundary; default: the
+    backup's head) or ``to_time`` (an ISO 8601 timestamp with a zone: the last batch committed at
+    or before it).
 
     Returns the report: its findings are the verification problems (exit 4, nothing written) or
     the fsck notes of the new store. Raises InvalidArgument (exit 2) for a non-empty target, a
@@ -64,12 +68,16 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
 
     backup = resolve(backup)
     report = Report("restore", target)
+    refuse_overlap(backup, target, "backup", "restore target")
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target) or os.listdir(target)):
         raise InvalidArgument(f"{target} exists and is not an empty folder; restore into a new or empty folder "
                               "(a restore never overwrites anything)")
     if to_position is not None and (isinstance(to_position, bool) or not isinstance(to_position, int)
                                     or to_position < 0):
         raise InvalidArgument(f"--to-position must be an integer >= 0, got {to_position!r}")
+    if to_position is not None and to_time is not None:
+        raise InvalidArgument("give --to-position or --to-time, not both; nothing was written")
+    when = None if to_time is None else pit.parse_time(to_time)
     if not os.path.exists(backup):
         raise StoreNotFound(f"no backup at {backup}")
     if is_archive(backup):
@@ -84,6 +92,11 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
             report.add("restore-refused", "info", target, "the backup does not verify; nothing was written")
             return report.finish()
         with open_chain(backup, container, container.manifest()) as chain:
+            if when is not None:
+                to_position = pit.position_at(parts_of(chain.top.manifest)[0],
+                                              lambda part: (rec for rec, _raw in _records(chain, part, 1 << 62)),
+                                              when)
+                report.figures["to_time"] = pit.format_time(when)
             plan = _plan(chain, to_position)
             _run(chain, plan, target, lock_timeout, progress, durable, report)
     report.head = plan.cut
@@ -206,9 +219,9 @@ def _run(chain: Chain, plan: Plan, target: str, lock_timeout: float, progress: b
         _build(chain, plan, tmp, progress, durable)
         _index(tmp, plan.cut, lock_timeout, durable, progress)
         _sync_tree(tmp, durable)
-        _fsck(tmp, report, progress)
-        if report.problems:
-            report.add("restore-refused", "info", target, "the restored store does not check; nothing was written")
+        if _fsck(tmp, report, progress):
+            report.add("restore-refused", "info", target, "the restored store does not check (errors above); nothing "
+                       "was written")
             remove_tree(tmp)
             return
         with locking.held(Layout(tmp).maintenance_lock, lock_timeout, "maintenance"):
@@ -301,12 +314,25 @@ def _sync_tree(root: str, durable: bool) -> None:
         fileio.fsync_dir(os.path.join(root, d))
 
 
-def _fsck(tmp: str, report: Report, progress: bool = False) -> None:
-    """Check the restored store with a full fsck; its problems become this report's
-    (``restore-<code>``)."""
+def _fsck(tmp: str, report: Report, progress: bool = False) -> bool:
+    """Check the restored store with a full fsck (with the reference fields its FORMAT records);
+    return whether it found errors, which refuse the restore (``restore-<code>``). Warnings never
+    do (a dangling reference is the events' business, restored as they were backed up): each is
+    reported as a note, with a summary of them."""
     from ..fsck import fsck  # imported when needed: backup and verify-backup do without it
 
     checked = fsck(tmp, progress=progress)
+    warned: dict[str, int] = {}
     for f in checked.findings:
-        code = f.code if f.severity == "info" else f"restore-{f.code}"
-        report.add(code, f.severity, f.path, f.message, f.position)
+        if f.severity == "error":
+            report.add(f"restore-{f.code}", f.severity, f.path, f.message, f.position)
+        elif f.severity == "warning":
+            warned[f.code] = warned.get(f.code, 0) + 1
+            report.add(f"restore-{f.code}", "info", f.path, f"warning in the restored store: {f.message}", f.position)
+        else:
+            report.add(f.code, f.severity, f.path, f.message, f.position)
+    if warned:
+        counts = ", ".join(f"{code} x{n}" for code, n in sorted(warned.items()))
+        report.add("restore-warnings", "info", "", f"the restored store checks with {sum(warned.values())} "
+                   f"warning(s) ({counts}): warnings never block a restore; see fsck on the new store")
+    return any(f.severity == "error" for f in checked.findings)

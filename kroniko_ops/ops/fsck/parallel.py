@@ -130,6 +130,8 @@ def walk(sctx: Context, parts: Sequence[Part], head: int, index: IndexCheck, ref
     finally:
         for child, recv in children:
             recv.close()
+            if len(results) < len(children) and child.is_alive():
+                child.kill()  # the walk was cut short (Ctrl-C, SIGTERM, a worker failed): stop at once
             child.join(timeout=60)
             if child.is_alive():
                 child.kill()

@@ -345,9 +345,12 @@ class Walker:
             sink(good)
 
 
-def iter_docs(parts: Sequence[Part], lo: int, hi: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def iter_docs(parts: Sequence[Part], lo: int, hi: int,
+              unread: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """``(position, id, event)`` of the readable records in ``lo..hi`` (a second pass after the
-    first found the index wrong; damaged records are skipped, they were reported already)."""
+    first found the index wrong; damaged records are skipped, they were reported already).
+    ``unread(a, b)`` is told of positions a file held that could not be opened again (the walk
+    read or reported them; the caller must not judge them by their absence here)."""
     for part in parts:
         if part.last < lo or part.first > hi:
             continue
@@ -355,6 +358,8 @@ def iter_docs(parts: Sequence[Part], lo: int, hi: int) -> Iterator[tuple[int, st
         try:
             part.open()
         except (OSError, segfmt.SegmentError, packfmt.PackError):
+            if unread is not None:
+                unread(a0, b0)
             continue  # reported by the walk
         try:
             yield from _part_docs(part, a0, b0)
