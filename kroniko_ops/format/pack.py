@@ -189,13 +189,15 @@ class PackInfo:
 @dataclass
 class BlockCheck:
     """One block checked whole (:meth:`PackReader.check_block`): ``ids`` and ``docs`` of its
-    events (parsed), ``chain`` after its last event as recomputed, its batches (``commits``) and
+    events (parsed), ``chain`` after its last event as recomputed, ``chains`` after each of its
+    events (empty when the hashes were not recomputed), its batches (``commits``) and
     ``problems`` as ``(finding code, message)``."""
 
     block: Block
     ids: list[str] = field(default_factory=list)
     docs: list[object] = field(default_factory=list)
     chain: bytes | None = None
+    chains: list[bytes] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     commits: Commits = field(default_factory=list)
 
@@ -413,7 +415,9 @@ class PackReader(Closing):
             chk.problems.append(("event-unreadable", f"{where}: {exc}"))
         if b"[" + b",".join(d.bodies) + b"]" != d.array:
             chk.problems.append(("pack-corrupt", f"{where}: its JSON array is not its events' bytes joined"))
-        chain = packblock.chains(before, d.bodies)[1][-1] if hashes else b.chain  # type: ignore[arg-type]
+        if hashes:
+            chk.chains = packblock.chains(before, d.bodies)[1]  # type: ignore[arg-type]
+        chain = chk.chains[-1] if chk.chains else b.chain
         if chain != b.chain:
             chk.problems.append(("chain-mismatch", f"{where}: the chain recomputed from its events differs from the "
                                  "one recorded at its end (an event's bytes changed after it was packed)"))

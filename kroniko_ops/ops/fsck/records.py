@@ -180,7 +180,13 @@ class Walker:
             self._sound(range(a, b + 1), chk.ids[k:k + b - a + 1], chk.docs[k:k + b - a + 1])
             if b == reader.last and not chk.commits[-1][2]:
                 self.ctx.add("pack-corrupt", "error", self.rel, f"position {b} ends no batch (no commit mark)", b)
-        self.chain, self.next_pos = block.chain, b + 1
+        # A piece that stops inside the block (a removed segment's positions, read from the pack
+        # that took them in) hands on the chain after its own last event, not the block's.
+        if b == block.last:
+            self.chain = block.chain
+        else:
+            self.chain = chk.chains[b - block.first] if len(chk.chains) == block.count else None
+        self.next_pos = b + 1
         self.checked += b - a + 1
 
     def _pack_records(self, part: Part, last: int) -> None:
