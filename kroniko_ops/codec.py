@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from typing import Any
 
@@ -22,11 +23,33 @@ _SCALARS = (str, int, bool, type(None))
 _VARIANT = "89ab"
 
 
+_POOL_BYTES = 10 * 409  # random bytes drawn at once: one getrandom per 409 ids, not one per id
+_pool = b""
+_taken = 0
+_pool_lock = threading.Lock()  # two threads must never take the same bytes
+
+
+def _reset_pool() -> None:
+    global _pool, _taken, _pool_lock
+    _pool, _taken, _pool_lock = b"", 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    # A forked child must not hand out the random bytes its parent will also use.
+    os.register_at_fork(after_in_child=_reset_pool)
+
+
 def new_id() -> str:
     """A fresh id shaped like a UUID version 7: 36 characters, the first 48 bits the time in
     milliseconds and the other 74 random. Ids made one after the other sort together, so the
     index's id table grows at its end instead of touching a random page per event."""
-    h = (time.time_ns() // 1_000_000).to_bytes(6, "big").hex() + os.urandom(10).hex()
+    global _pool, _taken
+    with _pool_lock:
+        if _taken + 10 > len(_pool):
+            _pool, _taken = os.urandom(_POOL_BYTES), 0
+        rnd = _pool[_taken:_taken + 10]
+        _taken += 10
+    h = (time.time_ns() // 1_000_000).to_bytes(6, "big").hex() + rnd.hex()
     return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 

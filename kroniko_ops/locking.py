@@ -76,6 +76,13 @@ class AppendLock:
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def inherited_fds(self) -> list[int]:
+        """In a forked child: this lock's descriptors, to be closed without unlocking (they share
+        their open files, and so any flock, with the parent). The lock is no longer usable."""
+        fds = [self._fd] + ([self._waiter.fd] if self._waiter is not None else [])
+        self._held_fd, self._waiter, self._fd = None, None, -1
+        return fds
+
     def close(self) -> None:
         """Release and close the lock file descriptors (the file stays)."""
         self.release()

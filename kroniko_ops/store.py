@@ -13,16 +13,24 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 
 from . import fileio, layout
 from .codec import encode_event
-from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent, NothingWritten
+from .errors import (
+    AppendConditionFailed,
+    DurabilityError,
+    InvalidArgument,
+    InvalidEvent,
+    NothingWritten,
+    StoreClosed,
+)
 from .format import record as recfmt
 from .index import Index
 from .locking import AppendLock
 from .logview import LogView
-from .model import AppendCondition, Event
+from .model import AppendCondition, Event, Query
 from .reading import ReadPath, ReadResult
 from .rebuild import catch_up, rebuild_index
 from .synced import SyncedFile, SyncedState
@@ -32,6 +40,19 @@ _log = logging.getLogger("kroniko_ops")
 INDEX_EVERY = 256  # records the index may lag the log by before the writer indexes them
 CATCH_UP_AT = 16 * INDEX_EVERY  # an index further behind is caught up in chunks, not held as pending
 __all__ = ["EventStore", "ReadResult"]
+_LIVE: weakref.WeakSet[EventStore] = weakref.WeakSet()  # open handles, told when the process forks
+_INHERITED: list[object] = []  # a forked child's copies of its parent's SQLite connections: never used, never closed
+
+
+def _forked() -> None:
+    """In a forked child: every handle the parent had open must take its files as its own
+    before its next call (see :meth:`EventStore._after_fork`)."""
+    for store in list(_LIVE):
+        store._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 class EventStore(ReadPath):
@@ -64,12 +85,22 @@ class EventStore(ReadPath):
         self._lock: AppendLock | None = None
         self._mutex = threading.RLock()
         self._broken: BaseException | None = None
-        self._index_checked: tuple[int, bytes] | None = None
+        self._index_checked: tuple[int, bytes] | None = None  # the index checkpoint `pending` follows
+        self._closed = False
+        self._forked = False
+        _LIVE.add(self)
 
     # -- life cycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Index what this handle left unindexed if the lock is free, then release every file."""
+        """Index what this handle left unindexed if the lock is free, then release every file.
+        Closing twice does nothing; any other call on a closed handle raises :class:`StoreClosed`."""
+        if self._closed:
+            return
+        if self._forked:  # the parent's files: let go of them without touching its locks
+            self._drop_inherited()
+            self._closed = True
+            return
         with self._mutex:
             if self._writer.pending and self._broken is None and self._lock is not None:
                 try:
@@ -83,6 +114,7 @@ class EventStore(ReadPath):
                         _log.debug("index flush on close failed: %s", exc)
                     finally:
                         self._lock.release()
+            self._closed = True
             self._writer.close()
             self.view.close()
             self.synced.close()
@@ -90,6 +122,63 @@ class EventStore(ReadPath):
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
+
+    def _own(self) -> None:
+        """Before any call: refuse a closed handle; in a forked child, open the store again."""
+        if self._closed:
+            raise StoreClosed(self.path)
+        if self._forked:
+            self._after_fork()
+
+    def _drop_inherited(self) -> None:
+        """Forget the descriptors, connection, locks and thread a fork copied from the parent:
+        closed without unlocking (a flock belongs to the open file the parent still uses, so
+        unlocking here would release the parent's lock), the SQLite connection never touched."""
+        fds = [self._writer.fd, self.synced.fd]
+        if self._lock is not None:
+            fds += self._lock.inherited_fds()
+        for fd in fds:
+            if fd is not None and fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._writer.fd = None
+        self.synced.fd = -1
+        self._lock = None
+        self.view.close()  # read-only descriptors, no locks
+        _INHERITED.append(self.index.con)
+
+    def _after_fork(self) -> None:
+        """A handle opened before ``fork()`` and used in the child takes the store as its own:
+        every descriptor, the SQLite connection, the writer lock and its waiter thread are
+        opened again, so that parent and child exclude each other like two processes."""
+        self._forked = False
+        self._mutex = threading.RLock()  # another thread of the parent may have held it
+        self._drop_inherited()
+        try:
+            self.view = LogView(self.layout)
+            self.synced = SyncedFile(self.layout.synced_file)
+            self.index = Index(self.layout.index)
+        except OSError as exc:
+            self._closed = True
+            raise _nothing_written(f"opening {self.path} again in a forked child", exc) from exc
+        self._writer = Writer(self.layout, self.view, self.syncer, self.segment_bytes)
+        self._index_checked = None
+
+    def read(self, query: Query | None = None, *, start: int | None = None, backwards: bool = False,
+             limit: int | None = None) -> ReadResult:
+        """Events matching ``query`` (all when None), up to the head as of now (``.head``).
+
+        ``start`` is inclusive: the first position returned is >= start going forwards,
+        <= start going backwards. ``limit`` caps how many are returned.
+        """
+        self._own()
+        return super().read(query, start=start, backwards=backwards, limit=limit)
+
+    def _iter_read(self, *args):  # type: ignore[no-untyped-def]
+        self._own()  # a ReadResult iterated after close() (or in a forked child)
+        return super()._iter_read(*args)
 
     def __enter__(self) -> EventStore:
         return self
@@ -105,13 +194,15 @@ class EventStore(ReadPath):
     def _state(self) -> SyncedState:
         """The synced position readers may see, re-verified under the lock when it was written
         before a reboot or cannot be read."""
+        self._own()
         state = self.synced.read()
         if state is not None and (self.synced.current(state) or state.poisoned):
             # A poisoned value was fsynced before the failure: readers keep reading up to it
             # while appends wait for recover, which alone re-verifies the rest.
             return state
-        if state is None and self.view.active_first == 1 and os.fstat(self.view.active.fd).st_size == 0:  # type: ignore[union-attr]
-            return SyncedState(boot=self.synced.boot)  # a new, empty store
+        if state is None and self.view.active_first == 1 and self.view.active is not None and os.pread(
+                self.view.active.fd, 1, 0) in (b"", b"\0"):
+            return SyncedState(boot=self.synced.boot)  # a new, empty store (its segment all zeros)
         with self._mutex, self._locked():
             self._writable_tail()
             state = self.synced.read()
@@ -121,6 +212,7 @@ class EventStore(ReadPath):
     def sync_idle(self) -> int:
         """Make records that a writer left unsynced (it died before its fsync) durable and
         visible, if no writer holds the lock; return the synced position."""
+        self._own()
         with self._mutex:
             state = self.synced.read()
             if state is not None and state.poisoned:
@@ -147,7 +239,9 @@ class EventStore(ReadPath):
     def writable_tail(self) -> Tail:
         """Under :meth:`locked`: the committed tail, after cutting a dead writer's leftovers into
         ``lost-found/``, re-verifying after a reboot and fixing an index ahead of the log."""
-        return self._writable_tail()
+        tail = self._writable_tail()
+        self._writer.show(tail)
+        return tail
 
     def synced_state(self) -> SyncedState:
         """The synced position readers stop at (with its segment, end offset and chain)."""
@@ -155,9 +249,14 @@ class EventStore(ReadPath):
 
     def records(self, lo: int, hi: int) -> Iterator[recfmt.Record]:
         """The parsed records of positions ``lo..hi`` (at most the synced head), in order."""
+        self._own()
         self._see(self._state())
         for _first, raw in self.view.runs(lo, hi):
             yield from recfmt.iter_records(raw)
+
+    def drop_dirty_spare(self) -> bool:
+        """Under :meth:`locked`: remove a preallocated next segment that holds anything but zeros."""
+        return self._writer.drop_dirty_spare()
 
     def recover_log(self) -> Tail:
         """Under :meth:`locked`: re-read every record past the synced position from the disk
@@ -180,9 +279,11 @@ class EventStore(ReadPath):
     def flush_index(self) -> None:
         """Under :meth:`locked`: index every record the index has not reached yet."""
         tail = self._writable_tail()
+        self._writer.show(tail)
         self._flush_index(tail)
         catch_up(self.index, self, tail)
         self._writer.pending.clear()
+        self._index_checked = self.index.checkpoint()
 
     # -- appending -------------------------------------------------------------------------
 
@@ -194,6 +295,7 @@ class EventStore(ReadPath):
         when the writer lock is not free within ``lock_timeout`` and :class:`DurabilityError`
         when a write or fsync failed.
         """
+        self._own()
         if self._broken is not None:
             raise DurabilityError(
                 f"this handle on {self.path} saw a failed write or fsync ({self._broken}); open a new "
@@ -203,43 +305,62 @@ class EventStore(ReadPath):
             raise InvalidEvent("an append needs at least one event; the batch is empty")
         if condition is not None and not isinstance(condition, AppendCondition):
             raise InvalidArgument("condition must be an AppendCondition or None")
-        encoded = [encode_event(e, self.max_event_bytes) for e in batch]
+        limit = self.max_event_bytes
+        encoded = [encode_event(e, limit) for e in batch]
         ids = [eid for eid, _ in encoded]
-        if len(set(ids)) != len(ids):
-            raise InvalidEvent("the batch holds the same event id twice")
         explicit = any(e.id is not None for e in batch)
-        hashes = [hashlib.sha256(raw).digest() for _, raw in encoded]
+        if explicit and len(set(ids)) != len(ids):
+            raise InvalidEvent("the batch holds the same event id twice")
+        sha = hashlib.sha256
+        hashes = [sha(raw).digest() for _, raw in encoded]
+        writer = self._writer
         with self._mutex:
             with self._locked():
                 tail = self._writable_tail()
                 if explicit:
                     done = self._check_ids(ids, tail)
                     if done is not None:
-                        fd, synced_tail = self._writer.fd, tail
+                        fd, synced_tail = writer.fd, tail
                         return self._acknowledge(fd, synced_tail, done)
                 if condition is not None:
                     self._check_condition(condition, tail)
-                stamp = self._writer.commit_time(tail)
+                stamp = writer.commit_time(tail)
                 data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes, stamp)
                 if len(data) > MAX_BATCH_BYTES:
                     raise InvalidEvent(f"the batch is {len(data)} bytes, over the {MAX_BATCH_BYTES} one append may "
                                        "write; split it into several appends")
-                if self._writer.needs_roll(len(data)):
-                    self._guard(self._writer.seal_and_roll, "sealing the full segment")
-                    tail = self._writer.tail
+                if writer.needs_roll(len(data)):
+                    self._roll()
+                    tail = writer.tail
                     assert tail is not None
-                fd = self._writer.fd
+                fd = writer.fd
                 assert fd is not None
                 self._write(fd, data, tail)
-                new_tail = Tail(tail.position + len(batch), chain, self._writer.first, tail.end + len(data), stamp)
-                self._writer.tail = new_tail
                 base = tail.position + 1
-                self._writer.pending.extend((base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch))
-                if len(self._writer.pending) >= INDEX_EVERY:
+                new_tail = Tail(base - 1 + len(batch), chain, writer.first, tail.end + len(data), stamp)
+                writer.tail = new_tail
+                writer.pending.extend([(base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch)])
+                if len(writer.pending) >= INDEX_EVERY:
                     self._flush_index(new_tail)
-            return self._acknowledge(fd, new_tail, new_tail.position)
+            result = self._acknowledge(fd, new_tail, new_tail.position)
+        writer.prepare_spare(new_tail.end)
+        return result
+
+    def _roll(self) -> None:
+        """Seal the full segment and start the next; a full disk found while making the next
+        segment's file (before anything changed) leaves this handle usable."""
+        try:
+            self._writer.seal_and_roll()
+        except NothingWritten:
+            raise
+        except OSError as exc:
+            self._broken = exc
+            raise DurabilityError(
+                f"sealing the full segment in {self.path} failed: {exc}. Nothing new was committed by this append; "
+                "this handle is closed for writing: open a new EventStore and retry") from exc
 
     def _locked(self) -> _Held:
+        self._own()
         if self._lock is None:
             try:
                 self._lock = AppendLock(self.layout.append_lock)
@@ -256,6 +377,12 @@ class EventStore(ReadPath):
                 f"an fsync failed earlier in {self.path}; appends are refused until the unsynced part of the "
                 f"log is re-read from disk: run kroniko-ops recover {self.path}")
         reboot = state is None or not self.synced.current(state)
+        if not reboot and self._index_checked is not None:
+            # What this handle knows is enough: one read at its tail says whether anything was
+            # written since (and brings in other writers' batches); no stat, no index query.
+            tail = self._guard(self._writer.quick_tail, "reading the log tail")
+            if tail is not None:
+                return tail
         if self.index.stale():
             self.index.reopen()
         cp = self.index.checkpoint()
@@ -323,28 +450,40 @@ class EventStore(ReadPath):
             hit = self._writer.pending.first_match(query, after)
         if hit is not None:
             # Raised only once the conflicting event is durable, so the caller can read it.
-            if self.synced.read() is None or self.synced.read().position < hit:  # type: ignore[union-attr]
+            state = self.synced.read()
+            if state is None or state.position < hit:
                 self._sync_and_advance(self._writer.fd, tail)
             raise AppendConditionFailed(hit)
 
     def _write(self, fd: int, data: bytes, tail: Tail) -> None:
         try:
-            fileio.write_all(fd, data, "active segment")
+            fileio.pwrite_all(fd, data, tail.end, "active segment")
         except OSError as exc:
             # A failed write leaves no whole commit mark: nothing was committed. Take the partial
-            # bytes back now; if that fails too, the next writer cuts them.
+            # bytes back now (zeros again); if that fails too, the next writer cuts them.
             try:
-                fileio.truncate(fd, tail.end, "active segment")
+                self._take_back(fd, tail.end, len(data))
             except OSError:
                 self._writer.tail = None
             raise DurabilityError(
                 f"writing to the log of {self.path} failed ({exc}); nothing was committed: fix the cause "
                 "(disk full, permissions) and retry") from exc
 
+    def _take_back(self, fd: int, start: int, length: int) -> None:
+        """Clear what a failed write may have left at ``start``: zeros where the segment is
+        preallocated, a shorter file where the write grew it past that."""
+        size = os.fstat(fd).st_size
+        keep = min(size, max(start, self.segment_bytes))
+        if size > keep:
+            fileio.truncate(fd, keep, "active segment")
+        fileio.write_zeros(fd, start, min(start + length, keep), "active segment")
+
     def _flush_index(self, tail: Tail | None) -> None:
         if tail is None or not self._writer.pending:
             return
         try:
+            if self.index.stale():  # a rebuild published a newer generation: write to that one
+                self.index.reopen()
             self.index.add(self._writer.pending.entries, (tail.position, tail.chain))
             self._writer.pending.clear()
             self._index_checked = (tail.position, tail.chain)
@@ -357,9 +496,12 @@ class EventStore(ReadPath):
         return result
 
     def _sync_and_advance(self, fd: int | None, tail: Tail) -> None:
-        state = self.synced.read()
-        if state is not None and state.position >= tail.position and self.synced.current(state):
-            return
+        if self._writer.others:
+            # Other writers appended meanwhile: one of their fsyncs, started after our write,
+            # may already cover it (group commit), and then there is nothing left to do.
+            state = self.synced.read()
+            if state is not None and state.position >= tail.position and self.synced.current(state):
+                return
         try:
             if fd is not None:
                 self.syncer.file(fd, "active segment")

@@ -113,10 +113,9 @@ class SyncedFile:
 
     def advance(self, position: int, segment: int, end: int, chain: bytes) -> bool:
         """Raise the value to ``position`` unless it is already at or past it, or poisoned.
-        Returns False when poisoned (the caller's append may not be reported durable)."""
-        cur = self.read()
-        if cur is not None and self.current(cur) and position <= cur.position:
-            return not cur.poisoned  # another writer's fsync covered ours and said so: nothing to raise
+        Returns False when poisoned (the caller's append may not be reported durable). One
+        ``flock``, one read and at most one write: a caller that may have been covered by
+        another writer's fsync looks first with :meth:`read`."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             cur = self.read()

@@ -72,3 +72,14 @@ def dead_pid() -> int:
 def lost_found(path: str) -> list[str]:
     """The folders of ``lost-found/``."""
     return sorted(os.listdir(Path(path, "lost-found")))
+
+
+def write_after_records(segment: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` where the segment's next batch would go: right after its last non-zero byte,
+    over the preallocated zeros (what a writer killed mid-write leaves)."""
+    end = len(Path(segment).read_bytes().rstrip(b"\0"))
+    fd = os.open(segment, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, end)
+    finally:
+        os.close(fd)
