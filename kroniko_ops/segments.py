@@ -196,6 +196,16 @@ class SegmentFiles:
             _log.warning("preallocating the next log segment of %s failed (%s); the roll will try again",
                          self.layout.root, exc)
 
+    def clear(self, fd: int, start: int, end: int, name: str) -> None:
+        """Take back bytes ``start..end`` of the active segment (a dead writer's, or a failed
+        write's): zeros again where the segment is preallocated, a shorter file where they
+        grew it past its preallocated size. Not fsynced here."""
+        size = os.fstat(fd).st_size
+        keep = min(size, max(start, self.segment_bytes))
+        if size > keep:
+            fileio.truncate(fd, keep, name)
+        fileio.write_zeros(fd, start, min(end, keep), name)
+
     def preallocate(self, end: int) -> None:
         """Under the lock, when the active segment ends right after its records (made before
         segments were preallocated, restored from a backup, or trimmed by a seal a crash cut

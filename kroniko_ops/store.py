@@ -13,25 +13,18 @@ import hashlib
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Iterable, Iterator
 
 from . import fileio, layout
 from .codec import encode_event
-from .errors import (
-    AppendConditionFailed,
-    DurabilityError,
-    InvalidArgument,
-    InvalidEvent,
-    NothingWritten,
-    StoreClosed,
-)
+from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent, NothingWritten
 from .format import record as recfmt
+from .handle import Handle, nothing_written
 from .index import Index
 from .locking import AppendLock
 from .logview import LogView
-from .model import AppendCondition, Event, Query
-from .reading import ReadPath, ReadResult
+from .model import AppendCondition, Event
+from .reading import ReadResult
 from .rebuild import catch_up, rebuild_index
 from .synced import SyncedFile, SyncedState
 from .writer import MAX_BATCH_BYTES, Tail, Writer
@@ -40,22 +33,7 @@ _log = logging.getLogger("kroniko_ops")
 INDEX_EVERY = 256  # records the index may lag the log by before the writer indexes them
 CATCH_UP_AT = 16 * INDEX_EVERY  # an index further behind is caught up in chunks, not held as pending
 __all__ = ["EventStore", "ReadResult"]
-_LIVE: weakref.WeakSet[EventStore] = weakref.WeakSet()  # open handles, told when the process forks
-_INHERITED: list[object] = []  # a forked child's copies of its parent's SQLite connections: never used, never closed
-
-
-def _forked() -> None:
-    """In a forked child: every handle the parent had open must take its files as its own
-    before its next call (see :meth:`EventStore._after_fork`)."""
-    for store in list(_LIVE):
-        store._forked = True
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
-
-
-class EventStore(ReadPath):
+class EventStore(Handle):
     """A DCB event store in a folder (format 3), created when the folder is new or empty.
 
     ``durable=False`` skips every fsync: for tests and bulk imports only. ``lock_timeout`` is how
@@ -79,7 +57,7 @@ class EventStore(ReadPath):
             self.synced = SyncedFile(self.layout.synced_file)
         except OSError as exc:
             self.view.close()
-            raise _nothing_written(f"opening {self.layout.synced_file}", exc) from exc
+            raise nothing_written(f"opening {self.layout.synced_file}", exc) from exc
         self.index = Index(self.layout.index)
         self._writer = Writer(self.layout, self.view, self.syncer, self.segment_bytes)
         self._lock: AppendLock | None = None
@@ -88,7 +66,7 @@ class EventStore(ReadPath):
         self._index_checked: tuple[int, bytes] | None = None  # the index checkpoint `pending` follows
         self._closed = False
         self._forked = False
-        _LIVE.add(self)
+        self._track()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -122,63 +100,6 @@ class EventStore(ReadPath):
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None
-
-    def _own(self) -> None:
-        """Before any call: refuse a closed handle; in a forked child, open the store again."""
-        if self._closed:
-            raise StoreClosed(self.path)
-        if self._forked:
-            self._after_fork()
-
-    def _drop_inherited(self) -> None:
-        """Forget the descriptors, connection, locks and thread a fork copied from the parent:
-        closed without unlocking (a flock belongs to the open file the parent still uses, so
-        unlocking here would release the parent's lock), the SQLite connection never touched."""
-        fds = [self._writer.fd, self.synced.fd]
-        if self._lock is not None:
-            fds += self._lock.inherited_fds()
-        for fd in fds:
-            if fd is not None and fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._writer.fd = None
-        self.synced.fd = -1
-        self._lock = None
-        self.view.close()  # read-only descriptors, no locks
-        _INHERITED.append(self.index.con)
-
-    def _after_fork(self) -> None:
-        """A handle opened before ``fork()`` and used in the child takes the store as its own:
-        every descriptor, the SQLite connection, the writer lock and its waiter thread are
-        opened again, so that parent and child exclude each other like two processes."""
-        self._forked = False
-        self._mutex = threading.RLock()  # another thread of the parent may have held it
-        self._drop_inherited()
-        try:
-            self.view = LogView(self.layout)
-            self.synced = SyncedFile(self.layout.synced_file)
-            self.index = Index(self.layout.index)
-        except OSError as exc:
-            self._closed = True
-            raise _nothing_written(f"opening {self.path} again in a forked child", exc) from exc
-        self._writer = Writer(self.layout, self.view, self.syncer, self.segment_bytes)
-        self._index_checked = None
-
-    def read(self, query: Query | None = None, *, start: int | None = None, backwards: bool = False,
-             limit: int | None = None) -> ReadResult:
-        """Events matching ``query`` (all when None), up to the head as of now (``.head``).
-
-        ``start`` is inclusive: the first position returned is >= start going forwards,
-        <= start going backwards. ``limit`` caps how many are returned.
-        """
-        self._own()
-        return super().read(query, start=start, backwards=backwards, limit=limit)
-
-    def _iter_read(self, *args):  # type: ignore[no-untyped-def]
-        self._own()  # a ReadResult iterated after close() (or in a forked child)
-        return super()._iter_read(*args)
 
     def __enter__(self) -> EventStore:
         return self
@@ -238,8 +159,9 @@ class EventStore(ReadPath):
 
     def writable_tail(self) -> Tail:
         """Under :meth:`locked`: the committed tail, after cutting a dead writer's leftovers into
-        ``lost-found/``, re-verifying after a reboot and fixing an index ahead of the log."""
-        tail = self._writable_tail()
+        ``lost-found/``, re-verifying after a reboot and fixing an index ahead of the log. Looks
+        at the whole active segment, as ``fsck`` does (an append looks only at its tail)."""
+        tail = self._writable_tail(thorough=True)
         self._writer.show(tail)
         return tail
 
@@ -365,10 +287,10 @@ class EventStore(ReadPath):
             try:
                 self._lock = AppendLock(self.layout.append_lock)
             except OSError as exc:  # opening or creating the lock file: before anything is written
-                raise _nothing_written(f"opening the writer lock {self.layout.append_lock}", exc) from exc
+                raise nothing_written(f"opening the writer lock {self.layout.append_lock}", exc) from exc
         return _Held(self._lock, self.lock_timeout)
 
-    def _writable_tail(self) -> Tail:
+    def _writable_tail(self, thorough: bool = False) -> Tail:
         """Under the lock: refuse a poisoned store, verify after a reboot, bring the tail and
         the unindexed records up to date, and check the index against the log."""
         state = self.synced.read()
@@ -377,7 +299,7 @@ class EventStore(ReadPath):
                 f"an fsync failed earlier in {self.path}; appends are refused until the unsynced part of the "
                 f"log is re-read from disk: run kroniko-ops recover {self.path}")
         reboot = state is None or not self.synced.current(state)
-        if not reboot and self._index_checked is not None:
+        if not reboot and not thorough and self._index_checked is not None:
             # What this handle knows is enough: one read at its tail says whether anything was
             # written since (and brings in other writers' batches); no stat, no index query.
             tail = self._guard(self._writer.quick_tail, "reading the log tail")
@@ -394,7 +316,8 @@ class EventStore(ReadPath):
             if cp[0] == 0 or self.view.record(cp[0]).chain == cp[1]:
                 catch_up(self.index, self, Tail(state.position, state.chain, state.segment, state.end))
                 cp = self.index.checkpoint()
-        tail = self._guard(lambda: self._writer.sync_tail(state, cp, verify_all=reboot), "recovering the log tail")
+        tail = self._guard(lambda: self._writer.sync_tail(state, cp, verify_all=reboot, thorough=thorough),
+                           "recovering the log tail")
         if reboot:
             self._guard(lambda: self._writer.syncer.file(self._writer.fd, "active segment"), "syncing the log")
             self.synced.reset(SyncedState(tail.position, tail.segment, tail.end, tail.chain))
@@ -462,21 +385,12 @@ class EventStore(ReadPath):
             # A failed write leaves no whole commit mark: nothing was committed. Take the partial
             # bytes back now (zeros again); if that fails too, the next writer cuts them.
             try:
-                self._take_back(fd, tail.end, len(data))
+                self._writer.clear(fd, tail.end, tail.end + len(data), "active segment")
             except OSError:
                 self._writer.tail = None
             raise DurabilityError(
                 f"writing to the log of {self.path} failed ({exc}); nothing was committed: fix the cause "
                 "(disk full, permissions) and retry") from exc
-
-    def _take_back(self, fd: int, start: int, length: int) -> None:
-        """Clear what a failed write may have left at ``start``: zeros where the segment is
-        preallocated, a shorter file where the write grew it past that."""
-        size = os.fstat(fd).st_size
-        keep = min(size, max(start, self.segment_bytes))
-        if size > keep:
-            fileio.truncate(fd, keep, "active segment")
-        fileio.write_zeros(fd, start, min(start + length, keep), "active segment")
 
     def _flush_index(self, tail: Tail | None) -> None:
         if tail is None or not self._writer.pending:
@@ -532,11 +446,6 @@ class EventStore(ReadPath):
             raise DurabilityError(
                 f"{doing} in {self.path} failed: {exc}. Nothing new was committed by this append; this handle "
                 "is closed for writing: open a new EventStore and retry") from exc
-
-
-def _nothing_written(doing: str, exc: OSError) -> NothingWritten:
-    return NothingWritten(f"{doing} failed ({exc}); nothing was written: fix the cause (disk full, permissions, "
-                          "open-files limit) and retry")
 
 
 class _Held:

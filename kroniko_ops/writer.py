@@ -120,10 +120,13 @@ class Writer(SegmentFiles):
 
     # -- the slow path -------------------------------------------------------------------------
 
-    def sync_tail(self, state: SyncedState | None, index_cp: tuple[int, bytes], verify_all: bool = False) -> Tail:
+    def sync_tail(self, state: SyncedState | None, index_cp: tuple[int, bytes], verify_all: bool = False,
+                  thorough: bool = False) -> Tail:
         """Bring :attr:`tail` and :attr:`pending` up to the end of the log, cutting a dead
         writer's torn or uncommitted bytes into ``lost-found/``. ``verify_all`` re-verifies
-        every record past the synced state (after a reboot, or when it is unreadable)."""
+        every record past the synced state (after a reboot, or when it is unreadable);
+        ``thorough`` (recovery) also cuts bytes that are not zero anywhere past the records,
+        as ``fsck`` finds them, not only those right after them."""
         # Sealed by another writer (its index appeared), or packed and removed by compaction
         # since (which removes the .seg before the .idx): either way, find the new active one.
         if self.fd is None or self.rolled():
@@ -147,7 +150,10 @@ class Writer(SegmentFiles):
         # In one boot a dead writer's bytes are one run from the commit point (a write() fills
         # the page cache in order) and hold no NUL; after a power cut anything may have stuck
         # anywhere past the synced point, so the last byte that is not zero ends them.
-        end = segfmt.data_end(self.fd, limit, stop) if verify_all else segfmt.first_zero(self.fd, stop, limit)
+        if verify_all or thorough:
+            end = segfmt.data_end(self.fd, limit, stop)
+        else:
+            end = segfmt.first_zero(self.fd, stop, limit)
         if end - start.end > MAX_TAIL_SLACK:
             raise StoreCorrupted(
                 f"log segment {segfmt.seg_name(self.first)} of {self.layout.root} holds {end - start.end} bytes "
@@ -163,7 +169,7 @@ class Writer(SegmentFiles):
         if committed.end < end:
             if not verify_all:
                 self._refuse_damage(committed, end)
-            self._cut(committed, end, limit)
+            self._cut(committed, end)
         elif limit == committed.end:
             self.preallocate(limit)
         self._extend_pending(index_cp, committed, new)
@@ -253,9 +259,8 @@ class Writer(SegmentFiles):
             if len(carry) > MAX_BATCH_BYTES:
                 break
 
-    def _cut(self, committed: Tail, end: int, limit: int) -> None:
-        """Set aside the bytes after the last commit mark (a dead writer's), then clear them:
-        zeros again where the segment is preallocated, a shorter file where it ended with them."""
+    def _cut(self, committed: Tail, end: int) -> None:
+        """Set aside the bytes after the last commit mark (a dead writer's), then clear them."""
         assert self.fd is not None
         name = segfmt.seg_name(self.first)
         layout.set_aside(
@@ -264,10 +269,7 @@ class Writer(SegmentFiles):
             f"position {committed.position}, left by a writer that died (or a power cut) before its batch's "
             "commit mark was whole. No append was acknowledged for them.",
             copies={f"{name}.tail": (self.fd, committed.end, end)}, durable=self.syncer.durable)
-        if end < limit:
-            fileio.write_zeros(self.fd, committed.end, end, name)
-        else:
-            fileio.truncate(self.fd, committed.end, name)
+        self.clear(self.fd, committed.end, end, name)
         self.syncer.file(self.fd, name)
 
     def _extend_pending(self, index_cp: tuple[int, bytes], tail: Tail, new: list[recfmt.Record]) -> None:

@@ -38,6 +38,7 @@ _TRAILER = struct.Struct(">6sQQ32s32s32s")
 TRAILER_SIZE = _TRAILER.size
 _MAGIC = b"KSEAL3"
 READ_CHUNK = 1 << 20
+_ZEROS = bytes(READ_CHUNK)
 
 
 class SegmentError(ValueError):
@@ -199,9 +200,8 @@ def data_end(fd: int, size: int | None = None, floor: int = 0) -> int:
         if len(chunk) != n:
             end = (end - n) + len(chunk)  # the file shrank under us: look again from its new end
             continue
-        kept = len(chunk.rstrip(b"\0"))
-        if kept:
-            return end - n + kept
+        if chunk != (_ZEROS if n == READ_CHUNK else bytes(n)):  # a memcmp: the zero tail is long
+            return end - n + len(chunk.rstrip(b"\0"))
         end -= n
     return floor
 

@@ -55,9 +55,8 @@ class AdvanceBeforeFsync(EventStore):
 
 
 class _NoDirFsyncWriter(Writer):
-    def _create_next(self, first: int) -> None:
-        fd = fileio.open_write(os.path.join(self.layout.log_dir, f"{first:012d}.seg"), os.O_WRONLY | os.O_CREAT)
-        os.close(fd)  # neither the new segment nor log/ is fsynced
+    def create_next(self, first: int, spare: str) -> None:
+        fileio.rename(spare, os.path.join(self.layout.log_dir, f"{first:012d}.seg"))  # log/ is not fsynced
 
 
 class NewSegmentWithoutFolderFsync(EventStore):
