@@ -43,40 +43,97 @@ def entries_of(records: Sequence[recfmt.Record]) -> list[Entry]:
         return out
 
 
+def entries_from(buf: bytes, spans: Sequence[tuple[int, int, int]], first: int) -> list[Entry]:
+    """The entries of whole records at ``spans`` (start, end, header size) of ``buf``, holding
+    positions ``first, first + 1...``: ids from the headers, type and tags from each body's last
+    two keys, parsed together."""
+    tails = []
+    ids = []
+    for start, end, size in spans:
+        body = buf[start + size:end - 1]
+        i = body.rfind(_TAGS)
+        tails.append(b"{" + body[i + 1:] if i > 0 else body)
+        ids.append(buf[start + 13:start + 77].rstrip().decode("ascii"))
+    docs = orjson.loads(b"[" + b",".join(tails) + b"]")
+    if len(docs) != len(spans):
+        raise ValueError("a record's event is not one JSON object")
+    return [(first + k, ids[k], doc["type"], tuple(doc.get("tags") or ())) for k, doc in enumerate(docs)]
+
+
 class Pending:
-    """The committed records past the index checkpoint, in position order, with their ids and
-    terms looked up in O(1): conditions and idempotent retries check them on every append."""
+    """The committed records past the index checkpoint, in position order: every append's
+    condition and idempotency checks look at them. Parsed entries (ids and terms looked up in
+    O(1)), followed by records kept as their raw bytes (other writers' batches, this handle's
+    single events) that are parsed only when a check could match them: a condition on a tag
+    that none of their bytes spell, as JSON, is answered by a substring search."""
 
     def __init__(self) -> None:
-        self.entries: list[Entry] = []
-        self.ids: dict[str, int] = {}
-        self._terms: dict[tuple[int, str], list[int]] = {}
+        self.clear()
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._entries) + len(self._spans)
 
     def __bool__(self) -> bool:
-        return bool(self.entries)
+        return bool(self._entries) or bool(self._spans)
 
     @property
     def first(self) -> int:
         """The first pending position (only when not empty)."""
-        return self.entries[0][0]
+        return self._entries[0][0] if self._entries else self._raw_first
 
     @property
     def last(self) -> int:
         """The last pending position (only when not empty)."""
-        return self.entries[-1][0]
+        return self._raw_first + len(self._spans) - 1 if self._spans else self._entries[-1][0]
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every pending entry, parsed (for the index)."""
+        self._absorb()
+        return self._entries
+
+    @property
+    def ids(self) -> dict[str, int]:
+        """Event id -> position of every pending record."""
+        self._absorb()
+        return self._ids
 
     def clear(self) -> None:
         """Forget everything (indexed, or to be re-read from the log)."""
-        self.entries, self.ids, self._terms = [], {}, {}
+        self._entries: list[Entry] = []
+        self._ids: dict[str, int] = {}
+        self._terms: dict[tuple[int, str], list[int]] = {}
+        self._raw = bytearray()
+        self._spans: list[tuple[int, int, int]] = []
+        self._raw_first = 0
+
+    def add_raw(self, first: int, buf: bytes, spans: Sequence[tuple[int, int, int]]) -> None:
+        """Add whole records (``spans`` of ``buf``: start, end, header size) holding positions
+        ``first, first + 1...``, right after the last one; parsed when needed."""
+        if not spans:
+            return
+        if not self._spans:
+            self._raw_first = first
+        base = len(self._raw) - spans[0][0]
+        self._raw += buf[spans[0][0]:spans[-1][1]]
+        self._spans += [(a + base, b + base, h) for a, b, h in spans]
+
+    def _absorb(self) -> None:
+        """Parse the raw records into entries."""
+        if self._spans:
+            raw, spans, first = bytes(self._raw), self._spans, self._raw_first
+            self._raw, self._spans = bytearray(), []
+            self._add(entries_from(raw, spans, first))
 
     def extend(self, entries: Iterable[Entry]) -> None:
-        """Add entries that follow the last one."""
+        """Add parsed entries that follow the last one."""
+        self._absorb()
+        self._add(entries)
+
+    def _add(self, entries: Iterable[Entry]) -> None:
         terms = self._terms
-        add = self.entries.append
-        ids = self.ids
+        add = self._entries.append
+        ids = self._ids
         for e in entries:
             add(e)
             pos = e[0]
@@ -95,13 +152,37 @@ class Pending:
                 else:
                     got.append(pos)
 
+    def drop_through(self, position: int) -> None:
+        """Forget the entries up to ``position`` (another writer indexed them)."""
+        keep = [e for e in self.entries if e[0] > position]
+        self.clear()
+        self._add(keep)
+
+    def _raw_may_match(self, query: Query, after: int) -> bool:
+        """False only when no raw record after ``after`` can match ``query``: for some item,
+        every tag and one of the types appear in their bytes as JSON strings (canonical JSON
+        writes a tag and a type exactly as ``orjson.dumps`` does)."""
+        if not self._spans or after >= self.last:
+            return False
+        raw = self._raw
+        start = self._spans[max(0, after + 1 - self._raw_first)][0]
+        for item in query.items:
+            if all(raw.find(orjson.dumps(t), start) >= 0 for t in item.tags) and (
+                    not item.types or any(raw.find(b'"type":' + orjson.dumps(t), start) >= 0 for t in item.types)):
+                return True
+        return False
+
     def first_match(self, query: Query, after: int) -> int | None:
         """The first pending position after ``after`` matching ``query``."""
-        if not self.entries or after >= self.entries[-1][0]:
+        if not self or after >= self.last:
             return None
-        first = self.entries[0][0]
         if query.is_all:
-            return max(after + 1, first)
+            return max(after + 1, self.first)
+        if self._raw_may_match(query, after):
+            self._absorb()
+        if not self._entries or after >= self._entries[-1][0]:
+            return None
+        first = self._entries[0][0]
         best: int | None = None
         for item in query.items:
             if item.tags:
@@ -111,7 +192,7 @@ class Pending:
             for pos in candidates[bisect.bisect_right(candidates, after):]:
                 if best is not None and pos >= best:
                     break
-                e = self.entries[pos - first]
+                e = self._entries[pos - first]
                 if item.matches(e[2], e[3]):
                     best = pos
                     break

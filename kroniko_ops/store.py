@@ -261,7 +261,11 @@ class EventStore(Handle):
                 base = tail.position + 1
                 new_tail = Tail(base - 1 + len(batch), chain, writer.first, tail.end + len(data), stamp)
                 writer.tail = new_tail
-                writer.pending.extend([(base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch)])
+                self._publish_end(new_tail)
+                if len(batch) == 1:  # kept raw, like other writers' records: parsed only if a check needs it
+                    writer.pending.add_raw(base, data, ((0, len(data), recfmt.HEADER),))
+                else:
+                    writer.pending.extend([(base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch)])
                 if len(writer.pending) >= INDEX_EVERY:
                     self._flush_index(new_tail)
             result = self._acknowledge(fd, new_tail, new_tail.position)
@@ -363,14 +367,19 @@ class EventStore(Handle):
         if after >= tail.position:
             return
         query = condition.fail_if_events_match
-        cp = self._index_checked[0] if self._index_checked is not None else self.index.checkpoint()[0]
+        pending = self._writer.pending
+        # Records up to `indexed` are in the index; those after it are pending, in memory.
+        if pending:
+            indexed = pending.first - 1
+        else:
+            indexed = self._index_checked[0] if self._index_checked is not None else self.index.checkpoint()[0]
         hit: int | None = None
         if query.is_all:
             hit = after + 1  # it matches every event: the first one after `after` conflicts
-        elif after < cp:
-            hit = next(iter(self._positions(query, after + 1, min(cp, tail.position))), None)
+        elif after < indexed:
+            hit = next(iter(self._positions(query, after + 1, min(indexed, tail.position))), None)
         if hit is None:
-            hit = self._writer.pending.first_match(query, after)
+            hit = pending.first_match(query, after)
         if hit is not None:
             # Raised only once the conflicting event is durable, so the caller can read it.
             state = self.synced.read()
@@ -392,13 +401,33 @@ class EventStore(Handle):
                 f"writing to the log of {self.path} failed ({exc}); nothing was committed: fix the cause "
                 "(disk full, permissions) and retry") from exc
 
+    def _publish_end(self, tail: Tail) -> None:
+        """Say where the log now ends (the ``logend`` line), for the writer whose fsync covers
+        this batch. A hint: if it cannot be written, each writer fsyncs its own batch."""
+        try:
+            self.synced.publish_end(tail.position, tail.segment, tail.end, tail.chain)
+        except OSError as exc:
+            _log.debug("recording the log's end in %s failed: %s", self.path, exc)
+
     def _flush_index(self, tail: Tail | None) -> None:
         if tail is None or not self._writer.pending:
             return
         try:
             if self.index.stale():  # a rebuild published a newer generation: write to that one
                 self.index.reopen()
-            self.index.add(self._writer.pending.entries, (tail.position, tail.chain))
+            pending = self._writer.pending
+            cp = self.index.checkpoint()
+            if cp != self._index_checked and pending.first <= cp[0] <= tail.position:
+                # Other writers indexed these records already (each handle holds all of them):
+                # check their checkpoint against the log and keep only what follows it.
+                # The most recent ones stay, so that most conditions are still answered from memory.
+                self._writer.show(tail)
+                self._check_index(cp, tail)
+                if self._index_checked == cp:
+                    pending.drop_through(cp[0] - INDEX_EVERY // 2)
+                    if len(pending) < INDEX_EVERY:
+                        return
+            self.index.add(pending.entries, (tail.position, tail.chain))
             self._writer.pending.clear()
             self._index_checked = (tail.position, tail.chain)
         except Exception as exc:  # derived data: conditions still see the records through `pending`
@@ -410,25 +439,30 @@ class EventStore(Handle):
         return result
 
     def _sync_and_advance(self, fd: int | None, tail: Tail) -> None:
-        if self._writer.others:
-            # Other writers appended meanwhile: one of their fsyncs, started after our write,
-            # may already cover it (group commit), and then there is nothing left to do.
-            state = self.synced.read()
-            if state is not None and state.position >= tail.position and self.synced.current(state):
-                return
-        try:
+        """Group commit (``SyncedFile.commit``): one writer at a time fsyncs, covering every
+        batch written before its fsync began; those queued behind find theirs synced."""
+        failed: list[OSError] = []
+
+        def fsync_log() -> None:
             if fd is not None:
-                self.syncer.file(fd, "active segment")
-        except OSError as exc:
-            self._broken = exc
-            self.synced.poison()
-            raise DurabilityError(
-                f"fsync of the log of {self.path} failed ({exc}); the append may or may not be committed. "
-                f"The store refuses appends until you run: kroniko-ops recover {self.path}") from exc
+                try:
+                    self.syncer.file(fd, "active segment")
+                except OSError as exc:
+                    failed.append(exc)
+                    raise
+
         try:
-            advanced = self.synced.advance(tail.position, tail.segment, tail.end, tail.chain)
+            if os.environ.get("KRONIKO_GC") == "lock":
+                advanced = self.synced.commit(tail.position, tail.segment, tail.end, tail.chain, fsync_log)
+            else:
+                advanced = self.synced.commit_concurrent(tail.position, tail.segment, tail.end, tail.chain,
+                                                         fsync_log, self._writer.others)
         except OSError as exc:
             self._broken = exc
+            if failed:
+                raise DurabilityError(
+                    f"fsync of the log of {self.path} failed ({failed[0]}); the append may or may not be committed. "
+                    f"The store refuses appends until you run: kroniko-ops recover {self.path}") from exc
             raise DurabilityError(
                 f"the append to {self.path} is durable, but recording the synced position failed ({exc}); readers "
                 f"may not see it until the next append or: kroniko-ops recover {self.path}") from exc

@@ -53,7 +53,7 @@ class Writer(SegmentFiles):
         super().__init__(lay, view, syncer, segment_bytes)
         self.tail: Tail | None = None
         self.pending = Pending()  # committed records in (index checkpoint, tail], in order
-        self.others = False  # whether the last look at the tail found batches other writers appended
+        self.others = True  # whether the last look at the tail found batches other writers appended
 
     # -- the fast path: what changed since this handle last held the lock ---------------------
 
@@ -76,44 +76,39 @@ class Writer(SegmentFiles):
         return self._follow(tail, buf)
 
     def _follow(self, tail: Tail, buf: bytes) -> Tail | None:
+        """Take in the whole committed batches other writers appended after ``tail`` (their
+        bytes start ``buf``), checking framing, positions and header checksums; None when
+        anything else is there (a dead writer's bytes: the slow path cuts them)."""
         assert self.fd is not None
-        base, off, pos = tail.end, 0, tail.position
-        committed, good, batch = tail, [], []
+        base, pos, off = tail.end, tail.position, 0
+        spans: list[tuple[int, int, int]] = []
         while True:
-            if off == len(buf):
-                more = os.pread(self.fd, PEEK, base + len(buf)) if len(buf) < FOLLOW_MAX else None
-                if more is None:
-                    return None
-                if not more:  # the file ends after whole records: check that it was not sealed
-                    if self.rolled():
-                        return None
-                    break
-                buf += more
-            if buf[off] == 0:
+            found, off, torn = recfmt.walk(buf, off, pos)
+            spans += found
+            pos += len(found)
+            if off < len(buf) and not torn:
+                if buf[off] != 0:
+                    return None  # not a record, not the zero tail
                 break
-            try:
-                rec = recfmt.parse_at(buf, off)
-            except recfmt.RecordError as exc:
-                if not exc.torn or len(buf) >= FOLLOW_MAX:
-                    return None
-                more = os.pread(self.fd, max(PEEK, len(buf) - off), base + len(buf))
-                if not more:
-                    return None  # torn at the end of the file: a dead writer's, for the slow path
-                buf += more
-                continue
-            if rec.position != pos + 1:
-                return None
-            pos += 1
-            off += rec.size
-            batch.append(rec)
-            if rec.commit:
-                committed = Tail(pos, rec.chain, self.first, base + off, rec.time)
-                good += batch
-                batch = []
-        if batch:
+            if len(buf) >= FOLLOW_MAX:
+                return None  # a long way behind: the slow path catches up in chunks
+            more = os.pread(self.fd, max(PEEK, len(buf) - off), base + len(buf))
+            if not more:
+                if torn or self.rolled():
+                    return None  # cut short at the end of the file, or sealed meanwhile
+                break
+            buf += more
+        last = len(spans) - 1
+        while last >= 0 and buf[spans[last][0] + 208] != recfmt.COMMIT:
+            last -= 1
+        if last != len(spans) - 1:
             return None  # whole records without their commit mark: a dead writer's, cut by the slow path
-        if good:
-            self.pending.extend(entries_of(good))
+        if not spans:
+            return tail
+        start, end, size = spans[-1]
+        head = recfmt.parse_header(buf[start:start + size])
+        committed = Tail(pos, head.chain, self.first, base + end, head.time)
+        self.pending.add_raw(tail.position + 1, buf, spans)
         self.others = True
         self.tail = committed
         return committed

@@ -129,6 +129,38 @@ def parse_at(buf: bytes | memoryview, offset: int = 0) -> Record:
     )
 
 
+def walk(buf: bytes, offset: int, position: int) -> tuple[list[tuple[int, int, int]], int, bool]:
+    """The whole records of ``buf`` from ``offset`` on that hold positions ``position + 1``,
+    ``position + 2``... with a valid header checksum, framing only (no hash, no chain, no
+    objects): ``[(start, end, header size)]``, the offset where the walk stopped, and whether
+    it stopped because ``buf`` ends inside a record (read more and walk again from there)."""
+    out: list[tuple[int, int, int]] = []
+    n = len(buf)
+    crc = zlib.crc32
+    while offset < n:
+        if n < offset + HEADER:
+            if n < offset + HEADER_V1 or buf[offset + _V1_MARK] != 32:
+                return out, offset, buf[offset] != 0
+        size = HEADER_V1 if buf[offset + _V1_MARK] == 32 else HEADER
+        cut = _CRC_END_V1 if size == HEADER_V1 else _CRC_END
+        head = buf[offset:offset + size]
+        if head[cut:cut + 8] != b"%08x" % crc(head[:cut]) or head[size - 1] != 32:
+            return out, offset, False
+        try:
+            if int(head[:12]) != position + 1:
+                return out, offset, False
+            end = offset + size + int(head[210:218]) + 1
+        except ValueError:
+            return out, offset, False
+        if end > n:
+            return out, offset, True
+        if buf[end - 1] != 10:
+            return out, offset, False
+        out.append((offset, end, size))
+        offset, position = end, position + 1
+    return out, offset, False
+
+
 def _header_ok(head: bytes) -> bool:
     """Whether a raw header (either version, by its length) carries a valid checksum."""
     # The field must be exactly what encode() writes: int(x, 16) would also take "ABCD", " abc"

@@ -21,7 +21,7 @@ from ...errors import StoreCorrupted
 from ...format import record as recfmt
 from ...format import segment as segfmt
 from ...logview import ActiveSegment
-from ...synced import SIZE as SYNCED_BYTES
+from ...synced import FILE_BYTES as SYNCED_BYTES
 from ...synced import SyncedState, decode
 from ...writer import MAX_TAIL_SLACK
 from .context import RECOVER, Context
@@ -57,7 +57,7 @@ def read_synced(ctx: Context) -> SyncedState | None:
         ctx.add("synced-damaged", "warning", "locks/synced", "the synced position does not parse (fails its "
                 "CRC); the next writer re-verifies the unsynced part of the log and rewrites it", action=RECOVER)
     if state is not None and len(raw) > SYNCED_BYTES:
-        ctx.add("synced-damaged", "warning", "locks/synced", f"{len(raw) - SYNCED_BYTES} bytes after its one line "
+        ctx.add("synced-damaged", "warning", "locks/synced", f"{len(raw) - SYNCED_BYTES} bytes after its two lines "
                 "(written in place, it never grows): remove locks/synced by hand; the next writer re-verifies the "
                 "log's unsynced part and writes it again")
     if state is not None and state.poisoned:
