@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from . import fileio, layout
-from .codec import encode_event
+from .codec import encode_batch
 from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent, NothingWritten
 from .format import record as recfmt
 from .handle import Handle, nothing_written
@@ -80,7 +80,9 @@ class EventStore(Handle):
             self._closed = True
             return
         with self._mutex:
-            if self._writer.pending and self._broken is None and self._lock is not None:
+            unindexed = self._writer.pending and (self._index_checked is None
+                                                  or self._writer.pending.last > self._index_checked[0])
+            if unindexed and self._broken is None and self._lock is not None:
                 try:
                     self._lock.acquire(0)
                 except Exception:
@@ -227,8 +229,7 @@ class EventStore(Handle):
             raise InvalidEvent("an append needs at least one event; the batch is empty")
         if condition is not None and not isinstance(condition, AppendCondition):
             raise InvalidArgument("condition must be an AppendCondition or None")
-        limit = self.max_event_bytes
-        encoded = [encode_event(e, limit) for e in batch]
+        encoded = encode_batch(batch, self.max_event_bytes)
         ids = [eid for eid, _ in encoded]
         explicit = any(e.id is not None for e in batch)
         if explicit and len(set(ids)) != len(ids):
@@ -266,9 +267,11 @@ class EventStore(Handle):
                     writer.pending.add_raw(base, data, ((0, len(data), recfmt.HEADER),))
                 else:
                     writer.pending.extend([(base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch)])
-                if len(writer.pending) >= INDEX_EVERY:
-                    self._flush_index(new_tail)
             result = self._acknowledge(fd, new_tail, new_tail.position)
+            if len(writer.pending) >= INDEX_EVERY:
+                # Outside the writer lock: other writers append meanwhile (the index takes its
+                # own write lock, and its checkpoint says how far it is valid).
+                self._flush_index(new_tail)
         writer.prepare_spare(new_tail.end)
         return result
 
@@ -428,8 +431,8 @@ class EventStore(Handle):
                     if len(pending) < INDEX_EVERY:
                         return
             self.index.add(pending.entries, (tail.position, tail.chain))
-            self._writer.pending.clear()
             self._index_checked = (tail.position, tail.chain)
+            pending.drop_through(tail.position - INDEX_EVERY // 2)  # recent ones stay: conditions need no query
         except Exception as exc:  # derived data: conditions still see the records through `pending`
             _log.warning("indexing %s failed (%s); it will be caught up", self.path, exc)
 
@@ -439,8 +442,9 @@ class EventStore(Handle):
         return result
 
     def _sync_and_advance(self, fd: int | None, tail: Tail) -> None:
-        """Group commit (``SyncedFile.commit``): one writer at a time fsyncs, covering every
-        batch written before its fsync began; those queued behind find theirs synced."""
+        """Group commit (:meth:`SyncedFile.commit`): fsync unless another writer's fsync already
+        covers this batch, then advance the synced position past every batch written before
+        this fsync began."""
         failed: list[OSError] = []
 
         def fsync_log() -> None:
@@ -452,11 +456,8 @@ class EventStore(Handle):
                     raise
 
         try:
-            if os.environ.get("KRONIKO_GC") == "lock":
-                advanced = self.synced.commit(tail.position, tail.segment, tail.end, tail.chain, fsync_log)
-            else:
-                advanced = self.synced.commit_concurrent(tail.position, tail.segment, tail.end, tail.chain,
-                                                         fsync_log, self._writer.others)
+            advanced = self.synced.commit(tail.position, tail.segment, tail.end, tail.chain, fsync_log,
+                                          self._writer.others)
         except OSError as exc:
             self._broken = exc
             if failed:

@@ -14,11 +14,11 @@ itself, so the value only ever grows (a writer whose fsync finished late cannot 
 
 The second line, ``logend``, is where the log's committed records end as last written: each
 writer puts its new tail there under the writer lock, after its ``write()`` returned. It makes
-group commit work: a writer fsyncs the log while holding the ``flock`` of this file, and
-advances the synced position to the ``logend`` it read before that fsync (every write that
-returned before the fsync began is covered by it), so writers queued behind it find their
-batches synced and return without an fsync of their own. A ``logend`` of another boot, or in
-another segment, is ignored; recovery rewrites it with the synced position. Readers never use it.
+group commit work: a writer reads it before its fsync and then advances the synced position to
+it (every write it names returned before that fsync began, so the fsync covers them), and the
+writers of those batches find them synced and return without an fsync of their own. A
+``logend`` of another boot, or in another segment, is ignored; recovery rewrites it with the
+synced position. Readers never use it.
 """
 
 from __future__ import annotations
@@ -147,11 +147,18 @@ class SyncedFile:
         data = os.pread(self.fd, FILE_BYTES, 0)
         return decode(data), decode(data[_SIZE:], b"logend")
 
-    def commit_concurrent(self, position: int, segment: int, end: int, chain: bytes, sync: Callable[[], None],
-                          others: bool) -> bool:
-        """Group commit with fsyncs in parallel: skip the fsync when another writer's already
-        covers ``position``; else fsync and raise the synced position to the larger of
-        ``position`` and the ``logend`` read before the fsync."""
+    def commit(self, position: int, segment: int, end: int, chain: bytes, sync: Callable[[], None],
+               others: bool) -> bool:
+        """Group commit: make ``position`` (ending at ``end`` of ``segment``) durable and visible.
+
+        When other writers are active (``others``), read both lines first: if the synced
+        position already covers ``position`` (another writer's fsync, begun after this batch
+        was written, did), return at once; else remember the ``logend``. Then call ``sync()``
+        (the fsync of ``segment``; a failure poisons the store before its error propagates) and
+        raise the synced position to the larger of ``position`` and that ``logend`` (same boot
+        and segment: every write it names returned before this fsync began), so that writers
+        behind find their batches synced. Fsyncs run in parallel (the kernel merges their
+        flushes). Returns False when the store is poisoned."""
         target = (position, end, chain)
         if others:
             cur, ahead = self.peek()
@@ -166,39 +173,6 @@ class SyncedFile:
             self.poison()
             raise
         return self.advance(target[0], segment, target[1], target[2])
-
-    def commit(self, position: int, segment: int, end: int, chain: bytes, sync: Callable[[], None]) -> bool:
-        """Group commit: make ``position`` (ending at ``end`` of ``segment``) durable and visible.
-
-        Under this file's ``flock`` (one fsync at a time): when the synced position already
-        covers ``position`` (a writer ahead in the queue synced it), return at once; else read
-        the ``logend`` line, call ``sync()`` (the fsync of ``segment``) and raise the synced
-        position to the larger of ``position`` and that ``logend`` (same boot and segment). A
-        failing ``sync()`` poisons the store before its error propagates. Returns False when
-        the store is poisoned (the append may not be reported durable)."""
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
-            data = os.pread(self.fd, FILE_BYTES, 0)
-            cur = decode(data) or self.read()
-            if cur is not None and cur.poisoned:
-                return False
-            if cur is not None and self.current(cur) and cur.position >= position:
-                return True
-            target = SyncedState(position, segment, end, chain, self.boot, False)
-            ahead = decode(data[_SIZE:], b"logend")
-            if (ahead is not None and ahead.boot == self.boot and ahead.segment == segment
-                    and ahead.position > position and ahead.end > end):
-                target = SyncedState(ahead.position, segment, ahead.end, ahead.chain, self.boot, False)
-            try:
-                sync()
-            except OSError:
-                base = cur or SyncedState(boot=self.boot)
-                self._write(SyncedState(base.position, base.segment, base.end, base.chain, base.boot, True))
-                raise
-            self._write(target)
-            return True
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def poison(self) -> None:
         """Mark the store: an fsync failed, so what was written since the last good one may be

@@ -20,6 +20,7 @@ space before the JSON in version 1 and a digit of the commit time in version 2.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import zlib
 from collections.abc import Iterator, Sequence
@@ -82,19 +83,23 @@ def encode(first: int, previous: bytes, items: Sequence[tuple[str, bytes]],
     if not 0 <= time_us <= MAX_TIME_US:
         raise ValueError(f"commit time {time_us} is outside 0..{MAX_TIME_US} microseconds")
     out: list[bytes] = []
+    add = out.append
     sizes: list[int] = []
     chain = previous
     last = len(items) - 1
     stamp = b"%016d" % time_us
+    sha, hexlify, crc = hashlib.sha256, binascii.hexlify, zlib.crc32
     for i, (event_id, body) in enumerate(items):
-        digest = hashes[i] if hashes is not None else hashlib.sha256(body).digest()
-        chain = hashlib.sha256(chain + digest).digest()
+        digest = hashes[i] if hashes is not None else sha(body).digest()
+        chain = sha(chain + digest).digest()
         head = b"%012d %-64s %s %s %c %08d %s " % (
-            first + i, event_id.encode(), digest.hex().encode(), chain.hex().encode(),
-            COMMIT if i == last else MORE, len(body), stamp)
-        rec = b"%s%08x %s\n" % (head, zlib.crc32(head), body)
-        out.append(rec)
-        sizes.append(len(rec))
+            first + i, event_id.encode(), hexlify(digest), hexlify(chain), COMMIT if i == last else MORE,
+            len(body), stamp)
+        add(head)
+        add(b"%08x " % crc(head))
+        add(body)
+        add(b"\n")
+        sizes.append(HEADER + len(body) + 1)
     return b"".join(out), sizes, chain
 
 
