@@ -306,10 +306,15 @@ class Writer(SegmentFiles):
         spare = self.spare()
         name = segfmt.seg_name(self.first)
         data = os.pread(self.fd, tail.end, 0)
+        try:
+            seal = segfmt.seal_fast(data, self.first, tail.chain)
+        except segfmt.SegmentError as exc:
+            raise StoreCorrupted(f"log/{name} of {self.layout.root} cannot be sealed ({exc}); nothing new was "
+                                 f"written: run kroniko-ops fsck {self.layout.root}") from None
         if os.fstat(self.fd).st_size > tail.end:
             fileio.truncate(self.fd, tail.end, name)  # backups, packs and replicas never carry the zeros
         self.syncer.file(self.fd, name)
-        self.publish_idx(self.first, segfmt.seal_fast(data, self.first, tail.chain))
+        self.publish_idx(self.first, seal)
         self.create_next(tail.position + 1, spare)
         self.open_active()
         self.tail = Tail(tail.position, tail.chain, self.first, 0, tail.time)

@@ -59,6 +59,24 @@ class _NoDirFsyncWriter(Writer):
         fileio.rename(spare, os.path.join(self.layout.log_dir, f"{first:012d}.seg"))  # log/ is not fsynced
 
 
+class _FileSizeWriter(Writer):
+    def quick_tail(self):  # type: ignore[no-untyped-def]
+        if self.tail is not None and self.fd is not None and self.tail.segment == self.first and not self.rolled():
+            # "The file is as long as when this handle last wrote, so nothing was written since":
+            # true of a growing file, false of a preallocated one, whose size never changes.
+            return self.tail
+        return super().quick_tail()
+
+
+class TailFromFileSize(EventStore):
+    """Tells whether other writers appended from the file's size instead of the bytes at its
+    tail (it never sees them, and writes over their records)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._writer.__class__ = _FileSizeWriter
+
+
 class NewSegmentWithoutFolderFsync(EventStore):
     """Rolls to a new segment without making its name (and the sealed index's) durable."""
 
@@ -82,6 +100,7 @@ OPERATIONS_FOR_MUTANTS = {**OPERATIONS, "compact-unsynced": replace(OPERATIONS["
     (NoCommitFsync, "append"),
     (AdvanceBeforeFsync, "concurrent"),
     (NewSegmentWithoutFolderFsync, "roll"),
+    (TailFromFileSize, "concurrent"),
     (EventStore, "compact-unsynced"),
 ])
 def test_a_broken_engine_is_caught_with_the_state_that_shows_it(tmp_path: os.PathLike[str], factory: type,
