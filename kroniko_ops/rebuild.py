@@ -5,7 +5,7 @@ place by appearing under the next generation's name; then the old files go."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import orjson
@@ -70,9 +70,11 @@ def _one_by_one(store: EventStore, first: int, raw: bytes) -> list[Entry]:
     return out
 
 
-def build_generation(store: EventStore, generation: int, upto: int) -> tuple[str, int, bytes]:
+def build_generation(store: EventStore, generation: int, upto: int,
+                     on_batch: Callable[[int], None] | None = None) -> tuple[str, int, bytes]:
     """Write a new index database for positions ``1..upto`` under a temp name in ``index/``;
-    return its path, the position and the chain it is valid to.
+    return its path, the position and the chain it is valid to. ``on_batch`` is told the
+    position indexed so far after each transaction (a progress bar).
 
     The file is private until :func:`publish` fsyncs and renames it, so it is written without a
     journal and without syncs; it is switched to WAL (what every user of an index expects) at
@@ -95,6 +97,8 @@ def build_generation(store: EventStore, generation: int, upto: int) -> tuple[str
                 pos = batch[-1][0]
                 chain = pos_chain = store.view.record(pos).chain
                 new.add(batch, (pos, pos_chain))
+                if on_batch is not None:
+                    on_batch(pos)
         con.execute("PRAGMA cache_size=-2000")
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -103,14 +107,17 @@ def build_generation(store: EventStore, generation: int, upto: int) -> tuple[str
     return tmp, pos, chain
 
 
-def catch_up(index: Index, store: EventStore, tail: Tail) -> None:
-    """Index the records between ``index``'s checkpoint and ``tail`` (under the writer lock)."""
+def catch_up(index: Index, store: EventStore, tail: Tail, on_batch: Callable[[int], None] | None = None) -> None:
+    """Index the records between ``index``'s checkpoint and ``tail`` (under the writer lock);
+    ``on_batch`` as for :func:`build_generation`."""
     cp, _ = index.checkpoint()
     if cp >= tail.position:
         return
     for batch in _entries(store, cp + 1, tail.position):
         pos = batch[-1][0]
         index.add(batch, (pos, tail.chain if pos == tail.position else store.view.record(pos).chain))
+        if on_batch is not None:
+            on_batch(pos)
 
 
 def publish(store: EventStore, tmp: str, generation: int) -> None:

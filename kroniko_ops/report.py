@@ -5,13 +5,11 @@ A finding's ``code`` is an interface (CI jobs grep for it): add codes, never ren
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import fileio
 from .errors import EXIT_OK, EXIT_PROBLEMS, EXIT_REPAIRED
 
 SEVERITIES = ("error", "warning", "info")
@@ -104,27 +102,3 @@ class Report:
                 "exit_code": self.exit_code, "head": self.head, "counts": self.counts(),
                 "problems": len(self.problems), "repaired": sum(f.repaired for f in self.findings),
                 "seconds": round(self.seconds, 3), **figures}
-
-
-def write_metrics(path: str, prefix: str, values: dict[str, float | int], labels: dict[str, str]) -> None:
-    """Write ``values`` in the Prometheus text format to ``path`` (temp file + rename), for a
-    node_exporter textfile collector."""
-    label = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-    lines = []
-    for name, value in values.items():
-        metric = f"{prefix}_{name}"
-        lines.append(f"# TYPE {metric} gauge")
-        lines.append(f"{metric}{{{label}}} {_number(value)}")
-    folder = os.path.dirname(os.path.abspath(path))
-    fileio.makedirs(folder)
-    fileio.write_file_atomic(os.path.abspath(path), ("\n".join(lines) + "\n").encode(), durable=False)
-
-
-def _number(value: float | int) -> str:
-    """Whole numbers as integers, others at full precision (``%g`` would round a Unix time)."""
-    number = float(value)
-    return str(int(number)) if number.is_integer() and abs(number) < 2**53 else repr(number)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

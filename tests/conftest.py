@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kroniko_ops import EventStore
+from kroniko_ops.postgres import server as pgserver
 
 # Copied from the Ruby kroniko into the repository, so that a fresh clone runs every legacy test.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "legacy-kroniko"
@@ -46,3 +49,23 @@ def legacy_clean(tmp_path: Path) -> str:
 def legacy_crashed(tmp_path: Path) -> str:
     """The crashed Ruby kroniko store, extracted into a temporary folder."""
     return _extract("shop-crashed.tar.gz", tmp_path / "legacy-crashed")
+
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.Server]:
+    """One real PostgreSQL server per test session (fsync=off: the tests kill clients, not the
+    machine). The session's server; failing to start fails the tests (never a silent skip)."""
+    srv = pgserver.start(fsync=False)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.Server) -> str:
+    """The URL of a new, empty database."""
+    return pg_server.create_database(f"t{next(_names)}")

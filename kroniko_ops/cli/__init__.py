@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_OPERATIONAL, KronikoError
+from . import contract
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a command stopped by Ctrl-C
 
@@ -29,18 +30,31 @@ class _Failed(click.ClickException):
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
+        raw = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # for a run that failed while parsing
         try:
             return super().invoke(ctx)
         except KronikoError as exc:
+            contract.close(ctx, raw, exc.exit_code, str(exc), **_details(exc))
             raise _Failed(str(exc), exc.exit_code) from exc
+        except click.ClickException as exc:  # a usage error: click prints it, exit 2
+            contract.close(ctx, raw, exc.exit_code, exc.format_message())
+            raise
         except BrokenPipeError:
             ctx.exit(0)
         except KeyboardInterrupt:
             # Never 1 (fsck's "all repaired") for a run cut short: say so and exit 130.
+            contract.close(ctx, raw, EXIT_INTERRUPTED, "interrupted")
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except OSError as exc:
+            contract.close(ctx, raw, EXIT_OPERATIONAL, str(exc))
             raise _Failed(str(exc), EXIT_OPERATIONAL) from exc
+
+
+def _details(exc: KronikoError) -> dict[str, Any]:
+    """Fields of an error that a script may want in the summary line (a failed condition's position)."""
+    position = getattr(exc, "position", None)
+    return {"position": position} if isinstance(position, int) else {}
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

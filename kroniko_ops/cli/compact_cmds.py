@@ -7,10 +7,13 @@ import click
 from ..ops.compact import DEFAULT_PRUNE_DAYS
 from ..ops.compact import compact as compact_store
 from . import cli
-from .output import json_option, print_report
+from .contract import Run, command
 
 
-@cli.command()
+@command(cli, "compact", path="store", metrics_file=True, examples_=(
+    "kroniko-ops compact /srv/events --dry-run",
+    "kroniko-ops compact /srv/events --quiet --metrics-file /var/lib/node_exporter/kroniko-compact.prom",
+    "kroniko-ops compact /srv/events --prune-age 0 --json"))
 @click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--prune-age", "prune_age", type=click.FloatRange(min=0), default=DEFAULT_PRUNE_DAYS,
               show_default=True, metavar="DAYS",
@@ -20,9 +23,7 @@ from .output import json_option, print_report
 @click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
 @click.option("--lock-timeout", type=click.FloatRange(min=-1), default=30.0, show_default=True,
               help="Seconds to wait for another maintenance job (-1: forever).")
-@click.option("--quiet", "-q", is_flag=True, help="Only problems and the summary line; no progress bar.")
-@json_option
-def compact(store: str, prune_age: float, dry_run: bool, lock_timeout: float, quiet: bool, as_json: bool) -> None:
+def compact(run: Run, store: str, prune_age: float, dry_run: bool, lock_timeout: float) -> None:
     """Compact STORE online, like git gc: sealed log segments go into compressed packs, small
     packs are merged geometrically, the index is checkpointed (and vacuumed when worth it), and
     old lost-found/ entries are pruned.
@@ -31,8 +32,5 @@ def compact(store: str, prune_age: float, dry_run: bool, lock_timeout: float, qu
     (or planned, with --dry-run), 4 when something was found damaged and left alone (run
     kroniko-ops fsck), 8 when the store is missing or another maintenance job holds its lock.
     """
-    report = compact_store(store, prune_age=prune_age, dry_run=dry_run, lock_timeout=lock_timeout,
-                           progress=not (quiet or as_json))
-    print_report(report, as_json, quiet)
-    if report.exit_code:
-        click.get_current_context().exit(report.exit_code)
+    run.finish(compact_store(store, prune_age=prune_age, dry_run=dry_run, lock_timeout=lock_timeout,
+                             progress=run.progress))

@@ -8,21 +8,17 @@ from ..ops.recovery import recover as run_recover
 from ..ops.recovery import reindex as run_reindex
 from ..postgres.tools import fsck_target
 from . import cli
-from .output import json_option, print_report
+from .contract import Run, command
 
 STORE = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
                             help="Seconds to wait for a lock held by another process before giving up (exit 8).")
 
 
-def _finish(report: object, as_json: bool, quiet: bool = False) -> None:
-    print_report(report, as_json, quiet)
-    code = report.exit_code  # type: ignore[attr-defined]
-    if code:
-        click.get_current_context().exit(code)
-
-
-@cli.command()
+@command(cli, "fsck", path="store", metrics_file=True, examples_=(
+    "kroniko-ops fsck /srv/events --quick --metrics-file /var/lib/node_exporter/kroniko-fsck.prom",
+    "kroniko-ops fsck /srv/events --json | jq -c 'select(.kind == \"finding\")'",
+    "kroniko-ops fsck /srv/events --repair --dry-run"))
 @STORE
 @click.option("--quick", is_flag=True, help="Structure only: layout, segment and pack files, offset indexes, "
               "coverage, the tail, the index checkpoint. No record is hashed.")
@@ -34,13 +30,9 @@ def _finish(report: object, as_json: bool, quiet: bool = False) -> None:
               help="Also check this field as a reference to an event id (e.g. data.order_event_id); repeatable. "
               "metadata.causation_id and metadata.correlation_id are always checked.")
 @click.option("--refs-only", is_flag=True, help="Only check references (dangling-reference): fast, for CI.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar; hide info-only findings.")
-@click.option("--metrics-file", type=click.Path(dir_okay=False), default=None,
-              help="Also write the summary in Prometheus text format (for a node_exporter textfile collector).")
 @LOCK_TIMEOUT
-@json_option
-def fsck(store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int | None, ref_fields: tuple[str, ...],
-         refs_only: bool, quiet: bool, metrics_file: str | None, lock_timeout: float, as_json: bool) -> None:
+def fsck(run: Run, store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int | None,
+         ref_fields: tuple[str, ...], refs_only: bool, lock_timeout: float) -> None:
     """Check STORE for damage, like git fsck; with --repair, fix what is safe. STORE may be a
     postgresql:// URL (checked only: positions, hashes, chain, tag table, references).
 
@@ -48,33 +40,34 @@ def fsck(store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int |
     (5: some repaired, some remain), 2 bad usage or not a store, 8 the check could not run
     (missing store, lock held past --lock-timeout, I/O error).
     """
-    report = fsck_target(store, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
-                      ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout,
-                      progress=not quiet and not as_json, metrics_file=metrics_file)
-    _finish(report, as_json, quiet)
+    run.finish(fsck_target(store, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
+                           ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout,
+                           progress=run.progress))
 
 
-@cli.command()
+@command(cli, "recover", path="store", metrics_file=True, examples_=(
+    "kroniko-ops recover /srv/events",
+    "kroniko-ops recover /srv/events --json --metrics-file /var/lib/node_exporter/kroniko-recover.prom"))
 @STORE
 @LOCK_TIMEOUT
-@json_option
-def recover(store: str, lock_timeout: float, as_json: bool) -> None:
+def recover(run: Run, store: str, lock_timeout: float) -> None:
     """Crash recovery: re-read the unsynced part of the log, cut a torn or uncommitted tail into
     lost-found/, finish an interrupted seal, clear the poison flag of a failed fsync, catch the
     index up, set aside temp files of dead writers. Idempotent.
 
     Exit 0 nothing to do, 1 recovered, 4 damage remains that needs a backup, 8 could not run.
     """
-    _finish(run_recover(store, lock_timeout=lock_timeout), as_json)
+    run.finish(run_recover(store, lock_timeout=lock_timeout, progress=run.progress))
 
 
-@cli.command()
+@command(cli, "reindex", path="store", metrics_file=True, examples_=(
+    "kroniko-ops reindex /srv/events",
+    "kroniko-ops reindex /srv/events --json --metrics-file /var/lib/node_exporter/kroniko-reindex.prom"))
 @STORE
 @LOCK_TIMEOUT
-@json_option
-def reindex(store: str, lock_timeout: float, as_json: bool) -> None:
+def reindex(run: Run, store: str, lock_timeout: float) -> None:
     """Build a new index generation of STORE from the log, online, and publish it.
 
     Exit 0 done, 8 could not run.
     """
-    _finish(run_reindex(store, lock_timeout=lock_timeout), as_json)
+    run.finish(run_reindex(store, lock_timeout=lock_timeout, progress=run.progress))

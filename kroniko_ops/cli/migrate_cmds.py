@@ -7,15 +7,17 @@ import click
 
 from ..postgres.tools import migrate_target, mirror_target
 from . import cli
-from .output import json_option, print_report
+from .contract import Run, command
 
 
-@cli.command()
+@command(cli, "migrate", path="target", subject="legacy", metrics_file=True, examples_=(
+    "kroniko-ops migrate /srv/old-ruby-store /srv/events --dry-run",
+    "kroniko-ops migrate /srv/events 'postgresql://app@db.internal/shop'",
+    "kroniko-ops migrate 'postgresql://app@db.internal/shop' /srv/events-back --json"))
 @click.argument("legacy", type=click.Path(file_okay=True, dir_okay=True))
 @click.argument("target", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--dry-run", is_flag=True, help="Make and report every decision; write nothing (legacy stores).")
-@json_option
-def migrate(legacy: str, target: str, dry_run: bool, as_json: bool) -> None:
+def migrate(run: Run, legacy: str, target: str, dry_run: bool) -> None:
     """Copy the Ruby kroniko store LEGACY into a new store TARGET (missing or empty folder).
 
     Every committed event keeps its position, id, type and data, and gains a tag per scalar
@@ -34,21 +36,19 @@ def migrate(legacy: str, target: str, dry_run: bool, as_json: bool) -> None:
     4: the legacy log grew during the run (stop the Ruby writers, migrate again); 8: operational
     error (nothing was published under TARGET: fix the cause and migrate again).
     """
-    report = migrate_target(legacy, target, dry_run=dry_run)
-    print_report(report, as_json)
-    if report.exit_code:
-        click.get_current_context().exit(report.exit_code)
+    run.finish(migrate_target(legacy, target, dry_run=dry_run, progress=run.progress))
 
 
-@cli.command()
+@command(cli, "mirror", path="store", metrics_file=True, examples_=(
+    "kroniko-ops mirror /srv/events 'postgresql://app@db.internal/shop' --once",
+    "kroniko-ops mirror /srv/events 'postgresql://app@db.internal/shop' --interval 5"))
 @click.argument("store", type=click.Path(file_okay=False, dir_okay=True))
 @click.argument("url")
 @click.option("--once", is_flag=True, help="Copy until caught up with STORE's head, then exit (the default "
               "follows STORE until interrupted).")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Seconds between looks at STORE when following.")
-@json_option
-def mirror(store: str, url: str, once: bool, interval: float, as_json: bool) -> None:
+def mirror(run: Run, store: str, url: str, once: bool, interval: float) -> None:
     """Follow the file store STORE into the PostgreSQL store at URL (empty, or an earlier mirror
     of STORE): whole batches, one transaction each, verbatim (positions, ids, hashes, chain).
     A killed mirror resumes where the database is; running it again copies nothing twice.
@@ -56,5 +56,4 @@ def mirror(store: str, url: str, once: bool, interval: float, as_json: bool) -> 
     Exit 0 caught up (with --once), 2 URL holds other events (nothing copied), 8 could not run,
     130 interrupted while following.
     """
-    report = mirror_target(store, url, follow=not once, interval=interval)
-    print_report(report, as_json)
+    run.finish(mirror_target(store, url, follow=not once, interval=interval))

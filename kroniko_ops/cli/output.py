@@ -32,11 +32,6 @@ def emit_json(obj: dict[str, Any]) -> None:
     click.echo(line.decode())
 
 
-def json_option(f: Any) -> Any:
-    """The ``--json`` flag: results as JSON lines, each with a ``kind``."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON lines (each with a 'kind').")(f)
-
-
 def print_report(report: Any, as_json: bool, quiet: bool = False) -> None:
     """Print a :class:`~kroniko_ops.report.Report`: one JSON line per finding and a summary with
     ``--json``; otherwise findings grouped by code and a one-line verdict."""

@@ -15,7 +15,8 @@ from ..ops.demo import run_demo
 from ..postgres import open_store
 from ..postgres.tools import stats_target
 from . import cli
-from .output import emit_json, json_option
+from .contract import Run, command
+from .output import emit_json
 
 # A folder, or a postgresql:// URL (docs/POSTGRES.md): the library tells them apart.
 STORE = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
@@ -27,20 +28,31 @@ def _query(types: tuple[str, ...], tags: tuple[str, ...]) -> Query:
 
 
 def _event_json(e: Any) -> dict[str, Any]:
+    """An event as ``read --json`` prints it: with its batch's commit time (``committed_at``, UTC
+    ISO 8601 with microseconds, null for records written before commit times were kept) and
+    whether it ends its batch (a position ``restore --to-position`` accepts)."""
+    at = e.committed_at
     return {"kind": "event", "position": e.position, "id": e.id, "type": e.type, "tags": list(e.tags),
-            "data": e.data, "metadata": e.metadata}
+            "data": e.data, "metadata": e.metadata, "batch_end": e.batch_end, "commit_us": e.commit_us or None,
+            "committed_at": at.isoformat(timespec="microseconds").replace("+00:00", "Z") if at else None}
 
 
-@cli.command()
+@command(cli, "init", path="store", examples_=(
+    "kroniko-ops init /srv/events",
+    "kroniko-ops init /srv/events --segment-bytes 67108864 --max-event-bytes 4194304",
+    "kroniko-ops init 'postgresql://app@db.internal/shop'"))
 @STORE
 @click.option("--max-event-bytes", type=click.IntRange(min=64, max=64 * 1024 * 1024), default=None,
               help="Largest event accepted, fixed in FORMAT (default 1 MiB).")
 @click.option("--segment-bytes", type=click.IntRange(min=4096, max=1 << 30), default=None,
               help="Size at which the log rolls to a new segment, fixed in FORMAT (default 16 MiB).")
-def init(store: str, max_event_bytes: int | None, segment_bytes: int | None) -> None:
+def init(run: Run, store: str, max_event_bytes: int | None, segment_bytes: int | None) -> None:
     """Create an empty store in STORE (a new or empty folder, or a postgresql:// URL)."""
     with open_store(store, max_event_bytes=max_event_bytes, segment_bytes=segment_bytes) as s:
-        click.echo(f"initialised {s.path} (head {s.head()})")
+        head = s.head()
+        if not run.as_json:
+            click.echo(f"initialised {s.path} (head {head})")
+    run.done(0, head=head)
 
 
 
@@ -80,7 +92,9 @@ def _parse_events(stream: IO[bytes]) -> list[Event]:
     return events
 
 
-@cli.command()
+@command(cli, "append", path="store", examples_=(
+    "echo '{\"type\": \"CartCreated\", \"tags\": [\"cart:7\"]}' | kroniko-ops append /srv/events",
+    "kroniko-ops append /srv/events -f batch.jsonl --fail-if-tag cart:7 --after 41 --json"))
 @STORE
 @click.option("--file", "-f", "source", type=click.File("rb"), default="-",
               help="JSON lines to append (default: stdin), one event per line, appended as one batch.")
@@ -89,11 +103,12 @@ def _parse_events(stream: IO[bytes]) -> list[Event]:
 @click.option("--after", type=click.IntRange(min=0), default=None,
               help="... exists after this position (default: anywhere).")
 @click.option("--no-fsync", is_flag=True, help="Skip fsync (bulk loads you can redo; never for real data).")
-def append(store: str, source: IO[bytes], fail_if_type: tuple[str, ...], fail_if_tag: tuple[str, ...],
+def append(run: Run, store: str, source: IO[bytes], fail_if_type: tuple[str, ...], fail_if_tag: tuple[str, ...],
            after: int | None, no_fsync: bool) -> None:
     """Append JSON-lines events to STORE as one atomic batch; print the last position.
 
-    Exit 3 when the condition matched an event committed after --after.
+    Exit 3 when the condition matched an event committed after --after (the summary's
+    ``position`` is the first conflicting one).
     """
     events = _parse_events(source)
     condition = None
@@ -102,21 +117,31 @@ def append(store: str, source: IO[bytes], fail_if_type: tuple[str, ...], fail_if
     elif after is not None:
         raise click.UsageError("--after needs --fail-if-type or --fail-if-tag")
     with open_store(store, create=False, durable=not no_fsync) as s:
-        click.echo(s.append(events, condition))
+        head = s.append(events, condition)
+    if not run.as_json:
+        click.echo(head)
+    run.done(0, head=head, events=len(events))
 
 
 
-@cli.command()
+@command(cli, "read", path="store", examples_=(
+    "kroniko-ops read /srv/events --tag cart:7",
+    "kroniko-ops read /srv/events --start 1000 --limit 5 --json",
+    "kroniko-ops read /srv/events --backwards --limit 1 --json"))
 @STORE
 @click.option("--type", "types", multiple=True, help="Only events of this type (repeat: any of).")
 @click.option("--tag", "tags", multiple=True, help="Only events carrying this tag (repeat: all of).")
 @click.option("--start", type=click.IntRange(min=0), default=None, help="First position (inclusive).")
 @click.option("--backwards", is_flag=True, help="Newest first.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many events.")
-@json_option
-def read(store: str, types: tuple[str, ...], tags: tuple[str, ...], start: int | None, backwards: bool,
-         limit: int | None, as_json: bool) -> None:
-    """Print the events of STORE that match (all by default)."""
+def read(run: Run, store: str, types: tuple[str, ...], tags: tuple[str, ...], start: int | None, backwards: bool,
+         limit: int | None) -> None:
+    """Print the events of STORE that match (all by default).
+
+    With --json each event carries its batch's commit time (committed_at) and batch_end: true on
+    the last event of its batch, the positions restore --to-position accepts.
+    """
+    as_json = run.as_json
     with open_store(store, create=False) as s:
         result = s.read(_query(types, tags), start=start, backwards=backwards, limit=limit)
         count = 0
@@ -127,40 +152,52 @@ def read(store: str, types: tuple[str, ...], tags: tuple[str, ...], start: int |
             else:
                 data = orjson.dumps(e.data).decode()
                 click.echo(f"{e.position}\t{e.type}\t{','.join(e.tags)}\t{data}")
-        if as_json:
-            emit_json({"kind": "summary", "exit_code": 0, "head": result.head, "events": count})
+    run.done(0, head=result.head, events=count)
 
 
 
-@cli.command()
+@command(cli, "head", path="store", examples_=(
+    "kroniko-ops head /srv/events",
+    "kroniko-ops head /srv/events --json | jq .head"))
 @STORE
-def head(store: str) -> None:
+def head(run: Run, store: str) -> None:
     """Print the last committed position of STORE (0 when empty)."""
     with open_store(store, create=False) as s:
-        click.echo(s.head())
+        position = s.head()
+    if not run.as_json:
+        click.echo(position)
+    run.done(0, head=position)
 
 
 
-@cli.command()
+@command(cli, "stats", path="store", examples_=(
+    "kroniko-ops stats /srv/events",
+    "kroniko-ops stats /srv/events --json | jq -c 'select(.kind == \"stats\")'"))
 @STORE
-@json_option
-def stats(store: str, as_json: bool) -> None:
+def stats(run: Run, store: str) -> None:
     """Counts and sizes: events in segments and packs, index, lost-found (like git count-objects -v);
     for a postgresql:// URL: events, batches, types, tag rows, table sizes."""
     report = stats_target(store)
-    if as_json:
+    if run.as_json:
         emit_json({"kind": "stats", **report.as_dict()})
     else:
         for key, value in report.as_dict().items():
             click.echo(f"{key}: {value}")
+    run.done(0, head=report.head)
 
 
 
-@cli.command()
+@command(cli, "demo", path="folder", examples_=(
+    "kroniko-ops demo",
+    "kroniko-ops demo /tmp/shop --json"))
 @click.argument("folder", type=click.Path(file_okay=False), default="kroniko-demo-store")
-def demo(folder: str) -> None:
+def demo(run: Run, folder: str) -> None:
     """Build a sample shop store in FOLDER, run conditional appends and reads, say what happened."""
     for line in run_demo(folder):
-        click.echo(line)
+        if run.as_json:
+            emit_json({"kind": "message", "text": line})
+        elif not run.quiet:
+            click.echo(line)
     sys.stdout.flush()
+    run.done(0)
 

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from ..harness.mutants import MUTANTS
 from ..harness.powerloss.model import parse_state
 from ..harness.powerloss.simulate import power_loss, replay
 from ..harness.torture import Figures, torture
 from ..postgres import is_url
 from . import cli
-from .output import json_option, print_report
+from .contract import Run, command
+from .output import print_report
 
 FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "recoveries", "rounds",
            "violations", "seed")
 
 
-@cli.command("torture")
-@click.argument("store", type=click.Path(file_okay=False))
+@command(cli, "torture", path="store", examples_=(
+    "kroniko-ops torture /tmp/torture --duration 60 --workers 4",
+    "kroniko-ops torture /tmp/torture --rounds 5 --seed 42 --json",
+    "kroniko-ops torture /tmp/powerloss --power-loss --operation backup"))
+@click.argument("store", type=click.Path(file_okay=False), required=False)  # not with --mutant list, --replay
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Writer processes per round.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -48,11 +54,13 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
 @click.option("--replay", type=click.Path(file_okay=False, exists=True), default=None,
               help="With --power-loss: a run folder a failure named; rebuild and check --state of it.")
 @click.option("--state", "state_text", default=None, help="With --replay: the state as the failure printed it.")
-@json_option
-def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | None, kill_rate: float,
-                seed: int | None, no_fsync: bool, segment_bytes: int | None, power_loss: bool,
+@click.option("--mutant", default=None, metavar="NAME",
+              help="Run the harness against a deliberately broken engine (it must exit 4 with the violation "
+                   "printed); 'list' prints them (docs/HARNESS.md).")
+def torture_cmd(run: Run, store: str | None, workers: int, duration: float | None, rounds: int | None,
+                kill_rate: float, seed: int | None, no_fsync: bool, segment_bytes: int | None, power_loss: bool,
                 operations: tuple[str, ...], states: int, samples: int, io_stride: int, replay: str | None,
-                state_text: str | None, as_json: bool) -> None:
+                state_text: str | None, mutant: str | None) -> None:
     """Hammer STORE with concurrent conditional appends, reads, retries and SIGKILLs, then prove
     the results: positions gap-free, acknowledged events kept, conditions honoured, rejections
     explained, real-time order kept, every read a committed prefix, and recover + fsck clean
@@ -60,14 +68,27 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
 
     STORE (a folder, or a postgresql:// URL) must be new, empty, or one torture used before.
     Exit 0 when no violation was found, 4 when one was (each printed with the operations involved
-    and the seed to replay it).
+    and the seed to replay it). With --mutant NAME the same runs go against a broken engine and
+    must exit 4; --mutant list prints the broken engines.
     """
+    as_json = run.as_json
+    if mutant == "list":
+        _list_mutants(run)
+        return
+    if store is None and not (power_loss and replay):
+        raise click.UsageError("missing argument STORE (a new or scratch folder)")
+    if mutant is not None and mutant not in MUTANTS:
+        raise click.UsageError(f"no mutant {mutant!r}; --mutant list prints them")
     if power_loss:
-        if is_url(store):
+        if store is not None and is_url(store):
             raise click.UsageError("--power-loss simulates a file store's disk; give it a scratch folder")
         _power_loss(store, seed, rounds or 1, states, samples, list(operations), io_stride, replay, state_text,
-                    as_json)
+                    mutant, run)
         return
+    assert store is not None
+    if mutant is not None and MUTANTS[mutant].operation != "torture":
+        click.echo(f"note: the mutant {mutant} breaks what the power-loss simulator checks (add --power-loss); "
+                   "a process kill keeps the page cache, so this run may well pass", err=True)
     tty = sys.stderr.isatty() and not as_json
 
     def tick(f: Figures) -> None:
@@ -77,7 +98,7 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
     if duration is None and rounds is None:
         duration = 60.0
     report = torture(store, workers=workers, duration=duration, rounds=rounds, kill_rate=kill_rate, seed=seed,
-                     durable=not no_fsync, segment_bytes=segment_bytes, on_round=tick)
+                     durable=not no_fsync, segment_bytes=segment_bytes, on_round=tick, mutant=mutant)
     if tty:
         click.echo("", err=True)
     if as_json:
@@ -88,7 +109,7 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
         fig = report.figures
         length = f"{fig['duration']:g}s" if fig["duration"] is not None else f"{fig['rounds']} rounds"
         click.echo(f"torture {report.path}: {fig['workers']} workers, {length}, kill rate "
-                   f"{fig['kill_rate']:g}, head {report.head}")
+                   f"{fig['kill_rate']:g}, head {report.head}" + (f", mutant {mutant}" if mutant else ""))
         for name in FIGURES:
             click.echo(f"  {name:<11} {fig[name]}")
         if fig.get("interrupted"):
@@ -102,26 +123,44 @@ def torture_cmd(store: str, workers: int, duration: float | None, rounds: int | 
 PL_FIGURES = ("runs", "crash_states", "acknowledged_checked", "events_lost", "violations")
 
 
-def _power_loss(folder: str, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
-                io_stride: int, replay_dir: str | None, state_text: str | None, as_json: bool) -> None:
+def _list_mutants(run: Run) -> None:
+    """``torture --mutant list``: every broken engine, the run that catches it and what it breaks
+    (with ``--json``: in the summary line, under ``mutants``)."""
+    if not run.as_json:
+        for m in MUTANTS.values():
+            where = "torture STORE" + ("" if m.operation == "torture" else f" --power-loss (operation {m.operation})")
+            click.echo(f"{m.name:<27} {where}\n{'':<27} breaks: {m.breaks}")
+    run.done(0, mutants=[{"name": m.name, "operation": m.operation, "breaks": m.breaks, "caught_as": m.caught_as}
+                         for m in MUTANTS.values()])
+
+
+def _power_loss(folder: str | None, seed: int | None, runs: int, states: int, samples: int, operations: list[str],
+                io_stride: int, replay_dir: str | None, state_text: str | None, mutant: str | None,
+                run: Run) -> None:
     """``torture --power-loss``: the simulator's figures per operation, or one replayed state."""
+    as_json = run.as_json
     if replay_dir is not None:
         if not state_text:
             raise click.UsageError("--replay needs --state (as the failure printed it)")
-        outcome = replay(replay_dir, parse_state(state_text), folder)
-        for problem in outcome.problems:
-            click.echo(problem)
-        click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
-                   f"{outcome.acked_checked} acknowledged events checked")
-        click.get_current_context().exit(4 if outcome.problems else 0)
+        outcome = replay(replay_dir, parse_state(state_text), folder or os.path.join(replay_dir, "replay"), mutant)
+        if not as_json:
+            for problem in outcome.problems:
+                click.echo(problem)
+            click.echo(f"state {outcome.state.describe()}: {len(outcome.problems)} problem(s), "
+                       f"{outcome.acked_checked} acknowledged events checked")
+        run.done(4 if outcome.problems else 0, problems=list(outcome.problems),
+                 acknowledged_checked=outcome.acked_checked)
+        return
+    assert folder is not None
     report = power_loss(folder, seed=seed, runs=runs, exhaustive_limit=states, samples=samples,
-                        operations=operations or None, io_stride=io_stride)
+                        operations=operations or None, io_stride=io_stride, mutant=mutant)
     if as_json:
         print_report(report, as_json=True)
     else:
         for f in report.findings:
             click.echo(f.message)
-        click.echo(f"torture --power-loss {report.path}: seed {report.figures['seed']}")
+        click.echo(f"torture --power-loss {report.path}: seed {report.figures['seed']}"
+                   + (f", mutant {mutant}" if mutant else ""))
         click.echo(f"  {'operation':<11}" + "".join(f"{name:>22}" for name in PL_FIGURES))
         for name, fig in report.figures.items():
             if isinstance(fig, dict) and "crash_states" in fig:

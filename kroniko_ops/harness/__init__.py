@@ -9,7 +9,8 @@ for the properties of ``docs/HARNESS.md``.
   :mod:`.logsummary`;
 - :mod:`.verify` adds property 6 (recover + fsck after kills) and reads the store through the
   engine;
-- :mod:`.mutants` are broken engines the tests run to prove the checker catches them;
+- :mod:`.mutants` are broken engines (``kroniko-ops torture --mutant NAME``) that the kill harness
+  or the power-loss simulator (:mod:`.powerloss`) must catch;
 - :mod:`.crash` kills processes at random moments and at every file operation of a commit;
 - :mod:`.faults` fails the Nth write/fsync/link/rename/open/unlink/truncate with EIO or ENOSPC;
 - :mod:`.scenarios` and :mod:`.maint` are the appends and maintenance operations those two sweep;

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .history import COMMITTED, ERROR, REJECTED, UNKNOWN, History, OpRecord, ReadRecord, query_text
 from .logsummary import LogEntry, Prior, matches
-from .reads import check_afters, check_reads
+from .reads import check_afters, check_heads, check_reads
 from .workload import QuerySpec
 
 INF = math.inf
@@ -83,6 +83,7 @@ def check(history: History, log: Sequence[LogEntry], base: int = 0, prior: Prior
     _presence(history, log, by_pos, batches, owner, out)
     _conditions(history, log, base, prior, batches, owner, out)
     check_afters(history, report)
+    check_heads(history, report)
     _real_time(history, batches, out)
     local = Prior()
     local.advance(log)

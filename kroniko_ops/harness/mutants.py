@@ -1,25 +1,30 @@
-"""Broken engines ("mutants") for proving that the checker catches what it claims to catch.
-
-Each is a subclass of :class:`~kroniko_ops.store.EventStore` with one deliberate bug; the
-engine's files stay untouched. A worker runs one when ``run_workload(..., mutant=NAME)`` is
-asked to (the tests do, on workloads where the bug must show), and the checker must then
-report a violation from the real run's history:
-
-- ``peek-past-head``: a read returns one event past the head it reports (a reader sees a
-  record its head says is not committed);
-- ``mid-batch-head``: a read stops inside the last batch and reports that as its head (a
-  reader sees part of a batch);
-- ``ignore-condition``: an append drops its condition;
-- ``drop-event``: a read leaves out the first event it should return.
+"""Broken engines ("mutants"): each guarantee the harness claims to prove has a broken twin here,
+which the harness must catch. The engine's files stay untouched: a mutant is a subclass of
+:class:`~kroniko_ops.store.EventStore` (the harness opens its stores with it) and/or patches,
+applied only inside the harness's own processes (:func:`applied`), of one named method or
+function each (``"module:Class.method"``), so that re-pointing one after a refactoring means
+changing one string. Run one with ``kroniko-ops torture STORE --power-loss --mutant NAME`` (or
+``kroniko-ops torture STORE --mutant NAME`` for the kill harness): it must exit 4 with the
+violation printed. ``--mutant list`` prints them; ``docs/HARNESS.md`` tells what catches each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import importlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+from .. import fileio
+from ..format import segment as segfmt
 from ..model import AppendCondition, Event, Query, SequencedEvent
 from ..store import EventStore
+from ..synced import SyncedState
+
+# -- broken reads and conditions (the kill harness) ----------------------------------------------
 
 
 class FakeResult:
@@ -72,9 +77,267 @@ class ForgetfulStore(EventStore):
         return FakeResult(real.head, list(real)[1:])
 
 
-STORES: dict[str, type[EventStore]] = {
-    "peek-past-head": PeekingStore,
-    "mid-batch-head": TornHeadStore,
-    "ignore-condition": CarelessStore,
-    "drop-event": ForgetfulStore,
-}
+class UnlockedWriteStore(EventStore):
+    """Releases the writer lock before writing the batch (and takes it back after): two writers
+    may then write the same positions."""
+
+    def _write(self, fd: int, data: bytes, tail: Any) -> None:
+        assert self._lock is not None
+        self._lock.release()
+        try:
+            time.sleep(0.0005)
+            super()._write(fd, data, tail)
+        finally:
+            self._lock.acquire(self.lock_timeout)
+
+
+# -- broken durability (the power-loss simulator) ------------------------------------------------
+
+
+class NoLogFsyncStore(EventStore):
+    """Acknowledges an append (and advances the synced position) without the fsync of the log."""
+
+    def _sync_and_advance(self, fd: int | None, tail: Any) -> None:
+        super()._sync_and_advance(None, tail)  # no descriptor: nothing to fsync
+
+
+class RetryAckUnsyncedStore(EventStore):
+    """Acknowledges an idempotent retry as soon as it finds the batch, without making it durable
+    (the batch may be a dead writer's, written but never fsynced)."""
+
+    _retrying = False
+
+    def _check_ids(self, ids: list[str], tail: Any) -> int | None:
+        done = super()._check_ids(ids, tail)
+        self._retrying = done is not None
+        return done
+
+    def _acknowledge(self, fd: int | None, tail: Any, result: int) -> int:
+        if self._retrying:
+            self._retrying = False
+            return result
+        return super()._acknowledge(fd, tail, result)
+
+
+class RejectUnsyncedStore(EventStore):
+    """Raises a condition failure without first making the conflicting event durable."""
+
+    def _check_condition(self, condition: AppendCondition, tail: Any) -> None:
+        self._sync_and_advance = lambda fd, tail: None  # type: ignore[method-assign]
+        try:
+            super()._check_condition(condition, tail)
+        finally:
+            del self._sync_and_advance
+
+
+class IndexAheadStore(EventStore):
+    """Trusts an index that is ahead of the log (a power cut took back records it had seen)."""
+
+    def _check_index(self, cp: tuple[int, bytes], tail: Any) -> None:
+        if cp[0] > tail.position:
+            self._index_checked = cp
+            return
+        super()._check_index(cp, tail)
+
+
+class ReadsPastSyncedStore(EventStore):
+    """Readers see every whole committed record written, not only those up to the synced position."""
+
+    def _state(self) -> SyncedState:
+        state = super()._state()
+        try:
+            fd = os.open(os.path.join(self.layout.log_dir, segfmt.seg_name(state.segment)), os.O_RDONLY)
+        except OSError:
+            return state
+        try:
+            for rec in segfmt.scan(fd, state.end, os.fstat(fd).st_size):
+                if rec.commit:
+                    state = SyncedState(rec.position, state.segment, rec.end, rec.chain, state.boot)
+        except Exception:  # a record being written: stop before it
+            pass
+        finally:
+            os.close(fd)
+        return state
+
+
+def _advance_first(original: Callable[..., None]) -> Callable[..., None]:
+    def sync_and_advance(self: Any, fd: int | None, tail: Any) -> None:
+        self.synced.advance(tail.position, tail.segment, tail.end, tail.chain)
+        if fd is not None:
+            self.syncer.file(fd, "active segment")
+    return sync_and_advance
+
+
+def _advance_unconditionally(original: Callable[..., bool]) -> Callable[..., bool]:
+    def advance(self: Any, position: int, segment: int, end: int, chain: bytes) -> bool:
+        cur = self.read()
+        if cur is not None and cur.poisoned:
+            return False
+        self._write(SyncedState(position, segment, end, chain, self.boot, False))
+        return True
+    return advance
+
+
+def _not_durable(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The function called with ``durable=False`` (its keyword or its last positional argument)."""
+    def call(*args: Any, **kw: Any) -> Any:
+        if "durable" in kw:
+            return original(*args, **{**kw, "durable": False})
+        return original(*args[:-1], False, **kw)
+    return call
+
+
+def _without_head_chain_finding(original: Callable[..., None]) -> Callable[..., None]:
+    def walk(chain: Any, report: Any, *rest: Any, **kw: Any) -> None:
+        original(chain, report, *rest, **kw)
+        report.findings[:] = [f for f in report.findings if "chain at the head differs" not in f.message]
+    return walk
+
+
+def _drop_last_block(original: Callable[..., Any]) -> Callable[..., Any]:
+    def finish(self: Any, last_chain: bytes | None = None) -> Any:
+        self._pending.clear()  # the records not yet in a block never reach the pack
+        return original(self, last_chain)
+    return finish
+
+
+def _copy_past_synced_end(original: Callable[..., Any]) -> Callable[..., Any]:
+    def active(lay: Any, state: Any) -> Any:
+        part = original(lay, state)
+        head = part.files[0]
+        head.size = os.fstat(head.fd).st_size  # as far as written, synced or not
+        return part
+    return active
+
+
+def _pack_without_fsync(original: Callable[..., Any]) -> Callable[..., Any]:
+    def write(lay: Any, syncer: Any, *rest: Any) -> Any:
+        return original(lay, fileio.Syncer(False), *rest)
+    return write
+
+
+def _roll_without_folder_fsync(original: Callable[..., None]) -> Callable[..., None]:
+    def create_next(self: Any, first: int, spare: str) -> None:
+        fileio.rename(spare, os.path.join(self.layout.log_dir, segfmt.seg_name(first)))  # log/ is not fsynced
+    return create_next
+
+
+def _tail_from_file_size(original: Callable[..., Any]) -> Callable[..., Any]:
+    def quick_tail(self: Any) -> Any:
+        if self.tail is not None and self.fd is not None and self.tail.segment == self.first and not self.rolled():
+            # "The file is as long as when this handle last wrote, so nothing was written since":
+            # true of a growing file, false of a preallocated one, whose size never changes.
+            return self.tail
+        return original(self)
+    return quick_tail
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One broken behaviour: what it breaks, the harness run that must catch it (``operation``:
+    a power-loss operation, or ``torture`` for the kill harness), the violation it is caught
+    with (a regular expression the report matches), its store class and its patches
+    (``"module:attribute"`` with a function from the original to its replacement)."""
+
+    name: str
+    breaks: str
+    operation: str
+    caught_as: str
+    store: type[EventStore] | None = None
+    patches: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+
+
+MUTANTS: dict[str, Mutant] = {m.name: m for m in (
+    Mutant("no-log-fsync", "an append is acknowledged without the fsync of the log", "append",
+           "is missing", NoLogFsyncStore),
+    Mutant("synced-before-fsync", "the synced position (what readers see) advances before the fsync "
+           "(EventStore._sync_and_advance)", "append", "shown to a reader",
+           patches=(("kroniko_ops.store:EventStore._sync_and_advance", _advance_first),)),
+    Mutant("reader-past-synced", "readers read every committed record written, past the synced position "
+           "(EventStore._state)", "append", "shown to a reader", ReadsPastSyncedStore),
+    Mutant("roll-no-dir-fsync", "a preallocated segment takes its name at a roll without fsyncing log/ "
+           "(SegmentFiles.create_next)", "roll", "does not open|is missing",
+           patches=(("kroniko_ops.segments:SegmentFiles.create_next", _roll_without_folder_fsync),)),
+    Mutant("tail-from-file-size", "a writer tells whether others appended from the file's size, not from the "
+           "bytes at its tail (a preallocated segment never grows: it writes over their records) "
+           "(Writer.quick_tail)", "concurrent", "acknowledged .* is|is missing|does not open",
+           patches=(("kroniko_ops.writer:Writer.quick_tail", _tail_from_file_size),)),
+    Mutant("retry-ack-unsynced", "an idempotent retry is acknowledged without making the batch it found durable "
+           "(EventStore._acknowledge after _check_ids)", "concurrent", "is missing", RetryAckUnsyncedStore),
+    Mutant("reject-unsynced", "a condition failure is raised before the conflicting event is durable "
+           "(EventStore._check_condition)", "concurrent", "the conflict was not durable", RejectUnsyncedStore),
+    Mutant("synced-backwards", "the synced position may move backwards: a writer whose fsync finished late "
+           "lowers it (SyncedFile.advance)", "concurrent", "moved back",
+           patches=(("kroniko_ops.synced:SyncedFile.advance", _advance_unconditionally),)),
+    Mutant("index-ahead-unchecked", "an index ahead of the log is trusted on open (EventStore._check_index)",
+           "append", "not in the log", IndexAheadStore),
+    Mutant("restore-no-fsync", "restore writes its files and folders without fsync (ops/backup/apply.py: "
+           "_write, _sync_tree)", "restore", "was published",
+           patches=(("kroniko_ops.ops.backup.apply:_write", _not_durable),
+                    ("kroniko_ops.ops.backup.apply:_sync_tree", _not_durable))),
+    Mutant("verify-skips-head-chain", "verify-backup does not compare the chain at the head with the manifest's "
+           "(ops/backup/verify.py: walk)", "backup", "another head chain",
+           patches=(("kroniko_ops.ops.backup.verify:walk", _without_head_chain_finding),)),
+    Mutant("backup-past-synced", "backup copies the active segment as far as it is written, past the synced end "
+           "(ops/backup/snapshot.py: _active)", "backup", "failed with no fault injected",
+           patches=(("kroniko_ops.ops.backup.snapshot:_active", _copy_past_synced_end),)),
+    Mutant("compact-drops-last-block", "compaction drops a pack's last block (format/pack.py: PackWriter.finish)",
+           "compact", "failed with no fault injected",
+           patches=(("kroniko_ops.format.pack:PackWriter.finish", _drop_last_block),)),
+    Mutant("compact-no-fsync", "compaction publishes packs it never fsynced (ops/compact/packing.py: write)",
+           "compact", "does not open|is missing|engine failed",
+           patches=(("kroniko_ops.ops.compact.packing:write", _pack_without_fsync),)),
+    Mutant("lock-released-before-write", "the writer lock is released before the batch is written "
+           "(EventStore._write)", "torture", "property [0-9]", UnlockedWriteStore),
+    Mutant("peek-past-head", "a read returns one event past the head it reports", "torture", r"\(read-",
+           PeekingStore),
+    Mutant("mid-batch-head", "a read stops inside the last batch and calls that its head", "torture",
+           "read-mid-batch", TornHeadStore),
+    Mutant("ignore-condition", "an append drops its condition", "torture", "condition-violated", CarelessStore),
+    Mutant("drop-event", "a read leaves out the first event it should return", "torture", "read-wrong-result",
+           ForgetfulStore),
+)}
+
+# The kill harness's workers open their store with these (by name).
+STORES: dict[str, type[EventStore]] = {m.name: m.store or EventStore for m in MUTANTS.values()}
+
+
+def get(name: str) -> Mutant:
+    """The mutant called ``name``; KeyError naming the known ones otherwise."""
+    try:
+        return MUTANTS[name]
+    except KeyError:
+        raise KeyError(f"no mutant {name!r}; choose from {', '.join(MUTANTS)}") from None
+
+
+def _target(spec: str) -> tuple[Any, str]:
+    module, _, attr = spec.partition(":")
+    owner: Any = importlib.import_module(module)
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    return owner, name
+
+
+@contextmanager
+def applied(name: str | None) -> Iterator[Mutant | None]:
+    """Apply the patches of mutant ``name`` (None: none) in this process (and the processes it
+    forks) for the ``with`` body; undo them after."""
+    if name is None:
+        yield None
+        return
+    mutant = get(name)
+    undo: list[tuple[Any, str, Any]] = []
+    try:
+        for spec, make in mutant.patches:
+            owner, attr = _target(spec)
+            original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+            undo.append((owner, attr, original))
+            setattr(owner, attr, make(getattr(owner, attr)))
+        yield mutant
+    finally:
+        for owner, attr, original in reversed(undo):
+            setattr(owner, attr, original)

@@ -10,6 +10,7 @@ final log, the checker requires of every recorded read:
 - it returned exactly the committed events matching its query in its range, in order
   (``read-wrong-result``: count and digest of positions and body hashes recomputed from the
   final log; ``read-unordered``);
+- its head is at or past the head of every earlier read of its worker (``head-went-back``);
 
 and of every conditional append with an ``after``: its process actually read that head before
 invoking it (``after-not-read``, property 3: a condition is only as good as the head it names;
@@ -77,6 +78,19 @@ def _result(r: ReadRecord, summaries: tuple[Prior, ...], report: Report) -> None
             detail += "; the same positions, but other event bodies"
     report(7, "read-wrong-result", f"{r.name} did not return exactly the committed events matching its query up "
            f"to its head {r.head}: {detail}", [], [r])
+
+
+def check_heads(history: History, report: Report) -> None:
+    """No process sees the head go back: a read that started after another of the same worker
+    completed answers for a head at or past that one's (``head-went-back``)."""
+    last: dict[int, ReadRecord] = {}
+    for r in sorted(history.reads, key=lambda r: r.invoke):
+        before = last.get(r.worker)
+        if before is not None and before.complete <= r.invoke and r.head < before.head:
+            report(7, "head-went-back", f"{r.name} answered for head {r.head}, but {before.name} of the same worker "
+                   f"answered for head {before.head} before it started: the head went back", [], [before, r])
+        if before is None or r.head >= before.head:
+            last[r.worker] = r
 
 
 def check_afters(history: History, report: Report) -> None:

@@ -28,6 +28,7 @@ from ..report import Report
 from .checker import Prior, Violation, check
 from .crash import random_kills
 from .history import COMMITTED, REJECTED, UNKNOWN
+from .mutants import MUTANTS
 from .verify import chain_at, entry_reader, read_log, recover_and_fsck
 from .worker import HarnessError, RunResult, context, run_workload
 from .workload import Limits, generate
@@ -72,7 +73,8 @@ def _claim(path: str, durable: bool, segment_bytes: int | None) -> int:
 def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rate: float = 0.2,
             seed: int | None = None, durable: bool = True, max_ops: int = 8, max_batch: int = 20,
             rounds: int | None = None, segment_bytes: int | None = None, recover: bool = True,
-            method: str = "forkserver", on_round: Callable[[Figures], None] | None = None) -> Report:
+            method: str = "forkserver", on_round: Callable[[Figures], None] | None = None,
+            mutant: str | None = None) -> Report:
     """Run the harness against the store at ``path`` for ``duration`` seconds and/or ``rounds``
     rounds (whichever ends first; at least one must be given); return a report whose figures
     hold the totals and whose findings are the violations (exit 4 when any).
@@ -83,7 +85,8 @@ def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rat
     seal under the workers). ``recover=False`` skips recover + fsck (property 6). Stops at the
     first round with a violation and names its seed (property 0 marks a round the harness could
     not finish, e.g. a worker that hung: possibly a deadlock). Ctrl-C stops after reaping the
-    round's workers; the store is then recovered and checked as usual.
+    round's workers; the store is then recovered and checked as usual. ``mutant`` names a broken
+    engine of :mod:`.mutants` for the workers to run (the run must then find a violation).
     """
     if not 1 <= workers <= 64:
         raise InvalidArgument(f"workers must be between 1 and 64, got {workers}")
@@ -95,6 +98,8 @@ def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rat
         raise InvalidArgument(f"rounds must be at least 1, got {rounds}")
     if not 0.0 <= kill_rate <= 1.0:
         raise InvalidArgument(f"kill rate must be between 0 and 1, got {kill_rate}")
+    if mutant is not None and mutant not in MUTANTS:
+        raise InvalidArgument(f"no mutant {mutant!r}; kroniko-ops torture --mutant list prints them")
     path = os.fspath(path)  # a folder, or a postgresql:// URL (docs/POSTGRES.md)
     seed = random.SystemRandom().getrandbits(32) if seed is None else seed
     report = Report("torture", display(path))
@@ -115,7 +120,7 @@ def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rat
         kills = random_kills(random.Random(round_seed), workers, kill_rate, horizon)
         t = time.monotonic()
         try:
-            result = run_workload(path, workload, kills, ctx=ctx)
+            result = run_workload(path, workload, kills, ctx=ctx, mutant=mutant)
         except HarnessError as exc:  # a hung worker may be a deadlock: report it, do not crash
             figures.violations.append(Violation(0, "harness-error", str(exc)))
             figures.failing_round, figures.failing_seed = figures.rounds, round_seed
@@ -125,18 +130,22 @@ def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rat
             break
         if not result.kills:
             horizon = 0.8 * horizon + 0.2 * (time.monotonic() - t)
-        found: list[Violation] = []
-        if chain_at(path, base) != chain:
-            found.append(Violation(2, "prefix-changed", f"the log up to position {base} changed during the round"))
-        if result.kills and recover:
-            found += recover_and_fsck(path, quick=True)
-            figures.recoveries += 1
-        log = read_log(path, base)
-        found += check(result.history, log, base, prior)
-        prior.advance(log)
-        base = log[-1].position if log else base
-        chain = chain_at(path, base)
         _count(figures, result)
+        try:
+            found: list[Violation] = []
+            if chain_at(path, base) != chain:
+                found.append(Violation(2, "prefix-changed", f"the log up to position {base} changed during the round"))
+            if result.kills and recover:
+                found += recover_and_fsck(path, quick=True)
+                figures.recoveries += 1
+            log = read_log(path, base)
+            found += check(result.history, log, base, prior)
+            prior.advance(log)
+            base = log[-1].position if log else base
+            chain = chain_at(path, base)
+        except Exception as exc:  # a store the engine cannot read back is a finding, never a traceback
+            found.append(Violation(2, "unreadable-store", f"reading the store back after the round failed: "
+                                   f"{type(exc).__name__}: {exc}", list(result.history.ops)[:6]))
         if found:
             figures.violations += found
             figures.failing_round, figures.failing_seed = figures.rounds, round_seed
@@ -146,7 +155,7 @@ def torture(path: str, workers: int = 4, duration: float | None = 60.0, kill_rat
     if not figures.violations and recover:
         figures.violations += recover_and_fsck(path)
         figures.recoveries += 1
-    return _report(report, figures, path, seed, workers, duration, kill_rate, recover)
+    return _report(report, figures, path, seed, workers, duration, kill_rate, recover, mutant)
 
 
 def _count(figures: Figures, result: RunResult) -> None:
@@ -163,9 +172,12 @@ def _count(figures: Figures, result: RunResult) -> None:
 
 
 def _report(report: Report, figures: Figures, path: str, seed: int, workers: int, duration: float | None,
-            kill_rate: float, have_p6: bool) -> Report:
-    with open_store(path, create=False, durable=False) as s:
-        report.head = s.head()
+            kill_rate: float, have_p6: bool, mutant: str | None) -> Report:
+    try:
+        with open_store(path, create=False, durable=False) as s:
+            report.head = s.head()
+    except Exception as exc:  # already reported as a violation when the store was damaged
+        report.add("store-unreadable", "error", display(path), f"the store does not open: {type(exc).__name__}: {exc}")
     for v in figures.violations:
         report.add(f"violation-p{v.prop}-{v.code}", "error", display(path), v.render(), None)
     report.figures.update(
@@ -173,7 +185,7 @@ def _report(report: Report, figures: Figures, path: str, seed: int, workers: int
         operations=figures.operations, commits=figures.commits, rejections=figures.rejections,
         unknown=figures.unknown, reads=figures.reads, kills=figures.kills, recoveries=figures.recoveries,
         violations=len(figures.violations), property6=have_p6,
-        interrupted=figures.interrupted,
+        interrupted=figures.interrupted, mutant=mutant,
     )
     if figures.failing_round is not None:
         report.figures.update(failing_round=figures.failing_round, failing_round_seed=figures.failing_seed)

@@ -83,10 +83,16 @@ def recover_and_fsck(path: str, quick: bool = False) -> list[Violation]:
         if report.exit_code != 0:
             out.append(Violation(6, "fsck-not-clean", f"fsck exits {report.exit_code}: {_findings(report)}"))
         return out
-    rec = kroniko_ops.recover(path)  # type: ignore[attr-defined]
+    try:
+        rec = kroniko_ops.recover(path)  # type: ignore[attr-defined]
+    except Exception as exc:  # with no fault injected, a failing recover is a finding, not a traceback
+        return [Violation(6, "recover-failed", f"recover failed: {type(exc).__name__}: {exc}")]
     if rec.exit_code & 4:
         out.append(Violation(6, "recover-failed", f"recover left problems (exit {rec.exit_code}): {_findings(rec)}"))
-    report = kroniko_ops.fsck(path, quick=quick)  # type: ignore[attr-defined]
+    try:
+        report = kroniko_ops.fsck(path, quick=quick)  # type: ignore[attr-defined]
+    except Exception as exc:
+        return [*out, Violation(6, "fsck-failed", f"fsck failed: {type(exc).__name__}: {exc}")]
     if report.exit_code != 0:
         out.append(Violation(6, "fsck-not-clean", f"fsck after recover exits {report.exit_code}: {_findings(report)}"))
     return out

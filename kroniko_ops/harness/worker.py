@@ -26,7 +26,7 @@ from ..postgres import is_url, open_store
 from ..store import EventStore
 from . import history as hist
 from .crash import kill_at_nth_op
-from .mutants import STORES
+from .mutants import applied
 from .workload import OpPlan, QuerySpec, Workload, condition_for, to_events, to_query
 
 START_TIMEOUT = 60.0
@@ -72,8 +72,12 @@ def worker_main(args: WorkerArgs, ready: Any, go: Any) -> None:
     start, say) would leave the others blocked forever. A pipe has no such lock: the parent
     closes its end of ``go`` and every worker sees end-of-file at once.
     """
+    with applied(args.mutant) as mutant:  # this process only: it ends with the schedule
+        _serve(args, ready, go, open_store if mutant is None else mutant.store or EventStore)
+
+
+def _serve(args: WorkerArgs, ready: Any, go: Any, engine: Any) -> None:
     rec = hist.Recorder(args.history)
-    engine = open_store if args.mutant is None else STORES[args.mutant]
     store = engine(args.path, durable=args.workload.durable, create=False, lock_timeout=args.lock_timeout)
     ready.send_bytes(b"r")
     ready.close()

@@ -31,7 +31,7 @@ def fsck_target(target: str, *, quick: bool = False, repair: bool = False, dry_r
     return pg_fsck(target, quick=quick, max_errors=max_errors, ref_fields=ref_fields, refs_only=refs_only)
 
 
-def migrate_target(source: str, target: str, *, dry_run: bool = False) -> Report:
+def migrate_target(source: str, target: str, *, dry_run: bool = False, progress: bool = False) -> Report:
     """``migrate``: a folder to a URL, a URL to a folder, or (neither a URL) a legacy Ruby store
     to a new file store (:func:`kroniko_ops.migrate`)."""
     if is_url(source) and is_url(target):
@@ -40,7 +40,7 @@ def migrate_target(source: str, target: str, *, dry_run: bool = False) -> Report
     if not is_url(source) and not is_url(target):
         from ..legacy.migrate import migrate
 
-        return migrate(source, target, dry_run=dry_run, quiet=False)
+        return migrate(source, target, dry_run=dry_run, quiet=not progress)
     if dry_run:
         raise InvalidArgument("--dry-run applies to migrating a legacy store")
     from .transfer import from_postgres, to_postgres

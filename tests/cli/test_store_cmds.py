@@ -204,13 +204,19 @@ def test_read_json_objects_and_summary(shop: str) -> None:
     events, summary = objs[:-1], objs[-1]
     assert [e["position"] for e in events] == [1, 2, 3, 4, 5]
     for e in events:
-        assert set(e) == {"kind", "position", "id", "type", "tags", "data", "metadata"}
+        assert set(e) == {"kind", "position", "id", "type", "tags", "data", "metadata", "batch_end", "commit_us",
+                          "committed_at"}
         assert e["kind"] == "event"
+    stamp = {"commit_us": events[3]["commit_us"], "committed_at": events[3]["committed_at"]}
     assert events[3] | {"id": None} == {"kind": "event", "position": 4, "id": None, "type": "ItemAdded",
                                          "tags": ["cart:2", "sku:pear"], "data": {"sku": "pear"},
-                                         "metadata": {"by": "ada"}}
+                                         "metadata": {"by": "ada"}, "batch_end": False, **stamp}
     assert events[4]["id"] == "checkout-1"
-    assert summary == {"kind": "summary", "exit_code": 0, "head": 5, "events": 5}
+    # the five were appended as one batch: it ends at 5, and all share its commit time
+    assert [e["batch_end"] for e in events] == [False, False, False, False, True]
+    assert {(e["commit_us"], e["committed_at"]) for e in events} == {(stamp["commit_us"], stamp["committed_at"])}
+    assert summary.pop("seconds") >= 0
+    assert summary == {"kind": "summary", "operation": "read", "path": shop, "exit_code": 0, "head": 5, "events": 5}
 
 
 def test_read_filters(shop: str) -> None:
@@ -253,8 +259,8 @@ def test_head(shop: str) -> None:
 def test_stats(shop: str) -> None:
     res = run("stats", shop, "--json")
     assert res.exit_code == 0
-    (obj,) = jsonl(res.stdout)
-    assert obj["kind"] == "stats"
+    obj, summary = jsonl(res.stdout)
+    assert obj["kind"] == "stats" and summary["kind"] == "summary" and summary["exit_code"] == 0
     assert obj["head"] == 5 and obj["segment_events"] == 5 and obj["temp_files"] == 0
     assert obj["segments"] == 1 and obj["packs"] == 0 and obj["index_checkpoint"] in (0, 5)
     text = run("stats", shop)
@@ -264,7 +270,7 @@ def test_stats(shop: str) -> None:
 def test_stats_counts_events_whose_id_looks_like_a_temp_name(shop: str) -> None:
     # ".tmp-1" is a legal id (A-Z a-z 0-9 . _ -): an event, never counted as a temp file.
     assert run("append", shop, input='{"type": "A", "id": ".tmp-1"}').exit_code == 0
-    (obj,) = jsonl(run("stats", shop, "--json").stdout)
+    obj, _summary = jsonl(run("stats", shop, "--json").stdout)
     assert (obj["segment_events"], obj["temp_files"]) == (6, 0)
 
 

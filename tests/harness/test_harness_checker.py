@@ -187,6 +187,19 @@ def test_stale_read() -> None:
     assert names(v) == {"w0#0", "w1#0r"}
 
 
+def test_a_head_that_goes_back_within_a_process() -> None:
+    """A worker that read head 3 and then, in a later read, head 1 saw the head go back (the
+    synced position was lowered under it), even though each read alone is a committed prefix."""
+    a = op(0, 0, pos=1, inv=0, comp=5)
+    b = op(0, 1, 2, pos=3, inv=6, comp=10)
+    log = log_of(a, b)
+    first, again = read_of(1, 0, log, 3, inv=11, comp=12), read_of(1, 1, log, 1, inv=13, comp=14)
+    v = only(check(History([a, b], [first, again]), log), "head-went-back")
+    assert v.prop == 7 and names(v) == {"w1#0r", "w1#1r"} and "head 1" in v.message
+    overlapping = read_of(1, 1, log, 1, inv=5, comp=14)  # started before the other read ended: no order
+    assert check(History([a, b], [first, overlapping]), log) == []
+
+
 def test_a_read_in_the_middle_of_a_batch() -> None:
     """A read whose head splits a batch of three saw part of it (even if what it returned is
     exactly the log up to that head)."""

@@ -6,7 +6,6 @@ its final name is sound, and the operation then runs to the end."""
 from __future__ import annotations
 
 import logging
-import os
 
 from kroniko_ops.harness.powerloss.iofaults import io_sweep
 from kroniko_ops.harness.powerloss.simulate import OPERATIONS
@@ -14,9 +13,9 @@ from kroniko_ops.harness.powerloss.simulate import OPERATIONS
 MAINTENANCE = {"compact", "backup", "restore", "reindex", "recover", "migrate"}
 
 
-def test_no_failed_file_operation_of_a_maintenance_operation_damages_a_store(tmp_path: os.PathLike[str]) -> None:
+def test_no_failed_file_operation_of_a_maintenance_operation_damages_a_store(sweep_dir: str) -> None:
     logging.getLogger("kroniko_ops").setLevel(logging.CRITICAL)
-    figures = io_sweep(OPERATIONS, stride=2, scratch=str(tmp_path))  # every other one: CI size
+    figures = io_sweep(OPERATIONS, stride=2, scratch=sweep_dir)  # every other one: CI size
     assert set(figures) == MAINTENANCE
     for name, f in figures.items():
         print(f"io-errors {name}: {f.as_dict()}")

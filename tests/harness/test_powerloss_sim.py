@@ -6,24 +6,25 @@ from __future__ import annotations
 
 import os
 import random
-import time
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kroniko_ops import EventStore, fileio
+from kroniko_ops.harness.mutants import applied
+from kroniko_ops.harness.powerloss import materialize
 from kroniko_ops.harness.powerloss.model import CrashState, Model, parse_state, sampled, single_faults
-from kroniko_ops.harness.powerloss.run import ACTIONS, STORE, Action
 from kroniko_ops.harness.powerloss.simulate import OPERATIONS, replay, simulate
-from kroniko_ops.writer import Writer
+from kroniko_ops.harness.powerloss.trace import trace_problems
 
 # -- the engine, every operation, CI size -------------------------------------------------------
 
 
-def test_no_acknowledged_or_shown_event_is_lost_in_any_crash_state(tmp_path: os.PathLike[str]) -> None:
-    figures = simulate(OPERATIONS, seed=20261201, runs=1, exhaustive_limit=260, samples=60, scratch=str(tmp_path))
+def test_no_acknowledged_or_shown_event_is_lost_in_any_crash_state(sweep_dir: str) -> None:
+    """Every operation, CI size: no state loses an acknowledged, shown or conflicting event, no
+    check of a state or of a run finds anything (the model does not depend on the disk below:
+    the folder is in RAM when it can be)."""
+    figures = simulate(OPERATIONS, seed=20261201, runs=1, exhaustive_limit=260, samples=60, scratch=sweep_dir)
     assert set(figures) >= {"append", "batch", "concurrent", "roll", "compact", "backup", "restore", "reindex",
                             "recover", "migrate"}
     for name, f in figures.items():
@@ -37,84 +38,20 @@ def test_no_acknowledged_or_shown_event_is_lost_in_any_crash_state(tmp_path: os.
 # -- broken engines are caught ----------------------------------------------------------------
 
 
-class NoCommitFsync(EventStore):
-    """Acknowledges appends without the fsync that covers them."""
-
-    def _sync_and_advance(self, fd: int | None, tail: object) -> None:
-        self.synced.advance(tail.position, tail.segment, tail.end, tail.chain)  # type: ignore[attr-defined]
-
-
-class AdvanceBeforeFsync(EventStore):
-    """Shows readers a position before it is fsynced (the window made wide enough to be hit)."""
-
-    def _sync_and_advance(self, fd: int | None, tail: object) -> None:
-        self.synced.advance(tail.position, tail.segment, tail.end, tail.chain)  # type: ignore[attr-defined]
-        time.sleep(0.005)
-        if fd is not None:
-            self.syncer.file(fd)
-
-
-class _NoDirFsyncWriter(Writer):
-    def create_next(self, first: int, spare: str) -> None:
-        fileio.rename(spare, os.path.join(self.layout.log_dir, f"{first:012d}.seg"))  # log/ is not fsynced
-
-
-class _FileSizeWriter(Writer):
-    def quick_tail(self):  # type: ignore[no-untyped-def]
-        if self.tail is not None and self.fd is not None and self.tail.segment == self.first and not self.rolled():
-            # "The file is as long as when this handle last wrote, so nothing was written since":
-            # true of a growing file, false of a preallocated one, whose size never changes.
-            return self.tail
-        return super().quick_tail()
-
-
-class TailFromFileSize(EventStore):
-    """Tells whether other writers appended from the file's size instead of the bytes at its
-    tail (it never sees them, and writes over their records)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._writer.__class__ = _FileSizeWriter
-
-
-class NewSegmentWithoutFolderFsync(EventStore):
-    """Rolls to a new segment without making its name (and the sealed index's) durable."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._writer.__class__ = _NoDirFsyncWriter
-
-
-def _compact_publishing_unsynced_packs(root: str) -> None:
-    from kroniko_ops import compact
-
-    compact(os.path.join(root, STORE), durable=False)  # packs renamed into place before any fsync
-
-
-ACTIONS["compact-unsynced"] = Action(ACTIONS["compact"].prepare, _compact_publishing_unsynced_packs,
-                                     ACTIONS["compact"].verify)
-OPERATIONS_FOR_MUTANTS = {**OPERATIONS, "compact-unsynced": replace(OPERATIONS["compact"], action="compact-unsynced")}
-
-
-@pytest.mark.parametrize(("factory", "operation"), [
-    (NoCommitFsync, "append"),
-    (AdvanceBeforeFsync, "concurrent"),
-    (NewSegmentWithoutFolderFsync, "roll"),
-    (TailFromFileSize, "concurrent"),
-    (EventStore, "compact-unsynced"),
-])
-def test_a_broken_engine_is_caught_with_the_state_that_shows_it(tmp_path: os.PathLike[str], factory: type,
-                                                                 operation: str) -> None:
-    ops = {operation: OPERATIONS_FOR_MUTANTS[operation]}
-    if factory is AdvanceBeforeFsync:  # more readers, so that one reads inside the widened window
-        ops = {operation: replace(OPERATIONS[operation], readers=3, appends=8)}
-    figures = simulate(ops, seed=7, runs=1, exhaustive_limit=400, samples=100, factory=factory,
-                       scratch=str(tmp_path))[operation]
-    assert figures.violations > 0, figures.as_dict()
-    first = figures.failures[0]
-    print(f"{factory.__name__} caught:\n{first.describe()}")
-    assert "--state" in first.describe() and first.problems
-    again = replay(first.run_dir, parse_state(first.state.describe()), str(tmp_path / "replay"))
+@pytest.mark.parametrize("name", ["no-log-fsync", "synced-before-fsync", "roll-no-dir-fsync", "compact-no-fsync",
+                                  "index-ahead-unchecked", "tail-from-file-size"])
+def test_a_broken_engine_is_caught_with_the_state_that_shows_it(sweep_dir: str, name: str) -> None:
+    """Each state-level finding names the state, and replaying that state alone (with the same
+    broken engine) shows the same damage."""
+    with applied(name) as mutant:
+        assert mutant is not None
+        figures = simulate({mutant.operation: OPERATIONS[mutant.operation]}, seed=7, runs=1, exhaustive_limit=300,
+                           samples=60, factory=mutant.store, scratch=sweep_dir)[mutant.operation]
+        assert figures.violations > 0, figures.as_dict()
+        first = next(f for f in figures.failures if f.state is not None)
+        print(f"{name} caught:\n{first.describe()}")
+        assert "--state" in first.describe() and first.problems
+    again = replay(first.run_dir, parse_state(first.state.describe()), os.path.join(sweep_dir, "replay"), name)
     assert again.problems, "replaying the reported state must show the same damage"
 
 
@@ -168,6 +105,32 @@ def test_a_write_is_durable_only_after_a_sync_that_started_after_it() -> None:
     ops[2]["t0"] = ops[1]["t1"]
     model = Model.build(ops, "/r", set())
     assert [c.i for c in model.volatile(4)] == [0, 3]  # the create still needs its folder's fsync
+
+
+def test_a_folder_renamed_whole_takes_its_files_and_needs_each_name_synced(tmp_path) -> None:
+    """A store built under a temp name and published by renaming the folder: the published name
+    holds the files; a file whose name in the folder was not fsynced before the rename may be
+    lost (and the run's trace check says so), and so is everything in a subfolder whose own
+    name was lost."""
+    ops = [_op("mkdir", "tmp", 0), _op("mkdir", "tmp/log", 1), _op("create", "tmp/log/s", 2),
+           _op("write", "tmp/log/s", 3, offset=0, data=b"abc"), _op("fdatasync", "tmp/log/s", 4),
+           _op("fsync_dir", "tmp/log", 5), _op("fsync_dir", "tmp", 6), _op("create", "tmp/F", 7),
+           _op("rename", "final", 8, src="/r/tmp"), _op("fsync_dir", ".", 9)]
+    model = Model.build(ops, "/r", set())
+    assert {c.i for c in model.changes if c.durable_at is not None} == {0, 1, 2, 3, 8}
+    (tmp_path / materialize.SNAPSHOT).mkdir()
+
+    def build(state: CrashState) -> set[str]:
+        dest = tmp_path / f"s{state.cut}-{sorted(state.dropped)}"
+        materialize.build(model, state, str(tmp_path), str(dest), [])
+        return {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+
+    assert build(CrashState(len(ops))) == {"final/log/s", "final/F"}
+    assert build(CrashState(len(ops), frozenset({7}))) == {"final/log/s"}
+    assert build(CrashState(5, frozenset({1}))) == set()  # tmp/log's name lost: its file with it
+    assert trace_problems(model, []) == [
+        "final/F was published (rename at change 8) before its name was made durable (no fsync of its folder "
+        "after change 7)"]
 
 
 def test_a_state_description_round_trips() -> None:

@@ -80,7 +80,8 @@ def test_append_read_head_stats_on_a_url(pg_url: str) -> None:
     assert docs[-1]["head"] == 2
     assert run("head", pg_url).stdout.strip() == "2"
     res = run("stats", pg_url, "--json")
-    st = orjson.loads(res.stdout)
+    st, summary = (orjson.loads(line) for line in res.stdout.splitlines())
+    assert summary["kind"] == "summary" and "kroniko-test-pw" not in summary["path"]
     assert (st["head"], st["events"], st["batches"], st["tag_rows"]) == (2, 2, 1, 2)
 
 

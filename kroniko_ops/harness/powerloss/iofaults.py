@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 
 from ... import fileio
 from ...store import EventStore
-from .run import ACTIONS, STORE, Scenario, _prefill
+from .procs import prefill
+from .run import ACTIONS, STORE, Scenario
 
 ERRNOS = (errno.EIO, errno.ENOSPC)
 
@@ -59,7 +60,7 @@ def _ids(store: str) -> list[str]:
 def _prepare(name: str, sc: Scenario, base: str) -> str:
     root = os.path.join(base, "run")
     EventStore(os.path.join(root, STORE), segment_bytes=sc.segment_bytes).close()
-    _prefill(replace(sc, prefill=max(sc.prefill, 20)), base)
+    prefill(replace(sc, prefill=max(sc.prefill, 20)), base)
     ACTIONS[name].prepare(root)
     return root
 
@@ -120,7 +121,10 @@ def _case(action: str, root: str, case: str, n: int, code: int, sticky: bool, be
         problems.extend(ACTIONS[action].verify(case))
         output = ACTIONS[action].output
         if output is None or not os.path.exists(os.path.join(case, output)):
-            ACTIONS[action].run(case)  # again, without faults: it must finish (unless it already had)
+            report = ACTIONS[action].run(case)  # again, without faults: it must finish (unless it already had)
+            if report is not None and report.exit_code not in (0, 1):
+                problems.append(f"run again without faults, it exits {report.exit_code}: "
+                                f"{sorted({f.code for f in report.problems})}")
             problems.extend(ACTIONS[action].verify(case))
     except Exception as exc:  # a store or a result the operation cannot get past
         problems.append(f"{type(exc).__name__}: {exc}")

@@ -62,6 +62,8 @@ def build(model: Model, state: CrashState, base: str, dest: str, index_dirs: lis
             buf.extend(bytes(op["size"] - len(buf)))
         elif kind == "rename" and op["src"] in files:
             files[path] = files.pop(op["src"])
+        elif kind == "rename" and op["src"] in dirs:  # a folder renamed whole (a store published)
+            _move_folder(op["src"], path, files, dirs)
         elif kind == "exchange" and op["src"] in files and path in files:
             files[path], files[op["src"]] = files[op["src"]], files[path]
         elif kind == "link" and op["src"] in files:
@@ -81,13 +83,31 @@ def build(model: Model, state: CrashState, base: str, dest: str, index_dirs: lis
                 with open(os.path.join(src, n), "rb") as f:
                     files[os.path.join(d, n)] = bytearray(f.read())
     os.makedirs(dest)
-    for d in sorted(dirs):
+    # A name whose folder's own name was lost is lost with it (a boot finds no path to it).
+    for d in sorted(d for d in dirs if _reachable(d, dirs)):
         os.makedirs(os.path.join(dest, d), exist_ok=True)
     for path, data in files.items():
-        full = os.path.join(dest, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
+        if _reachable(os.path.dirname(path), dirs):
+            with open(os.path.join(dest, path), "wb") as f:
+                f.write(data)
+
+
+def _reachable(folder: str, dirs: set[str]) -> bool:
+    """Whether ``folder`` and every folder above it (up to the run's root) exist."""
+    while folder:
+        if folder not in dirs:
+            return False
+        folder = os.path.dirname(folder)
+    return True
+
+
+def _move_folder(src: str, dst: str, files: dict[str, bytearray], dirs: set[str]) -> None:
+    prefix = src + "/"
+    for p in [p for p in files if p.startswith(prefix)]:
+        files[dst + p[len(src):]] = files.pop(p)
+    for d in [d for d in dirs if d == src or d.startswith(prefix)]:
+        dirs.discard(d)
+        dirs.add(dst + d[len(src):])
 
 
 def as_rebooted(store: str) -> None:

@@ -3,7 +3,8 @@
 A change is *durable* once a sync that covers it started after it finished and finished before
 the cut: for file data (``write``, ``truncate``) an ``fsync``/``fdatasync`` of the same file (the
 same inode, followed across renames) or a ``syncfs``; for names (``create``, ``mkdir``, ``link``,
-``rename``, ``unlink``) an fsync of the folder holding them, or a ``syncfs``. Durable changes are
+``rename``, ``unlink``) an fsync of the folder holding them (the same folder, followed across
+renames: a folder renamed whole takes its files and subfolders along), or a ``syncfs``. Durable changes are
 always kept. Every other change made before the cut is *volatile*: a power cut may keep or drop
 each one on its own (writeback reorders pages within a file and names within a folder), and may
 tear one write at a 512-byte sector boundary or leave it zero-filled. Changes in flight at the
@@ -23,6 +24,20 @@ SECTOR = 512
 DATA_OPS = frozenset({"write", "truncate"})
 NAME_OPS = frozenset({"create", "mkdir", "link", "rename", "unlink", "exchange", "rmdir"})
 FILE_SYNCS = frozenset({"fsync", "fdatasync"})
+AFTER_THE_RUN = 1 << 62
+
+
+def is_folder(path: str, names: dict[str, int], folders: dict[str, int]) -> bool:
+    """Whether ``path`` names a folder: one made or seen as a parent, or holding a known name."""
+    prefix = path + "/"
+    return path in folders or any(p.startswith(prefix) for p in names) or any(p.startswith(prefix) for p in folders)
+
+
+def _move_tree(src: str, dst: str, table: dict[str, int]) -> None:
+    """Rename every entry under the folder ``src`` to the same place under ``dst``."""
+    prefix = src + "/"
+    for p in [p for p in table if p.startswith(prefix)]:
+        table[dst + p[len(src):]] = table.pop(p)
 
 
 @dataclass
@@ -31,7 +46,9 @@ class Change:
 
     i: int
     op: dict
-    ino: int = -1
+    ino: int = -1  # the file's (or, for mkdir, rmdir, fsync_dir and a folder's rename, the folder's) identity
+    folders: frozenset[int] = frozenset()  # for a name: the folder(s) whose fsync makes it durable
+    moved: tuple[tuple[str, int, bool], ...] = ()  # a folder's rename: (path under it, identity, is a folder)
     durable_at: int | None = None  # index of the completed sync that makes it durable
 
     @property
@@ -68,10 +85,21 @@ class Model:
 
     @classmethod
     def build(cls, ops: list[dict], root: str, initial: set[str]) -> Model:
-        """Resolve inodes and durability for ``ops`` (ordered by completion)."""
+        """Resolve inodes, folders and durability for ``ops`` (ordered by completion)."""
         model = cls(root, set(initial))
         names: dict[str, int] = {p: n for n, p in enumerate(sorted(initial))}
-        next_ino = len(names)
+        folders: dict[str, int] = {}  # a folder's identity, followed across renames like a file's
+        counter = [len(names)]
+
+        def new_id() -> int:
+            counter[0] += 1
+            return counter[0]
+
+        def folder(path: str) -> int:
+            if path not in folders:
+                folders[path] = new_id()
+            return folders[path]
+
         for i, raw in enumerate(ops):
             op = dict(raw)
             op["path"] = model.rel(op["path"])
@@ -79,9 +107,20 @@ class Model:
                 op["src"] = model.rel(op["src"])
             ch = Change(i, op)
             kind, path = op["op"], op["path"]
+            if kind in NAME_OPS:
+                ch.folders = frozenset(folder(os.path.dirname(p) or ".") for p in (path, op.get("src", path)))
             if kind == "create":
-                names[path] = ch.ino = next_ino
-                next_ino += 1
+                names[path] = ch.ino = new_id()
+            elif kind == "mkdir":
+                ch.ino = folders[path] = new_id()
+            elif kind == "rename" and op["src"] not in names and is_folder(op["src"], names, folders):
+                ch.ino = folders.pop(op["src"]) if op["src"] in folders else new_id()
+                prefix = op["src"] + "/"
+                ch.moved = (*((p, n, False) for p, n in names.items() if p.startswith(prefix)),
+                            *((p, n, True) for p, n in folders.items() if p.startswith(prefix)))
+                _move_tree(op["src"], path, names)
+                _move_tree(op["src"], path, folders)
+                folders[path] = ch.ino
             elif kind == "rename":
                 ch.ino = names.pop(op["src"], -1)
                 names[path] = ch.ino
@@ -92,6 +131,10 @@ class Model:
                 ch.ino = names[path] = names.get(op["src"], -1)
             elif kind == "unlink":
                 ch.ino = names.pop(path, -1)
+            elif kind == "fsync_dir":
+                ch.ino = folder(path)
+            elif kind == "rmdir":
+                ch.ino = folders.pop(path, -1)
             else:
                 ch.ino = names.get(path, -1)
             model.changes.append(ch)
@@ -104,26 +147,22 @@ class Model:
         return "" if r.startswith("..") else r
 
     def _durability(self) -> None:
-        changes = self.changes
-        for ch in changes:
+        for ch in self.changes:
             if ch.kind in DATA_OPS:
                 ch.durable_at = self._first_sync(ch, lambda s, c=ch: s.kind in FILE_SYNCS and s.ino == c.ino)
             elif ch.kind in NAME_OPS:
-                folders = {os.path.dirname(ch.op["path"])}
-                if "src" in ch.op:
-                    folders.add(os.path.dirname(ch.op["src"]))
                 ch.durable_at = self._first_sync(
-                    ch, lambda s, f=frozenset(folders): s.kind == "fsync_dir" and s.op["path"] in f, len(folders))
+                    ch, lambda s, f=ch.folders: s.kind == "fsync_dir" and s.ino in f, len(ch.folders))
 
     def _first_sync(self, ch: Change, covers: object, need: int = 1) -> int | None:
-        done: set[str] = set()
+        done: set[int] = set()
         for s in self.changes[ch.i + 1:]:
             if s.op["t0"] < ch.op["t1"]:
                 continue  # a sync that started before the change finished may not cover it
             if s.kind == "syncfs":
                 return s.i
             if covers(s):  # type: ignore[operator]
-                done.add(s.op["path"])
+                done.add(s.ino)
                 if len(done) >= need or s.kind in FILE_SYNCS:
                     return s.i
         return None
@@ -134,10 +173,12 @@ class Model:
                 if (c.kind in DATA_OPS or c.kind in NAME_OPS) and (c.durable_at is None or c.durable_at >= cut)]
 
     def cut_time(self, cut: int) -> int:
-        """The moment of a cut: after change ``cut - 1`` finished, before change ``cut`` did."""
-        if cut <= 0:
-            return self.changes[0].op["t0"] - 1 if self.changes else 0
-        return self.changes[cut - 1].op["t1"]
+        """The latest moment of a cut after change ``cut - 1`` and before change ``cut``: just
+        before change ``cut`` completed (a change in flight counts as not made). Every call that
+        returned by then happened before the power failed."""
+        if cut >= len(self.changes):
+            return AFTER_THE_RUN  # the power failed after the run: everything it acknowledged counts
+        return max(self.changes[cut].op["t1"] - 1, self.changes[cut - 1].op["t1"] if cut else 0)
 
 
 def single_faults(model: Model, cut: int) -> Iterator[CrashState]:

@@ -33,7 +33,7 @@ from ...format import record as recfmt
 from ...format import segment as segfmt
 from ...index import generations
 from ...layout import Layout
-from ...progress import progress as bar
+from ...progress import Meter
 from ...rebuild import build_generation
 from ...rebuild import publish as publish_index
 from ...report import Report
@@ -50,7 +50,8 @@ STORE_DIRS = ("log", "packs", "index", "locks", "lost-found")
 def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, to_position: int | None = None,
             lock_timeout: float = 30.0, progress: bool = False, durable: bool = True) -> Report:
     """Restore ``backup`` (a full or incremental backup, folder or archive; the bases of an
-    incremental are found where its manifest says) into the new store ``target``, up to
+    incremental are found where its manifest says; or a backup set's folder, meaning its newest
+    backup) into the new store ``target``, up to
     ``to_position`` (a batch boundary; default: the backup's head).
 
     Returns the report: its findings are the verification problems (exit 4, nothing written) or
@@ -59,6 +60,9 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
     missing backup. ``durable=False`` skips the fsyncs (tests only).
     """
     backup, target = os.fspath(backup), os.fspath(target)
+    from .sets import resolve  # a backup set's folder (backup --into) means its newest backup
+
+    backup = resolve(backup)
     report = Report("restore", target)
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target) or os.listdir(target)):
         raise InvalidArgument(f"{target} exists and is not an empty folder; restore into a new or empty folder "
@@ -72,7 +76,7 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
         check_archive(backup, target)
     with Container(backup) as container:
         checked = Report("verify-backup", backup)
-        verify.check(backup, container, checked, bases=True)
+        verify.check(backup, container, checked, bases=True, progress=progress)
         for f in checked.findings:
             if f.severity != "info":
                 report.add(f.code, f.severity, f"{backup}: {f.path}", f.message, f.position)
@@ -127,9 +131,11 @@ def _plan(chain: Chain, to_position: int | None) -> Plan:
             continue
         rec = _record(chain, part, cut)
         if not rec.commit:
+            before, after = _batch_ends_around(chain, part, cut)
             raise InvalidArgument(
                 f"position {cut} is inside a batch (its record carries no commit mark): a restore stops only at "
-                "the end of a batch; choose the batch's last position or one before the batch; nothing was written")
+                f"the end of a batch; the nearest are --to-position {before} (before the batch) and "
+                f"--to-position {after} (its end); nothing was written")
         plan.chain, plan.active_first, plan.active_source = rec.chain, part.first, part
         return plan
     if cut == m.head:
@@ -168,6 +174,18 @@ def _records(chain: Chain, part: Part, upto: int) -> Iterator[tuple[recfmt.Recor
             os.close(fd)
 
 
+def _batch_ends_around(chain: Chain, part: Part, cut: int) -> tuple[int, int]:
+    """The batch ends nearest to ``cut`` (inside a batch of ``part``): the last before it (the
+    position before ``part`` when none is in it; files end on batch ends) and the next after it."""
+    before = part.first - 1
+    for rec, _raw in _records(chain, part, 1 << 62):
+        if rec.commit and rec.position < cut:
+            before = rec.position
+        elif rec.commit and rec.position > cut:
+            return before, rec.position
+    return before, cut  # unreachable in a verified backup: its head carries a commit mark
+
+
 def _record(chain: Chain, part: Part, position: int) -> recfmt.Record:
     found = None
     for rec, _raw in _records(chain, part, position):
@@ -186,9 +204,9 @@ def _run(chain: Chain, plan: Plan, target: str, lock_timeout: float, progress: b
     tmp = temp_path(parent, "restore", os.path.basename(target))
     try:
         _build(chain, plan, tmp, progress, durable)
-        _index(tmp, plan.cut, lock_timeout, durable)
+        _index(tmp, plan.cut, lock_timeout, durable, progress)
         _sync_tree(tmp, durable)
-        _fsck(tmp, report)
+        _fsck(tmp, report, progress)
         if report.problems:
             report.add("restore-refused", "info", target, "the restored store does not check; nothing was written")
             remove_tree(tmp)
@@ -220,8 +238,11 @@ def _build(chain: Chain, plan: Plan, tmp: str, progress: bool, durable: bool) ->
     for d in STORE_DIRS:
         fileio.makedirs(os.path.join(tmp, d))
     _write(lay.format_file, chain.holder("FORMAT").container.chunks("FORMAT"), durable)
-    for rel, _part in bar(plan.whole, len(plan.whole), "restore", quiet=not progress):
-        _write(os.path.join(tmp, rel), chain.holder(rel).container.chunks(rel), durable)
+    sizes = [chain.holder(rel).manifest.files[rel].size for rel, _part in plan.whole]
+    with Meter("restore: copy", nbytes=sum(sizes), unit="B", progress=progress) as meter:
+        for (rel, _part), size in zip(plan.whole, sizes, strict=True):
+            _write(os.path.join(tmp, rel), chain.holder(rel).container.chunks(rel), durable)
+            meter.add(nbytes=size)
     end = 0
     active = os.path.join(lay.log_dir, segfmt.seg_name(plan.active_first))
     src = plan.active_source
@@ -259,7 +280,7 @@ def _cut_bytes(chain: Chain, part: Part, cut: int) -> Iterator[bytes]:
             os.close(fd)
 
 
-def _index(tmp: str, cut: int, lock_timeout: float, durable: bool) -> None:
+def _index(tmp: str, cut: int, lock_timeout: float, durable: bool, progress: bool = False) -> None:
     """Build the derived index from the restored log (one new generation, then published)."""
     with EventStore(tmp, create=False, durable=durable, lock_timeout=lock_timeout) as st:
         with st.locked():
@@ -267,7 +288,8 @@ def _index(tmp: str, cut: int, lock_timeout: float, durable: bool) -> None:
                 next(st.records(cut, cut))  # lets the view read the active segment up to the synced end
             gens = generations(st.layout.index)
             generation = (gens[-1] if gens else 0) + 1
-            path, _pos, _chain = build_generation(st, generation, cut)
+            with Meter("restore: index", cut, progress=progress) as meter:
+                path, _pos, _chain = build_generation(st, generation, cut, meter.to)
             publish_index(st, path, generation)
 
 
@@ -279,12 +301,12 @@ def _sync_tree(root: str, durable: bool) -> None:
         fileio.fsync_dir(os.path.join(root, d))
 
 
-def _fsck(tmp: str, report: Report) -> None:
+def _fsck(tmp: str, report: Report, progress: bool = False) -> None:
     """Check the restored store with a full fsck; its problems become this report's
     (``restore-<code>``)."""
     from ..fsck import fsck  # imported when needed: backup and verify-backup do without it
 
-    checked = fsck(tmp)
+    checked = fsck(tmp, progress=progress)
     for f in checked.findings:
         code = f.code if f.severity == "info" else f"restore-{f.code}"
         report.add(code, f.severity, f.path, f.message, f.position)

@@ -43,6 +43,28 @@ class Found:
     problem: str = ""
 
 
+# Magic numbers of the compressors people run over an archive before storing it.
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip -k"), (b"BZh", "bzip2", "bunzip2 -k"),
+               (b"\xfd7zXZ\x00", "xz", "unxz -k"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"))
+
+
+def refuse_compressed(path: str) -> None:
+    """Refuse (bad input, exit 2) an archive that was compressed after it was written: backups
+    are read as uncompressed tar only, and a compressed one is not damaged."""
+    try:
+        fd = fileio.open_read(path)
+    except OSError:
+        return  # not a regular file we can open: reading it says what is wrong
+    try:
+        head = os.pread(fd, 6, 0)
+    finally:
+        os.close(fd)
+    for magic, name, tool in _COMPRESSED:
+        if head.startswith(magic):
+            raise InvalidArgument(f"{path} is a {name}-compressed file, not an uncompressed tar archive: decompress "
+                                  f"it first ({tool} {path}), then give the .tar; nothing was read or written")
+
+
 def is_archive(path: str) -> bool:
     """True when ``path`` is a file (a backup archive) rather than a backup folder."""
     return os.path.isfile(path)
@@ -58,6 +80,7 @@ class Container:
         self.damage = ""
         self._found: list[Found] = []
         if is_archive(path):
+            refuse_compressed(path)
             self._open_archive()
         elif not os.path.isdir(path):
             raise FileNotFoundError(f"no backup at {path}")
@@ -189,6 +212,7 @@ def check_archive(path: str, dest: str) -> Manifest:
     backup layout, named safely, listed in its manifest with that size, and the whole fits in
     the free space at ``dest``'s folder; returns the manifest. Raises :class:`UnsafeArchive`
     (exit 2); reads headers and the manifest only, writes nothing."""
+    refuse_compressed(path)
     try:
         tar = tarfile.open(path, mode="r:")
         members = tar.getmembers()

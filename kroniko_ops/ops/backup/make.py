@@ -23,7 +23,7 @@ from ... import __version__, fileio
 from ...errors import InvalidArgument, StoreCorrupted, StoreNotFound
 from ...format import pack as packfmt
 from ...format import record as recfmt
-from ...progress import progress as bar
+from ...progress import Meter
 from ...report import Report
 from ...store import EventStore
 from . import snapshot
@@ -150,24 +150,25 @@ def _write(snap: snapshot.Snapshot, sink: Sink, manifest: Manifest, base: Manife
     sha = sink.add("FORMAT", len(snap.format_bytes), [snap.format_bytes])
     manifest.files["FORMAT"] = FileEntry(len(snap.format_bytes), sha)
     referenced = 0
-    for part in bar(snap.parts, len(snap.parts), "backup", quiet=not progress):
-        with snap.opened(part) as files:  # one part's files open at a time
-            if part.kind == "active":
-                _check_head(snap, files[0])
-                manifest.active = files[0][0]
-            for rel, fd, size in files:
-                known = _known(part, rel, fd, size, base)
-                if known is not None:
-                    manifest.files[rel] = FileEntry(size, known, in_base=True)
-                    referenced += 1
-                    continue
-                check = _Check(part, rel, size)
-                sha = sink.add(rel, size, check.tee(fd_chunks(fd, 0, size)))
-                if not check.ok(sha):
-                    raise StoreCorrupted(f"{snap.root}/{rel} does not match the checksum its trailer records "
-                                         f"({'pack' if part.kind == 'pack' else 'segment'}-corrupt); "
-                                         f"run: kroniko-ops fsck {snap.root}")
-                manifest.files[rel] = FileEntry(size, sha)
+    with Meter("backup", snap.state.position, progress=progress) as meter:
+        for part in meter.over(snap.parts, lambda p: (p.last - p.first + 1, sum(f.size for f in p.files))):
+            with snap.opened(part) as files:  # one part's files open at a time
+                if part.kind == "active":
+                    _check_head(snap, files[0])
+                    manifest.active = files[0][0]
+                for rel, fd, size in files:
+                    known = _known(part, rel, fd, size, base)
+                    if known is not None:
+                        manifest.files[rel] = FileEntry(size, known, in_base=True)
+                        referenced += 1
+                        continue
+                    check = _Check(part, rel, size)
+                    sha = sink.add(rel, size, check.tee(fd_chunks(fd, 0, size)))
+                    if not check.ok(sha):
+                        raise StoreCorrupted(f"{snap.root}/{rel} does not match the checksum its trailer records "
+                                             f"({'pack' if part.kind == 'pack' else 'segment'}-corrupt); "
+                                             f"run: kroniko-ops fsck {snap.root}")
+                    manifest.files[rel] = FileEntry(size, sha)
     return referenced
 
 

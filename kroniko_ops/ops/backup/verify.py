@@ -19,6 +19,7 @@ from ...errors import StoreNotFound
 from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
+from ...progress import Meter
 from ...report import Report
 from .chain import BaseProblem, Chain, Part, open_chain, parts_of
 from .container import Container
@@ -29,9 +30,8 @@ MAX_PROBLEMS = 200  # per container: a damaged file is reported, not listed reco
 
 def verify_backup(dest: str | os.PathLike[str], *, progress: bool = False) -> Report:
     """Check the backup at ``dest`` (folder or ``.tar``) and its bases; problems are findings
-    (exit 4). Raises StoreNotFound (exit 8) when nothing is there. ``progress`` is accepted for
-    symmetry with the other tools (verification prints no bar)."""
-    del progress
+    (exit 4). Raises StoreNotFound (exit 8) when nothing is there. ``progress`` shows bars on a
+    terminal: the bytes hashed, then the events walked."""
     dest = os.fspath(dest)
     report = Report("verify-backup", dest)
     try:
@@ -39,13 +39,13 @@ def verify_backup(dest: str | os.PathLike[str], *, progress: bool = False) -> Re
     except OSError as exc:
         raise StoreNotFound(f"no readable backup at {dest} ({exc})") from None
     with container:
-        check(dest, container, report, bases=True)
+        check(dest, container, report, bases=True, progress=progress)
     report.finish()
     report.figures["mb_per_s"] = round(report.figures.get("bytes", 0) / max(report.seconds, 1e-9) / 1e6, 1)
     return report
 
 
-def check(dest: str, container: Container, report: Report, bases: bool) -> None:
+def check(dest: str, container: Container, report: Report, bases: bool, progress: bool = False) -> None:
     """Verify one backup into ``report``; with ``bases``, verify each of its bases too."""
     if container.damage:
         report.add("backup-archive-corrupt", "error", dest, container.damage)
@@ -61,7 +61,7 @@ def check(dest: str, container: Container, report: Report, bases: bool) -> None:
     report.head = manifest.head
     report.figures.update(backup_kind=manifest.kind, chain=manifest.chain, created_at=manifest.created_at)
     _presence(container, manifest.files, report)
-    report.figures["bytes"] = report.figures.get("bytes", 0) + _hash(container, manifest, report)
+    report.figures["bytes"] = report.figures.get("bytes", 0) + _hash(container, manifest, report, progress)
     try:
         chain = open_chain(dest, container, manifest)
     except BaseProblem as exc:
@@ -71,13 +71,13 @@ def check(dest: str, container: Container, report: Report, bases: bool) -> None:
         if bases:
             for link in chain.links[1:]:
                 sub = Report("verify-backup", link.path)
-                check(link.path, link.container, sub, bases=False)
+                check(link.path, link.container, sub, bases=False, progress=progress)
                 for f in sub.findings:
                     report.add(f.code, f.severity, f"{link.path}: {f.path}", f.message, f.position)
                 report.figures["bytes"] += sub.figures.get("bytes", 0)
                 report.add("backup-base", "info", link.path, "base present, matching and verified"
                            if not sub.problems else "base present and matching, but it does not verify")
-        walk(chain, report)
+        walk(chain, report, progress)
     finally:
         for link in chain.links[1:]:
             link.container.close()
@@ -105,13 +105,14 @@ def _presence(container: Container, files: dict[str, object], report: Report) ->
         report.add("backup-file-extra", "error", rel, "not listed in the manifest")
 
 
-def _hash(container: Container, manifest, report: Report) -> int:  # type: ignore[no-untyped-def]
+def _hash(container: Container, manifest, report: Report, progress: bool = False) -> int:  # type: ignore[no-untyped-def]
     """Hash every file this backup holds; return the bytes read."""
     total = 0
     known = {f.rel for f in container.entries() if not f.is_dir and not f.problem}
-    for rel in manifest.held():
-        if rel not in known:
-            continue
+    held = [rel for rel in manifest.held() if rel in known]
+    meter = Meter(f"verify {os.path.basename(container.path)}: hash", nbytes=sum(manifest.files[r].size for r in held),
+                  unit="B", progress=progress)
+    for rel in held:
         entry = manifest.files[rel]
         h = hashlib.sha256()
         size = 0
@@ -119,6 +120,7 @@ def _hash(container: Container, manifest, report: Report) -> int:  # type: ignor
             for chunk in container.chunks(rel):
                 h.update(chunk)
                 size += len(chunk)
+                meter.add(nbytes=len(chunk))
         except OSError as exc:
             report.add("backup-hash-mismatch", "error", rel, f"unreadable ({exc})")
             continue
@@ -127,6 +129,7 @@ def _hash(container: Container, manifest, report: Report) -> int:  # type: ignor
             report.add("backup-hash-mismatch", "error", rel,
                        f"{size} bytes with SHA-256 {h.hexdigest()[:12]}..., the manifest says {entry.size} bytes "
                        f"with {entry.sha256[:12]}...")
+    meter.close()
     return total
 
 
@@ -162,13 +165,14 @@ class _Walk:
         return offsets
 
 
-def walk(chain: Chain, report: Report) -> None:
+def walk(chain: Chain, report: Report, progress: bool = False) -> None:
     """Walk every position of the chain's top backup, from 1 to its head, across its files."""
     manifest = chain.top.manifest
     parts, odd = parts_of(manifest)
     for rel in odd:
         report.add("backup-file-extra", "error", rel, "a segment or offset index without its other half")
     w = _Walk(report)
+    meter = Meter(f"verify {os.path.basename(chain.top.path)}: chain", manifest.head, progress=progress)
     for part in parts:
         if part.first != w.pos:
             what = "no file holds positions" if part.first > w.pos else "two files hold positions"
@@ -181,6 +185,8 @@ def walk(chain: Chain, report: Report) -> None:
         except (OSError, BaseProblem) as exc:
             report.add("backup-file-missing", "error", part.rel, f"cannot be read ({exc})")
             w.chain, w.pos = None, (part.last or part.first) + 1
+        meter.to(w.pos - 1)
+    meter.close()
     if w.pos - 1 != manifest.head:
         report.add("backup-chain-mismatch", "error", manifest.active or "log",
                    f"the files hold positions up to {w.pos - 1}, the manifest's head is {manifest.head}", manifest.head)

@@ -14,7 +14,7 @@ from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
 from ...logview import LogView
-from ...progress import progress as progress_bar
+from ...progress import Meter
 from ...report import Report
 from . import inventory, packing, plan, prune, vacuum
 
@@ -210,8 +210,11 @@ class Compaction:
                                               f"{plan.RUN_PREFIX}{r[0].first}") for r in the_plan.runs],
                        key=lambda c: c.first)
         groups = plan.write_groups(items)
-        for i, j in progress_bar(groups, len(groups), "packing", not self.show_progress):
-            self._write_group(items[i:j + 1], runs, inv)
+        spans = [(items[j].last - items[i].first + 1, sum(c.size for c in items[i:j + 1])) for i, j in groups]
+        with Meter("compact", sum(e for e, _b in spans), progress=self.show_progress) as meter:
+            for (i, j), span in zip(groups, spans, strict=True):
+                self._write_group(items[i:j + 1], runs, inv)
+                meter.add(*span)
         if self.dry_run:
             return
         live = [p for p in plan.live_packs(inventory.take(self.lay).packs)[0] if p not in the_plan.overlaps]

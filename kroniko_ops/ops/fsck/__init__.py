@@ -15,13 +15,13 @@ import re
 import time
 from collections.abc import Sequence
 
+from ... import metrics
 from ...errors import InvalidArgument, KronikoError, StoreNotFound
 from ...layout import Layout, is_legacy
-from ...report import Report, write_metrics
+from ...report import Report
 from .check import check_store
 from .refs import parse_fields
 
-METRICS_PREFIX = "kroniko_fsck"
 __all__ = ["fsck"]
 
 
@@ -39,7 +39,7 @@ def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = Fa
     person (recovery, reindex, the last sealed segment's offset index, stale temp and stray files
     into ``lost-found/``) under the maintenance lock, waiting up to ``lock_timeout`` seconds;
     with ``dry_run`` it only says what it would do. ``max_errors`` stops after that many
-    problems; ``metrics_file`` receives the summary in the Prometheus text format; ``progress``
+    problems; ``metrics_file`` records the run in Prometheus text format (:mod:`kroniko_ops.metrics`); ``progress``
     shows a bar on a terminal; ``jobs`` sets the worker processes of the full walk (default: one
     per CPU on a big store).
 
@@ -55,6 +55,7 @@ def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = Fa
     parse_fields(ref_fields)
     root = os.fspath(path)
     level = "refs" if refs_only else "quick" if quick else "full"
+    started = time.monotonic()
     try:
         _require_store(root)
         if is_legacy(root):
@@ -74,24 +75,12 @@ def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = Fa
                 annotate_plan(ctx)
     except KronikoError as exc:
         if metrics_file:
-            _write_metrics(metrics_file, root, level, {"up": 0, "exit_code": exc.exit_code})
+            metrics.write_run(metrics_file, "fsck", root, exit_code=exc.exit_code, seconds=time.monotonic() - started)
         raise
     if metrics_file:
-        values: dict[str, float | int] = {
-            "up": 1, "exit_code": report.exit_code, "problems": len(report.problems),
-            "repaired": sum(f.repaired for f in report.findings), "findings": len(report.findings),
-            "events_checked": report.figures.get("events_checked", 0), "head": report.head,
-            "seconds": round(report.seconds, 3),
-        }
-        for code, count in sorted(report.counts().items()):
-            values["findings_" + code.replace("-", "_")] = count
-        _write_metrics(metrics_file, root, level, values)
+        metrics.write_run(metrics_file, "fsck", root, exit_code=report.exit_code, seconds=report.seconds,
+                          report=report)
     return report
-
-
-def _write_metrics(metrics_file: str, root: str, level: str, values: dict[str, float | int]) -> None:
-    values = {**values, "last_run_timestamp_seconds": int(time.time())}
-    write_metrics(metrics_file, METRICS_PREFIX, values, {"store": os.path.abspath(root), "level": level})
 
 
 _STORE_FILE = re.compile(r"\A\d{12}\.(seg|idx)\Z|\A\d{12}-\d{12}\.pack\Z")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ...progress import Meter
 from ...report import Report
 from . import parallel
 from .context import Context, StopChecking
@@ -58,10 +59,10 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
         index.judge_checkpoint(plan, tail.head)
         if ctx.full or refs_only:
             refs = RefCheck(ctx, spill, fields)
-            report.figures["events_checked"] = parallel.walk(
-                sctx, plan.parts, tail.head, index, refs, spill, not refs_only, jobs,
-                meanwhile=lambda: _meanwhile(ctx, index),
-                bar=_bar(f"fsck {level}", progress))
+            with Meter(f"fsck {level}", tail.head, progress=progress) as meter:
+                report.figures["events_checked"] = parallel.walk(
+                    sctx, plan.parts, tail.head, index, refs, spill, not refs_only, jobs,
+                    meanwhile=lambda: _meanwhile(ctx, index), meter=meter)
             if refs_only:
                 index.spill.flush()
                 spill.con.execute("CREATE INDEX log_ids_eid ON log_ids(eid)")
@@ -77,15 +78,6 @@ def check_store(root: str, *, full: bool = True, max_errors: int | None = None, 
             plan.close()
     report.finish()
     return ctx
-
-
-def _bar(desc: str, shown: bool) -> parallel.Bar:
-    """The progress bar of the walk (tqdm takes 20 ms to import: only when one is shown)."""
-    if not shown:
-        return lambda items, _n: items
-    from ...progress import progress as progress_bar
-
-    return lambda items, n: progress_bar(items, n, desc)
 
 
 def _meanwhile(ctx: Context, index: IndexCheck) -> None:

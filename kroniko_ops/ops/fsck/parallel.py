@@ -14,11 +14,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ...errors import KronikoError
 from ...format import record as recfmt
+from ...progress import Meter
 from ...report import Report
 from .context import Context, StopChecking
 from .coverage import Part
@@ -30,6 +31,7 @@ from .spill import Spill
 MIN_PER_JOB = 20_000  # positions below which a worker costs more than it saves
 MAX_JOBS = 8
 CHILD_TIMEOUT = 6 * 3600.0
+POLL = 0.2  # seconds between looks at the workers' progress
 
 
 def default_jobs() -> int:
@@ -57,30 +59,28 @@ def _groups(parts: Sequence[Part], head: int, jobs: int | None) -> list[list[Par
     return groups
 
 
-Bar = Callable[[Iterable[Any], int], Iterable[Any]]  # wraps an iterable in a progress bar
-
-
 def walk(sctx: Context, parts: Sequence[Part], head: int, index: IndexCheck, refs: RefCheck, spill: Spill,
-         hashes: bool, jobs: int | None, meanwhile: Callable[[], None], bar: Bar) -> int:
+         hashes: bool, jobs: int | None, meanwhile: Callable[[], None], meter: Meter) -> int:
     """Walk every record of ``parts`` up to ``head`` (findings into ``sctx``); return how many
-    were checked. ``meanwhile`` is run in this process while the workers walk; ``bar`` shows
-    the files (or the workers) done."""
+    were checked. ``meanwhile`` is run in this process while the workers walk; ``meter``
+    counts the events (and bytes) walked, the workers' too."""
     groups = _groups(parts, head, jobs)
     if len(groups) <= 1 or "fork" not in mp.get_all_start_methods():
         meanwhile()
         index.walk_trusted = index.trusted  # an index found unreadable meanwhile vouches for nothing
         walker = Walker(sctx, [index.sink, refs.sink], hashes=hashes, bad=spill.add_bad)
-        walker.walk(bar(parts, len(parts)), head)
+        walker.walk(meter.over(parts, _weight), head)
         return walker.checked
     spill.flush()
     fork = mp.get_context("fork")
     children = []
+    done = fork.Value("q", 0)  # events the workers walked, for the meter
     chain = recfmt.GENESIS
     for i, group in enumerate(groups):
         start = (group[0].first, chain)
         recv, send = fork.Pipe(duplex=False)
-        child = fork.Process(target=_child, args=(send, i, group, head, start, sctx, index, refs, hashes, spill),
-                             daemon=True)
+        child = fork.Process(target=_child, args=(send, i, group, head, start, sctx, index, refs, hashes, spill,
+                                                  done), daemon=True)
         child.start()
         send.close()
         children.append((child, recv))
@@ -88,10 +88,15 @@ def walk(sctx: Context, parts: Sequence[Part], head: int, index: IndexCheck, ref
     results = []
     try:
         meanwhile()
-        for child, recv in bar(children, len(children)):
-            if not recv.poll(CHILD_TIMEOUT):
-                raise KronikoError(f"an fsck worker (pid {child.pid}) gave no answer")
+        for child, recv in children:
+            waited = 0.0
+            while not recv.poll(POLL):
+                meter.to(done.value)
+                waited += POLL
+                if waited > CHILD_TIMEOUT:
+                    raise KronikoError(f"an fsck worker (pid {child.pid}) gave no answer")
             results.append(recv.recv())
+        meter.to(done.value)
     finally:
         for child, recv in children:
             recv.close()
@@ -119,8 +124,25 @@ def walk(sctx: Context, parts: Sequence[Part], head: int, index: IndexCheck, ref
     return checked
 
 
+def _weight(part: Part) -> tuple[int, int]:
+    """A part's events and bytes, for the meter."""
+    try:
+        size = os.path.getsize(part.path)
+    except OSError:
+        size = 0  # removed by a compaction meanwhile: read from its pack
+    return part.last - part.first + 1, size
+
+
+def _counted(group: list[Part], done: Any) -> Iterator[Part]:
+    """A worker's parts, adding each one's events to the shared count once walked."""
+    for part in group:
+        yield part
+        with done.get_lock():
+            done.value += part.last - part.first + 1
+
+
 def _child(send: Any, i: int, group: list[Part], head: int, start: tuple[int, bytes], sctx: Context,
-           index: IndexCheck, refs: RefCheck, hashes: bool, spill: Spill) -> None:
+           index: IndexCheck, refs: RefCheck, hashes: bool, spill: Spill, done: Any) -> None:
     """A worker: walk ``group`` into its own scratch database and report back."""
     try:
         cctx = Context(sctx.root, Report("fsck", sctx.root), sctx.full, sctx.max_errors)
@@ -133,7 +155,7 @@ def _child(send: Any, i: int, group: list[Part], head: int, start: tuple[int, by
         walker.next_pos, walker.chain = start
         stopped = False
         try:
-            walker.walk(group, head)
+            walker.walk(_counted(group, done), head)
         except StopChecking:
             stopped = True
         own.flush()

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 
-from ... import fileio
+from ... import fileio, rebuild
 from ...errors import StoreCorrupted
 from ...format import segment as segfmt
+from ...progress import Meter
 from ...report import Finding, Report
 from ...store import EventStore
 from ...synced import SyncedState
@@ -26,13 +27,14 @@ RECOVERED = {"log-torn-tail", "log-uncommitted-tail", "store-poisoned", "synced-
              "segment-seal-unfinished", "segment-spare-dirty"}
 
 
-def recover(path: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> Report:
+def recover(path: str | os.PathLike[str], *, lock_timeout: float = 30.0, progress: bool = False) -> Report:
     """Recover the store at ``path`` after a crash or a failed fsync; return the report (exit 0
-    nothing to do, 1 repaired, 4 damage remains that needs a person, 5 both)."""
+    nothing to do, 1 repaired, 4 damage remains that needs a person, 5 both). ``progress`` shows
+    a bar of the index's catch-up on a terminal."""
     root = require_store(path)
     report = Report("recover", root)
     with open_store(root, lock_timeout, report) as store, store.locked():
-        recover_locked(store, report)
+        recover_locked(store, report, progress)
     return report.finish()
 
 
@@ -48,7 +50,7 @@ def tail_findings(root: str) -> tuple[list[Finding], int]:
     return [f for f in ctx.report.findings if f.severity != "info"], head
 
 
-def recover_locked(store: EventStore, report: Report) -> None:
+def recover_locked(store: EventStore, report: Report, progress: bool = False) -> None:
     """The recovery steps; the caller holds the append lock (:meth:`EventStore.locked`)."""
     root = store.path
     before, _ = tail_findings(root)
@@ -75,6 +77,9 @@ def recover_locked(store: EventStore, report: Report) -> None:
         report.add("index-checkpoint-ahead", "error", "index", f"the index checkpoint named position {cp_before} "
                    f"past the log's end {tail.position}: rows past the log dropped", tail.position, repaired=True)
     behind = tail.position - store.index.checkpoint()[0]
+    if behind > 0:  # the long part, when the index is far behind: counted here, then flushed
+        with Meter("recover: index", tail.position, progress=progress) as meter:
+            rebuild.catch_up(store.index, store, tail, meter.to)
     store.flush_index()
     if behind > 0:
         report.add("index-behind", "info", "index", f"the index was {behind} position(s) behind the log; caught up")

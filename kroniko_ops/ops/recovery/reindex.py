@@ -15,20 +15,22 @@ import os
 from ... import fileio, layout, rebuild
 from ...index import Index, generations
 from ...layout import stale_temp
+from ...progress import Meter
 from ...report import Report
 from ...store import EventStore
 from ...writer import Tail
 from .common import maintenance_lock, open_store, require_store
 
 
-def reindex(path: str | os.PathLike[str], *, lock_timeout: float = 30.0) -> Report:
+def reindex(path: str | os.PathLike[str], *, lock_timeout: float = 30.0, progress: bool = False) -> Report:
     """Rebuild the index of the store at ``path``; return the report (exit 0). Holds the
-    maintenance lock for the whole run and the append lock only to catch up and publish."""
+    maintenance lock for the whole run and the append lock only to catch up and publish;
+    ``progress`` shows a bar of the events indexed on a terminal."""
     root = require_store(path)
     report = Report("reindex", root)
     with maintenance_lock(root, lock_timeout):
         with open_store(root, lock_timeout, report) as store:
-            reindex_store(store, report)
+            reindex_store(store, report, progress)
     return report.finish()
 
 
@@ -55,11 +57,12 @@ def _leftovers(store: EventStore, report: Report) -> None:
         store.syncer.dir(folder)
 
 
-def reindex_store(store: EventStore, report: Report) -> None:
+def reindex_store(store: EventStore, report: Report, progress: bool = False) -> None:
     """The body of :func:`reindex` (the caller holds the maintenance lock)."""
     _leftovers(store, report)
     try:
-        tail, built_to, generation = _build_and_publish(store)
+        with Meter("reindex", store.synced_state().position, progress=progress) as meter:
+            tail, built_to, generation = _build_and_publish(store, meter)
     except BaseException:
         # Ctrl-C, an I/O error, a damaged log: the half-built database is of no use to anyone.
         # (A SIGKILL leaves it to the next run's _leftovers.)
@@ -70,7 +73,7 @@ def reindex_store(store: EventStore, report: Report) -> None:
                           generation=generation)
 
 
-def _build_and_publish(store: EventStore) -> tuple[Tail, int, int]:
+def _build_and_publish(store: EventStore, meter: Meter) -> tuple[Tail, int, int]:
     folder = store.layout.index
     state = store.synced_state()
     store.view.refresh()
@@ -78,7 +81,7 @@ def _build_and_publish(store: EventStore) -> tuple[Tail, int, int]:
         store.view.active.extend(state.end)
     gens = generations(folder)
     generation = (gens[-1] if gens else 0) + 1
-    tmp, built_to, _chain = rebuild.build_generation(store, generation, state.position)
+    tmp, built_to, _chain = rebuild.build_generation(store, generation, state.position, meter.to)
     with store.locked():
         tail = store.writable_tail()
         store.view.refresh()
@@ -86,7 +89,7 @@ def _build_and_publish(store: EventStore) -> tuple[Tail, int, int]:
             store.view.active.extend(tail.end)
         built = Index.at(tmp)
         try:
-            rebuild.catch_up(built, store, tail)
+            rebuild.catch_up(built, store, tail, meter.to)
             built.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             built.close()

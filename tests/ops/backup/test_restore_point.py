@@ -56,12 +56,14 @@ def test_every_kind_of_container_is_cut_at_a_boundary(made: tuple[Path, list[int
 def test_a_position_inside_a_batch_is_refused_and_nothing_is_created(made: tuple[Path, list[int]],
                                                                      tmp_path: Path) -> None:
     root, ends = made
-    inside = [e - 1 for a, e in itertools.pairwise(ends) if e - a > 1]
+    inside = [(a, e - 1, e) for a, e in itertools.pairwise(ends) if e - a > 1]
     assert len(inside) > 10
-    for pos in (inside[0], inside[len(inside) // 2], inside[-1]):
+    for before, pos, after in (inside[0], inside[len(inside) // 2], inside[-1]):
         for backup_name in ("b", "b.tar"):
             target = tmp_path / "t"
-            with pytest.raises(InvalidArgument, match="inside a batch"):
+            # the message names the nearest positions a restore accepts: the batch ends around pos
+            with pytest.raises(InvalidArgument, match=f"inside a batch.* --to-position {before} .* "
+                                                      f"--to-position {after} "):
                 restore(str(root / backup_name), str(target), to_position=pos, durable=False)
             assert not target.exists()
             assert os.listdir(tmp_path) == []

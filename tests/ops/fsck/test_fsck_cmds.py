@@ -101,7 +101,9 @@ def test_metrics_file_and_quiet(tmp_path: Path) -> None:
     code, out = run("fsck", "--quiet", "--metrics-file", str(metrics), store)
     assert code == 0 and "clean" in out
     text = metrics.read_text()
-    assert 'kroniko_fsck_exit_code{level="full"' in text and "kroniko_fsck_events_checked" in text
+    where = f'operation="fsck",path="{os.path.abspath(store)}"'
+    assert f"kroniko_last_run_exit_code{{{where}}} 0.0" in text
+    assert f'kroniko_findings{{code="stray-file",{where}}} 0.0' in text
 
 
 def test_refs_options(tmp_path: Path) -> None:
