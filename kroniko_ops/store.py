@@ -262,7 +262,8 @@ class EventStore(Handle):
                 base = tail.position + 1
                 new_tail = Tail(base - 1 + len(batch), chain, writer.first, tail.end + len(data), stamp)
                 writer.tail = new_tail
-                self._publish_end(new_tail)
+                if writer.others:  # a writer alone has no one to cover with its fsync
+                    self._publish_end(new_tail)
                 if len(batch) == 1:  # kept raw, like other writers' records: parsed only if a check needs it
                     writer.pending.add_raw(base, data, ((0, len(data), recfmt.HEADER),))
                 else:

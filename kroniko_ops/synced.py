@@ -13,7 +13,8 @@ advances it until ``recover`` has re-read the unsynced part. Updates take ``floc
 itself, so the value only ever grows (a writer whose fsync finished late cannot lower it).
 
 The second line, ``logend``, is where the log's committed records end as last written: each
-writer puts its new tail there under the writer lock, after its ``write()`` returned. It makes
+writer puts its new tail there under the writer lock, after its ``write()`` returned (when
+other writers are about: an older value still names only written records). It makes
 group commit work: a writer reads it before its fsync and then advances the synced position to
 it (every write it names returned before that fsync began, so the fsync covers them), and the
 writers of those batches find them synced and return without an fsync of their own. A
