@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from . import fileio, layout
-from .codec import encode_batch
+from .codec import encode_batch, encode_event
 from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent, NothingWritten
 from .format import record as recfmt
 from .handle import Handle, nothing_written
@@ -229,7 +229,10 @@ class EventStore(Handle):
             raise InvalidEvent("an append needs at least one event; the batch is empty")
         if condition is not None and not isinstance(condition, AppendCondition):
             raise InvalidArgument("condition must be an AppendCondition or None")
-        encoded = encode_batch(batch, self.max_event_bytes)
+        if len(batch) == 1:
+            encoded = [encode_event(batch[0], self.max_event_bytes)]
+        else:
+            encoded = encode_batch(batch, self.max_event_bytes)
         ids = [eid for eid, _ in encoded]
         explicit = any(e.id is not None for e in batch)
         if explicit and len(set(ids)) != len(ids):
