@@ -254,8 +254,8 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
     Mutant("no-log-fsync", "an append is acknowledged without the fsync of the log", "append",
            "is missing", NoLogFsyncStore),
     Mutant("synced-before-fsync", "the synced position (what readers see) advances before the fsync "
-           "(EventStore._sync_and_advance)", "append", "shown to a reader",
-           patches=(("kroniko_ops.store:EventStore._sync_and_advance", _advance_first),)),
+           "(Committing._sync_and_advance)", "append", "shown to a reader",
+           patches=(("kroniko_ops.committing:Committing._sync_and_advance", _advance_first),)),
     Mutant("reader-past-synced", "readers read every committed record written, past the synced position "
            "(EventStore._state)", "append", "shown to a reader", ReadsPastSyncedStore),
     Mutant("roll-no-dir-fsync", "a preallocated segment takes its name at a roll without fsyncing log/ "
