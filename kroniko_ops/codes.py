@@ -37,6 +37,7 @@ BACKUP = (
 )
 BACKUP_TEMP = ("backup-stale-temp", "backup-new-chain")
 RESTORE = ("restore-stale-temp", "restore-refused")
+REPLICA = ("replica-manifest", "replica-orphan")
 PRUNE = ("prune-removed", "prune-kept", "prune-incomplete")
 
 # What each command can report. restore reports the verification's codes and, for a restored
@@ -47,8 +48,9 @@ BY_OPERATION: dict[str, tuple[str, ...]] = {
     "reindex": FSCK,
     "compact": FSCK + COMPACT,
     "backup": BACKUP + BACKUP_TEMP + ("segment-corrupt", "pack-corrupt"),
-    "verify-backup": BACKUP,
+    "verify-backup": BACKUP + REPLICA,
     "restore": BACKUP + RESTORE + tuple(f"restore-{c}" for c in FSCK),
+    "replicate": (),
     "prune": BACKUP + PRUNE,
     "migrate": FSCK + LEGACY + MIGRATE,
 }

@@ -46,6 +46,9 @@ GAUGES: dict[str, str] = {
     "events_processed": "Events the last run checked, copied, indexed or restored.",
     "bytes_processed": "Bytes the last run read or wrote (backup, verify-backup).",
     "backups": "Backups in the backup set after the last run (backup --into, prune).",
+    "replica_lag_positions": "Positions the replica is behind the store's synced head (replicate, after each round).",
+    "replica_lag_seconds": "Seconds the oldest batch not yet in the replica has been committed; 0 when the replica "
+                           "holds the synced head (replicate, after each round).",
 }
 # What every run sets; a run that failed before its report (exit 2, 8, 130) leaves the other
 # gauges (head, problems, findings) as the last run that got that far left them, so an alert on

@@ -3,8 +3,8 @@
 
     python scripts/bench.py [--size ci|full] [--only GROUP ...] [--json OUT] [--dir DIR]
 
-GROUP is one of engine, read, tags, open, fsck, reindex, postgres (all by default). Every row prints its rate,
-the baseline it is compared with, the ratio, the required and goal figures and whether they are met:
+GROUP is one of engine, read, tags, open, fsck, reindex, postgres, replicate (all by default). Every row
+prints its rate, the baseline it is compared with, the ratio, the required and goal figures and whether they are met:
 
     durable conditional append, 1 process, 1 event       >= 1.0x SQLite       goal >= 1.3x
     the same, a new tag (entity) per event               <= 1.2x slower than the line above
@@ -20,6 +20,9 @@ the baseline it is compared with, the ratio, the required and goal figures and w
     reindex                                              >= 100k events/s     goal >= 300k/s
     PostgreSQL: conditional batches of 100, 1 process    vs the file store (figure only)
     PostgreSQL: the same, 8 processes                    >= 1.0x file store   goal >= 1.0x
+    replication lag at 1,000 durable appends/s, p99      < 2 s                goal < 1 s
+    bytes uploaded per byte appended                     figure               goal <= 1.1x
+    restore of a 200,000-event replica                   figure only (events/s)
 
 N is 1,000,000 with ``--size full`` and 50,000 with ``--size ci`` (a smoke run of a minute or two);
 ``--size smoke`` only checks that every step runs (a few hundred events each, meaningless figures).
@@ -125,6 +128,9 @@ SPECS = {  # in the table's order
     "pg_single": Spec("figure only", "", "", ">=", 0.0, 0.0),
     "pg_batch": Spec("figure only", "", "", ">=", 0.0, 0.0),
     "pg_procs": Spec(">= 1.0x file store", ">= 1.0x", "ratio", ">=", 1.0, 1.0),
+    "replicate_lag": Spec("p99 < 2 s", "< 1 s", "rate", "<=", 2.0, 1.0),
+    "replicate_bytes": Spec("figure", "<= 1.1x", "rate", "<=", 1e9, 1.1),
+    "replicate_restore": Spec("figure only", "", "", ">=", 0.0, 0.0),
 }
 _SEQ = itertools.count()
 
@@ -310,11 +316,26 @@ def postgres_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
         srv.stop()
 
 
+def replicate_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Replication to a throwaway SeaweedFS: lag at 1,000 durable appends/s, bytes uploaded per
+    byte appended, restore of a replica (scripts/bench_replicate.py)."""
+    import bench_replicate as br
+
+    seconds = {"smoke": 3.0, "ci": 20.0}.get(size_name(size), 60.0)
+    events = {"smoke": 2_000, "ci": 50_000}.get(size_name(size), 200_000)
+    return br.rows(tmp, seconds, events)
+
+
+def size_name(size: Size) -> str:
+    """The ``--size`` name of ``size``."""
+    return next(k for k, v in SIZES.items() if v == size)
+
+
 Step = Callable[[Size, str, Fixtures], list[Row]]
 GROUPS: dict[str, tuple[Step, ...]] = {  # in run order: the last step compacts the big store
     "engine": (append_rows, procs_rows, batch_rows), "tags": (tag_rows,), "open": (open_rows,),
     "fsck": (fsck_rows,), "reindex": (reindex_rows,), "read": (read_segment_rows, read_pack_rows),
-    "postgres": (postgres_rows,),
+    "postgres": (postgres_rows,), "replicate": (replicate_rows,),
 }
 
 
@@ -332,7 +353,7 @@ def judge(r: Row) -> Row:
 def _num(value: float | None, unit: str) -> str:
     if value is None:
         return ""
-    return f"{value:,.2f}" if unit in ("ms", "MiB") else f"{value:,.0f}"
+    return f"{value:,.2f}" if unit in ("ms", "MiB", "s", "x") else f"{value:,.0f}"
 
 
 def print_table(rows: list[Row]) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: temporary stores, the legacy fixtures extracted into temporary folders."""
+"""Shared fixtures: temporary stores, the legacy fixtures extracted into temporary folders, and
+throwaway PostgreSQL and S3 servers for the session."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kroniko_ops import EventStore
+from kroniko_ops.objstore.seaweed import S3Server
 from kroniko_ops.postgres import server as pgserver
 
 # Copied from the Ruby kroniko into the repository, so that a fresh clone runs every legacy test.
@@ -69,3 +71,15 @@ def pg_server() -> Iterator[pgserver.Server]:
 def pg_url(pg_server: pgserver.Server) -> str:
     """The URL of a new, empty database."""
     return pg_server.create_database(f"t{next(_names)}")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server for the session (SeaweedFS on loopback ports, two identities: an admin and
+    a read-only user), started when first asked for and always stopped."""
+    server = S3Server(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -7,7 +7,10 @@ The only change made to a block is where its paths point (README's "Development"
 (``/srv/app/events`` and ``/srv/events``: 1,500 events in batches of 10, so position 1000 ends
 a batch) and a backup set of the first (``/backup/kroniko``, which the runbook's restore section
 uses before its nightly job has run); the PostgreSQL URL of a block marked
-``<!-- doc-test: postgres -->`` becomes a throwaway server's. How each kind of block runs:
+``<!-- doc-test: postgres -->`` becomes a throwaway server's, and the bucket ``s3://acme-dr/`` of a
+block marked ``<!-- doc-test: s3 -->`` a prefix of a throwaway S3 server's bucket (one prefix per
+document, so its blocks see each other's objects), with that server's credentials in the
+environment. How each kind of block runs:
 
 - ``sh``/``bash``/``shell``: ``bash -e`` (stops at the first failing command); a block that
   starts with ``#!/bin/sh`` and names its path on the next line (``# /usr/local/bin/x``) is a
@@ -34,6 +37,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kroniko_ops import Event, EventStore
+from kroniko_ops.objstore.seaweed import BUCKET
 from kroniko_ops.ops.backup import backup_into, scan
 from kroniko_ops.ops.backup import sets as sets_mod
 
@@ -42,6 +46,7 @@ DOCS = ("README.md", "docs/RUNBOOK.md")
 BLOCK = re.compile(r"(?:^<!-- doc-test: (?P<mark>[^\n]*?) -->\n)?^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$", re.S | re.M)
 PATHS = re.compile(r"(?<![\w./-])(/(?:srv|backups?|scratch|var/lib/node_exporter|var/log|usr/local/bin))(?![\w.-])")
 PG_URL = "postgresql://app@db.internal/shop"
+S3_BUCKET = "s3://acme-dr/"
 RUN = ("sh", "bash", "shell", "cron", "python")
 TIMEOUT = 300
 
@@ -109,15 +114,22 @@ def run_block(lang: str, body: str, box: Path, env: dict[str, str], what: str) -
 
 
 @pytest.mark.parametrize("doc", DOCS)
-def test_every_shell_block_runs_as_written(doc: str, tmp_path: Path, pg_server) -> None:
+def test_every_shell_block_runs_as_written(doc: str, tmp_path: Path, pg_server, s3_server) -> None:
     box, env = _sandbox(tmp_path)
     ran = 0
+    prefix = f"s3://{BUCKET}/docs-{Path(doc).stem.lower()}-{os.getpid()}-{tmp_path.name}/"
     for n, (line, lang, mark, body) in enumerate(blocks(doc)):
         if lang not in RUN or mark.startswith("skip"):
             continue
         if mark.startswith("postgres"):
             body = body.replace(PG_URL, pg_server.create_database(f"docs_{Path(doc).stem.lower()}_{n}"))
         assert PG_URL not in body, f"{doc}:{line}: a block naming a PostgreSQL server needs <!-- doc-test: postgres -->"
+        if mark.startswith("s3"):
+            body = body.replace(S3_BUCKET, prefix)
+            run_block(lang, body, box, {**env, **s3_server.env()}, f"{doc}:{line} ({lang} block)")
+            ran += 1
+            continue
+        assert "s3://" not in body, f"{doc}:{line}: a block naming object storage needs <!-- doc-test: s3 -->"
         run_block(lang, body, box, env, f"{doc}:{line} ({lang} block)")
         ran += 1
     assert ran >= (10 if doc.endswith("RUNBOOK.md") else 3)
@@ -126,7 +138,7 @@ def test_every_shell_block_runs_as_written(doc: str, tmp_path: Path, pg_server) 
 def test_skipped_blocks_say_why() -> None:
     for doc in DOCS:
         for line, _lang, mark, _body in blocks(doc):
-            assert mark in ("",) or mark.startswith(("postgres ", "skip (")), f"{doc}:{line}: marker {mark!r}"
+            assert mark in ("",) or mark.startswith(("postgres ", "s3 ", "skip (")), f"{doc}:{line}: marker {mark!r}"
 
 
 def script(name: str) -> str:

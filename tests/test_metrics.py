@@ -47,7 +47,7 @@ def test_every_maintenance_command_leaves_what_an_alert_needs(store: str, tmp_pa
     steps = [
         ("fsck", store), ("recover", store), ("reindex", store), ("compact", store),
         ("backup", store, "--into", root), ("verify-backup", root), ("restore", root, str(tmp_path / "r")),
-        ("prune", root, "--keep-last", "1"),
+        ("prune", root, "--keep-last", "1"), ("replicate", store, str(tmp_path / "replica"), "--once"),
     ]
     counts = {}
     for op, *args in steps:
@@ -61,7 +61,7 @@ def test_every_maintenance_command_leaves_what_an_alert_needs(store: str, tmp_pa
     text = prom.read_text()
     assert text.count("# HELP ") == text.count("# TYPE ") == len(found)
     subjects = {"fsck": store, "recover": store, "reindex": store, "compact": store, "backup": store,
-                "verify-backup": root, "restore": root, "prune": root}
+                "verify-backup": root, "restore": root, "prune": root, "replicate": str(tmp_path / "replica")}
     for op, subject in subjects.items():
         where = {"operation": op, "path": os.path.abspath(subject)}
         assert value(prom, "last_run_success", **where) == 1
@@ -75,6 +75,8 @@ def test_every_maintenance_command_leaves_what_an_alert_needs(store: str, tmp_pa
     assert value(prom, "backups", operation="backup", path=os.path.abspath(store)) == 1
     assert value(prom, "backups", operation="prune", path=os.path.abspath(root)) == 1
     assert value(prom, "bytes_processed", operation="backup", path=os.path.abspath(store)) > 0
+    replica = {"operation": "replicate", "path": os.path.abspath(tmp_path / "replica")}
+    assert value(prom, "replica_lag_positions", **replica) == value(prom, "replica_lag_seconds", **replica) == 0
     assert sorted(os.listdir(prom.parent)) == ["kroniko.prom", "kroniko.prom.lock"]  # no temp file left
 
 

@@ -73,4 +73,12 @@ def main() -> None:
 
 
 # Commands register themselves on import; one module per group of commands.
-from . import backup_cmds, compact_cmds, maintenance_cmds, migrate_cmds, store_cmds, torture_cmds  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    backup_cmds,
+    compact_cmds,
+    maintenance_cmds,
+    migrate_cmds,
+    replicate_cmds,
+    store_cmds,
+    torture_cmds,
+)

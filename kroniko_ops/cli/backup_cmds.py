@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ..ops.backup import backup as run_backup
 from ..ops.backup import backup_into, scan
 from ..ops.backup import prune as run_prune
-from ..ops.backup import restore as run_restore
 from ..ops.backup.sets import DEFAULT_FULL_EVERY_DAYS
-from ..ops.backup.sets import verify as run_verify
+from ..ops.replicate import backup as run_backup
+from ..ops.replicate import restore as run_restore
+from ..ops.replicate import verify_backup as run_verify
 from . import cli
 from .contract import Run, command
 from .output import emit_json
@@ -21,7 +21,7 @@ LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=-1), def
 
 @command(cli, "backup", path="dest", subject="store", metrics_file=True, examples_=(
     "kroniko-ops backup /srv/events --into /backup/events   # full or incremental, named by time, latest -> it",
-    "kroniko-ops backup /srv/events /backup/events-full",
+    "kroniko-ops backup /srv/events s3://acme-dr/snapshots/2026-12-06   # one snapshot into an empty prefix",
     "kroniko-ops backup /srv/events /backup/events-inc --incremental-from /backup/events-full --json"))
 @click.argument("store", type=PATH)
 @click.argument("dest", type=PATH, required=False)
@@ -39,12 +39,13 @@ LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=-1), def
 @LOCK_TIMEOUT
 def backup(run: Run, store: str, dest: str | None, root: str | None, full: bool, full_every: float,
            base: str | None, archive: bool, lock_timeout: float) -> None:
-    """Back up STORE into DEST (a new or empty folder, or a new file with --archive), or into
-    the backup set ROOT with --into; online.
+    """Back up STORE into DEST (a new or empty folder, a new file with --archive, or an empty
+    s3://BUCKET/PREFIX), or into the backup set ROOT with --into; online.
 
     The backup holds exactly positions 1..H, H being the synced head when it starts; writers and
-    compaction may go on. The backup appears only once it is complete and durable.
-    Exit 2: DEST not empty or BASE not a backup of STORE; 4: STORE is damaged; 8: I/O error.
+    compaction may go on. The backup appears only once it is complete and durable (in object
+    storage: its manifest is written last). Exit 2: DEST not empty or BASE not a backup of
+    STORE; 4: STORE is damaged; 8: I/O error or the object store kept failing.
     """
     if (dest is None) == (root is None):
         raise click.UsageError("give DEST or --into ROOT (one of them)")
@@ -63,13 +64,14 @@ def backup(run: Run, store: str, dest: str | None, root: str | None, full: bool,
 @command(cli, "verify-backup", path="dest", metrics_file=True, examples_=(
     "kroniko-ops verify-backup /backup/events/latest",
     "kroniko-ops verify-backup /backup/events --all --metrics-file /var/lib/node_exporter/kroniko-verify.prom",
-    "kroniko-ops verify-backup /backup/events-full.tar --json"))
+    "kroniko-ops verify-backup s3://acme-dr/events --json   # a replica (replicate) or an s3:// backup"))
 @click.argument("dest", type=PATH)
 @click.option("--all", "every", is_flag=True, help="DEST is a backup set: verify every backup in it.")
 def verify_backup(run: Run, dest: str, every: bool) -> None:
     """Check the backup DEST against its manifest: every file's size and SHA-256, missing and
     extra files, the log's chain across its files, and for an incremental its bases. DEST may
-    be a backup set (backup --into): its newest backup, or with --all every one.
+    be a backup set (backup --into): its newest backup, or with --all every one; or a replica
+    (s3://BUCKET/PREFIX or a folder written by replicate): every object against its manifest.
 
     Exit 0: intact; 2: a gzipped or otherwise compressed archive (decompress it first);
     4: problems (findings with codes backup-*); 8: DEST unreadable.
@@ -79,20 +81,26 @@ def verify_backup(run: Run, dest: str, every: bool) -> None:
 
 @command(cli, "restore", path="target", subject="backup", metrics_file=True, examples_=(
     "kroniko-ops restore /backup/events /srv/events.restored      # the set's newest backup",
-    "kroniko-ops restore /backup/events/latest /scratch/drill --to-position 1000 --json"))
+    "kroniko-ops restore /backup/events/latest /scratch/drill --to-position 1000 --json",
+    "kroniko-ops restore s3://acme-dr/events /srv/events.restored --to-time 2026-12-06T02:15:00Z"))
 @click.argument("backup", type=PATH)
 @click.argument("target", type=PATH)
 @click.option("--to-position", type=click.IntRange(min=0), default=None,
               help="Restore positions 1..N only (N must end a batch): point-in-time restore.")
-def restore(run: Run, backup: str, target: str, to_position: int | None) -> None:
-    """Restore BACKUP (with its bases, for an incremental; for a backup set, its newest backup)
-    into TARGET, a new or empty folder.
+@click.option("--to-time", default=None, metavar="TIMESTAMP",
+              help="Restore up to the last batch committed at or before TIMESTAMP (ISO 8601 with Z or an offset, "
+                   "e.g. 2026-12-06T02:15:00Z).")
+def restore(run: Run, backup: str, target: str, to_position: int | None, to_time: str | None) -> None:
+    """Restore BACKUP (with its bases, for an incremental; for a backup set, its newest backup;
+    or a replica: s3://BUCKET/PREFIX or a folder written by replicate) into TARGET, a new or
+    empty folder.
 
     The backup is verified first; the new store is built beside TARGET, checked with fsck and
     renamed into place. Exit 2: TARGET not empty, N inside a batch (the nearest batch ends are
-    named) or an unsafe archive; 4: the backup does not verify (nothing written); 8: I/O error.
+    named), a bad TIMESTAMP or an unsafe archive; 4: the backup does not verify (nothing
+    written); 8: I/O error or the object store kept failing.
     """
-    run.finish(run_restore(backup, target, to_position=to_position, progress=run.progress))
+    run.finish(run_restore(backup, target, to_position=to_position, to_time=to_time, progress=run.progress))
 
 
 @command(cli, "backups", path="root", examples_=(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ... import fileio, locking
 from ...errors import InvalidArgument, StoreNotFound
@@ -39,7 +40,7 @@ from ...rebuild import publish as publish_index
 from ...report import Report
 from ...store import EventStore
 from ...synced import SyncedFile, SyncedState
-from . import verify
+from . import pit, verify
 from .chain import Chain, Part, open_chain, parts_of
 from .container import Container, check_archive, is_archive
 from .sink import fd_chunks, publish, remove_tree, sweep_stale, temp_path
@@ -48,11 +49,13 @@ STORE_DIRS = ("log", "packs", "index", "locks", "lost-found")
 
 
 def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, to_position: int | None = None,
-            lock_timeout: float = 30.0, progress: bool = False, durable: bool = True) -> Report:
+            to_time: str | datetime | None = None, lock_timeout: float = 30.0, progress: bool = False,
+            durable: bool = True) -> Report:
     """Restore ``backup`` (a full or incremental backup, folder or archive; the bases of an
     incremental are found where its manifest says; or a backup set's folder, meaning its newest
-    backup) into the new store ``target``, up to
-    ``to_position`` (a batch boundary; default: the backup's head).
+    backup) into the new store ``target``, up to ``to_position`` (a batch boundary; default: the
+    backup's head) or ``to_time`` (an ISO 8601 timestamp with a zone: the last batch committed at
+    or before it).
 
     Returns the report: its findings are the verification problems (exit 4, nothing written) or
     the fsck notes of the new store. Raises InvalidArgument (exit 2) for a non-empty target, a
@@ -70,6 +73,9 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
     if to_position is not None and (isinstance(to_position, bool) or not isinstance(to_position, int)
                                     or to_position < 0):
         raise InvalidArgument(f"--to-position must be an integer >= 0, got {to_position!r}")
+    if to_position is not None and to_time is not None:
+        raise InvalidArgument("give --to-position or --to-time, not both; nothing was written")
+    when = None if to_time is None else pit.parse_time(to_time)
     if not os.path.exists(backup):
         raise StoreNotFound(f"no backup at {backup}")
     if is_archive(backup):
@@ -84,6 +90,11 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
             report.add("restore-refused", "info", target, "the backup does not verify; nothing was written")
             return report.finish()
         with open_chain(backup, container, container.manifest()) as chain:
+            if when is not None:
+                to_position = pit.position_at(parts_of(chain.top.manifest)[0],
+                                              lambda part: (rec for rec, _raw in _records(chain, part, 1 << 62)),
+                                              when)
+                report.figures["to_time"] = pit.format_time(when)
             plan = _plan(chain, to_position)
             _run(chain, plan, target, lock_timeout, progress, durable, report)
     report.head = plan.cut

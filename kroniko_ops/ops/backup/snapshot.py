@@ -120,10 +120,15 @@ class Vanished(Exception):
     """A planned file disappeared before it was copied (compaction): snapshot again."""
 
 
-def take(root: str, lock_timeout: float = 30.0) -> Snapshot:
+def take(root: str, lock_timeout: float = 30.0, seals: dict[tuple[int, ...], tuple[int, bytes]] | None = None
+         ) -> Snapshot:
     """Snapshot the store at ``root`` at its synced position; raises StoreNotFound (no store),
     StoreCorrupted (its files do not cover ``1..head``: run fsck). ``lock_timeout`` bounds the
-    wait for the append lock when the synced position must be re-verified (after a reboot)."""
+    wait for the append lock when the synced position must be re-verified (after a reboot).
+
+    ``seals`` is a cache kept by a caller that snapshots again and again (replicate): a sealed
+    segment whose ``.idx`` and ``.seg`` are the same files (position, device, inode, size, change
+    time) as when it was last decoded is not read again (sealed files never change)."""
     lay = Layout(root)
     problem = ""
     for _ in range(ATTEMPTS):
@@ -132,7 +137,7 @@ def take(root: str, lock_timeout: float = 30.0) -> Snapshot:
         fmt = fileio.read_small(lay.format_file, 4096)
         parts: list[Part] = []
         try:
-            _cover(lay, state, parts)
+            _cover(lay, state, parts, seals)
             return Snapshot(root, state, fmt, parts)
         except Vanished as exc:
             problem = str(exc)
@@ -182,7 +187,8 @@ def _reopen(f: File) -> int:
     return fd
 
 
-def _cover(lay: Layout, state: SyncedState, parts: list[Part]) -> None:
+def _cover(lay: Layout, state: SyncedState, parts: list[Part],
+           seals: dict[tuple[int, ...], tuple[int, bytes]] | None = None) -> None:
     """Fill ``parts`` with containers covering ``1..state.position`` exactly (each file opened
     and checked; the first PINNED files and the active segment left open)."""
     segs, packs = _listing(lay)
@@ -197,7 +203,7 @@ def _cover(lay: Layout, state: SyncedState, parts: list[Part]) -> None:
             first, last, name = max(fitting, key=lambda p: p[1])
             parts.append(_pack(lay, first, last, name))
         elif {"seg", "idx"} <= segs.get(pos, set()):
-            parts.append(_sealed(lay, pos))
+            parts.append(_sealed(lay, pos, seals))
             if parts[-1].last > head:
                 raise Vanished(f"sealed segment {pos} ends past the head {head} it should hold")
         else:
@@ -232,7 +238,7 @@ def _pack(lay: Layout, first: int, last: int, name: str) -> Part:
     return part
 
 
-def _sealed(lay: Layout, first: int) -> Part:
+def _sealed(lay: Layout, first: int, seals: dict[tuple[int, ...], tuple[int, bytes]] | None = None) -> Part:
     seg = os.path.join(lay.log_dir, segfmt.seg_name(first))
     idx = os.path.join(lay.log_dir, segfmt.idx_name(first))
     ifd = _open(idx)
@@ -243,8 +249,15 @@ def _sealed(lay: Layout, first: int) -> Part:
         raise
     part = Part("sealed", first, first, [_file(f"log/{segfmt.idx_name(first)}", idx, ifd),
                                          _file(f"log/{segfmt.seg_name(first)}", seg, sfd)])
+    isize, ssize = part.files[0].size, part.files[1].size
+    # Inode numbers are reused once compaction deletes a segment: the key holds the position
+    # and both files' change times too, so a cached seal never describes another file.
+    key = (first, *part.files[0].ident, isize, os.fstat(ifd).st_ctime_ns, *part.files[1].ident, ssize,
+           os.fstat(sfd).st_ctime_ns)
+    if seals is not None and key in seals:
+        part.last, part.seg_sha256 = seals[key]
+        return part
     try:
-        isize, ssize = part.files[0].size, part.files[1].size
         # Sizes first: an offset index holds 8 bytes per record of at least one byte, and a
         # sealed segment is exactly as long as its index says; a file grown by gigabytes is
         # damage, never read into memory nor hashed.
@@ -258,6 +271,8 @@ def _sealed(lay: Layout, first: int) -> Part:
         os.close(sfd)
         raise StoreCorrupted(f"{idx}: {exc} (segment-corrupt); run: kroniko-ops fsck {lay.root}") from None
     part.last, part.seg_sha256 = seal.last, seal.seg_sha256  # the offsets are not kept: memory stays flat
+    if seals is not None:
+        seals[key] = (seal.last, seal.seg_sha256)
     return part
 
 
