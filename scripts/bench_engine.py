@@ -189,10 +189,12 @@ def _gather(results: Any, procs: list[Any], timeout: float) -> list[Any]:
     return got
 
 
-def parallel(kind: str, path: str, seconds: float) -> tuple[float, int, float]:
-    """(aggregate events/s, conflicts, 99th-percentile latency of one acknowledged append in ms)
-    of PROCS spawned processes, each with its own handle and its own tags, doing durable
-    conditional appends for ``seconds`` from a common start."""
+def parallel(kind: str, path: str, seconds: float) -> tuple[float, int, float, float, tuple[int, int]]:
+    """(aggregate events/s, conflicts, 99th-percentile and longest latency of one acknowledged
+    append in ms, fewest and most appends of one process) of PROCS spawned processes, each with
+    its own handle and its own tags, doing durable conditional appends for ``seconds`` from a
+    common start. The spread shows fairness: a lock that lets one process run alone gives a low
+    percentile over all appends while the others wait for seconds."""
     with closing(_open(kind, path)):
         pass  # create the store or database before the workers race to
     ctx = mp.get_context("spawn")
@@ -212,7 +214,9 @@ def parallel(kind: str, path: str, seconds: float) -> tuple[float, int, float]:
                 p.kill()
     latencies = sorted(x for g in got for x in g[3])
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1e3 if latencies else 0.0
-    return sum(g[0] for g in got) / max(g[2] for g in got), sum(g[1] for g in got), p99
+    longest = latencies[-1] * 1e3 if latencies else 0.0
+    spread = (min(g[0] for g in got), max(g[0] for g in got))
+    return sum(g[0] for g in got) / max(g[2] for g in got), sum(g[1] for g in got), p99, longest, spread
 
 
 def raw_fsync_ms(folder: str, seconds: float) -> float:
