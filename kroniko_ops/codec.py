@@ -6,10 +6,12 @@ sorted keys: UTF-8, no insignificant whitespace. Those exact bytes are what the 
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -21,6 +23,7 @@ ID_RE = re.compile(r"\A[A-Za-z0-9._-]{1,64}\Z")
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 _SCALARS = (str, int, bool, type(None))
 _VARIANT = "89ab"
+_PAUSE_FROM = 32  # events decoded at once before pausing the collector pays for itself
 
 
 _POOL_BYTES = 10 * 409  # random bytes drawn at once: one getrandom per 409 ids, not one per id
@@ -75,10 +78,17 @@ def check_id(event_id: object) -> str:
 
 
 def _check_json(value: Any, where: str) -> None:
-    """Refuse anything that would not come back from JSON as the same Python value."""
-    stack = [(value, where)]
+    """Refuse anything that would not come back from JSON as the same Python value, and a
+    value that contains itself (a walk that followed the cycle would never end)."""
+    stack: list[tuple[Any, str, bool]] = [(value, where, False)]
+    on_path: set[int] = set()  # the containers being walked: meeting one again is a cycle
+    done: set[int] = set()  # containers walked whole: a value shared twice is checked once
     while stack:
-        v, w = stack.pop()
+        v, w, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(v))
+            done.add(id(v))
+            continue
         t = type(v)
         if t is float:
             if v != v or v in (float("inf"), float("-inf")):
@@ -88,13 +98,20 @@ def _check_json(value: Any, where: str) -> None:
                 raise InvalidEvent(f"{w} is an integer outside the 64-bit range JSON readers accept")
         elif t in _SCALARS:
             continue
-        elif t is dict:
-            for k, item in v.items():
-                if type(k) is not str:
-                    raise InvalidEvent(f"{w} has a key {k!r} that is not a string")
-                stack.append((item, f"{w}.{k}"))
-        elif t is list:
-            stack.extend((item, f"{w}[{i}]") for i, item in enumerate(v))
+        elif t is dict or t is list:
+            if id(v) in on_path:
+                raise InvalidEvent(f"{w} contains itself (a cycle of references): JSON cannot hold it")
+            if id(v) in done:
+                continue
+            on_path.add(id(v))
+            stack.append((v, w, True))
+            if t is dict:
+                for k, item in v.items():
+                    if type(k) is not str:
+                        raise InvalidEvent(f"{w} has a key {k!r} that is not a string")
+                    stack.append((item, f"{w}.{k}", False))
+            else:
+                stack.extend((item, f"{w}[{i}]", False) for i, item in enumerate(v))
         else:
             raise InvalidEvent(
                 f"{w} is a {t.__name__}, which is not JSON "
@@ -191,60 +208,82 @@ def decode_event(raw: bytes) -> Event:
     return Event(doc["type"], doc.get("data"), tuple(tags), doc.get("metadata"), doc["id"])
 
 
-def decode_run(first: int, bodies: list[bytes], where: str = "",
-               commits: list[tuple[int, int, bool]] | None = None) -> list[SequencedEvent]:
-    """Decode the stored events of positions ``first, first + 1, ...`` in one JSON parse (their
-    canonical bytes joined into an array). Any doubt falls back to decoding one by one, which
-    names the bad position. ``commits`` (from :func:`~kroniko_ops.format.record.commits`) gives
-    each event its batch's commit time and marks the batches' last events.
+def decode_run(first: int, bodies: Sequence[bytes], where: str = "",
+               commits: Sequence[tuple[int, int, bool]] | None = None, array: bytes | memoryview | None = None,
+               positions: Sequence[int] | None = None) -> list[SequencedEvent]:
+    """Decode the stored events of positions ``first, first + 1, ...`` (or ``positions``) in one
+    JSON parse: of ``array`` when given (the bodies already joined into one JSON array, as a
+    dense pack block holds them), else of the bodies joined. Any doubt falls back to decoding one
+    by one, which names the bad position. ``commits`` (from
+    :func:`~kroniko_ops.format.record.commits`) gives each event its batch's commit time and
+    marks the batches' last events.
 
-    The events are built without their dataclass ``__init__`` (a third of the cost of a bulk
-    read): the fields are exactly the ones :func:`decode_event` passes, checked here.
+    The events are built without their dataclass ``__init__``: each parsed document, whose five
+    canonical keys are exactly :class:`Event`'s fields, becomes the event's attribute dict. The
+    cyclic garbage collector is paused meanwhile (:mod:`.gcpause`): it would otherwise scan the
+    new objects again and again, which costs more than building them.
     """
-    groups = iter(commits or ((len(bodies) - 1, 0, False),))
+    n = len(bodies)
+    if positions is None:
+        positions = range(first, first + n)
+    groups = commits or ((n - 1, 0, False),)
+    paused = n >= _PAUSE_FROM and gc.isenabled()
+    if paused:
+        gc.disable()
     try:
-        docs = orjson.loads(b"[" + b",".join(bodies) + b"]")
-    except orjson.JSONDecodeError:
-        docs = None
-    if docs is not None and len(docs) == len(bodies):
-        out: list[SequencedEvent] = []
-        append, new, pos = out.append, object.__new__, first
-        upto, stamp, ends = next(groups)
-        upto += first
-        for doc in docs:
-            try:
-                tags = doc["tags"]
-                if doc["type"].__class__ is not str or tags.__class__ is not list or len(doc) != 5:
-                    break
-            except (KeyError, TypeError):
-                break
-            # The five canonical keys are exactly Event's fields: copy them in one C call.
-            event = new(Event)
-            fields = event.__dict__
-            fields.update(doc)
-            fields["tags"] = tuple(tags)
-            seq = new(SequencedEvent)
-            if pos == upto:
-                seq.__dict__.update(position=pos, event=event, commit_us=stamp, batch_end=ends)
-                upto, stamp, ends = next(groups, (-1, 0, False))
-                upto += first
-            else:
-                seq.__dict__.update(position=pos, event=event, commit_us=stamp, batch_end=False)
-            append(seq)
-            pos += 1
-        else:
-            return out
+        try:
+            docs = orjson.loads(b"[" + b",".join(bodies) + b"]" if array is None else array)
+        except orjson.JSONDecodeError:
+            docs = None
+        if docs is not None and len(docs) == n:
+            out = _build(docs, positions, groups)
+            if out is not None:
+                return out
+    finally:
+        if paused:
+            gc.enable()
     events = []
-    groups = iter(commits or ((len(bodies) - 1, 0, False),))
-    upto, stamp, ends = next(groups)
+    upto, stamp, ends = groups[0]
+    g = 1
     for k, raw in enumerate(bodies):
         try:
             event = decode_event(raw)
         except ValueError:
             raise StoreCorrupted(
-                f"the event at position {first + k} does not parse; run: kroniko-ops fsck {where}"
+                f"the event at position {positions[k]} does not parse; run: kroniko-ops fsck {where}"
             ) from None
-        events.append(SequencedEvent(first + k, event, stamp, ends and k == upto))
+        events.append(SequencedEvent(positions[k], event, stamp, ends and k == upto))
         if k == upto:
-            upto, stamp, ends = next(groups, (-1, 0, False))
+            upto, stamp, ends = groups[g] if g < len(groups) else (-1, 0, False)
+            g += 1
     return events
+
+
+def _build(docs: list[Any], positions: Sequence[int], groups: Sequence[tuple[int, int, bool]]
+           ) -> list[SequencedEvent] | None:
+    """The events of parsed documents, or None at the first that is not a canonical event."""
+    out: list[SequencedEvent] = []
+    append, new, put = out.append, object.__new__, object.__setattr__
+    event_cls, seq_cls = Event, SequencedEvent
+    it = iter(groups)
+    upto, stamp, ends = next(it)
+    k = 0
+    for pos, doc in zip(positions, docs):  # noqa: B905  (as many positions as documents)
+        try:
+            tags = doc["tags"]
+            if doc["type"].__class__ is not str or tags.__class__ is not list or len(doc) != 5:
+                return None
+        except (KeyError, TypeError):
+            return None
+        doc["tags"] = tuple(tags)
+        event = new(event_cls)
+        put(event, "__dict__", doc)
+        seq = new(seq_cls)
+        if k == upto:
+            put(seq, "__dict__", {"position": pos, "event": event, "commit_us": stamp, "batch_end": ends})
+            upto, stamp, ends = next(it, (-1, 0, False))
+        else:
+            put(seq, "__dict__", {"position": pos, "event": event, "commit_us": stamp, "batch_end": False})
+        append(seq)
+        k += 1
+    return out

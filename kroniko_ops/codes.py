@@ -15,7 +15,8 @@ FSCK = (
     "log-tail-oversized", "log-bad-line", "log-position-mismatch", "log-duplicate-id", "event-hash-mismatch",
     "event-unreadable", "index-missing", "index-corrupt", "index-checkpoint-ahead", "index-checkpoint-mismatch",
     "index-behind", "index-trailing-garbage", "index-superseded", "index-missing-entry", "index-extra-entry",
-    "dangling-reference", "stopped",
+    "dangling-reference", "stopped", "index-unchecked", "accept-loss-needed", "accept-loss-refused",
+    "acknowledged-lost",
 )
 LEGACY = (
     "missing-event", "dangling-event", "event-id-mismatch", "index-unsafe-name", "index-name-collision",
@@ -36,7 +37,7 @@ BACKUP = (
     "backup-segment-corrupt", "backup-pack-corrupt", "backup-archive-corrupt", "backup-base",
 )
 BACKUP_TEMP = ("backup-stale-temp", "backup-new-chain")
-RESTORE = ("restore-stale-temp", "restore-refused")
+RESTORE = ("restore-stale-temp", "restore-refused", "restore-warnings")
 REPLICA = ("replica-manifest", "replica-orphan")
 PRUNE = ("prune-removed", "prune-kept", "prune-incomplete")
 

@@ -343,3 +343,21 @@ class Syncer:
         """Flush the whole file system holding ``path`` (after writing many files at once)."""
         if self.durable:
             syncfs(path)
+
+
+def make_durable(root: str) -> None:
+    """fsync every file of the folder tree ``root``, then every folder, deepest first (a tree
+    built with fsyncs off, about to be published by a rename). Links are not followed."""
+    files: list[str] = []
+    dirs: list[str] = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        dirs.append(dirpath)
+        files.extend(os.path.join(dirpath, n) for n in filenames)
+    for path in files:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            fsync(fd, path)
+        finally:
+            os.close(fd)
+    for path in sorted(dirs, key=lambda d: d.count(os.sep), reverse=True):
+        fsync_dir(path)

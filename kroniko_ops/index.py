@@ -14,10 +14,11 @@ import re
 import sqlite3
 import stat
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 
 from . import fileio
-from .errors import StoreCorrupted
+from .errors import NothingWritten, StoreCorrupted
 from .format.record import GENESIS
 from .model import Query
 
@@ -105,6 +106,41 @@ def create_db(path: str) -> sqlite3.Connection:
     return con
 
 
+def may_write(path: str) -> bool:
+    """Whether this process may write the database at ``path`` and create files beside it
+    (its ``-wal`` and ``-shm``)."""
+    folder = os.path.dirname(path) or "."
+    if not (os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)):
+        return False
+    try:
+        return os.statvfs(folder).f_bavail > 0  # a full disk: SQLite cannot create -shm either
+    except OSError:
+        return True
+
+
+def open_read_only(path: str) -> sqlite3.Connection:
+    """A read-only connection to the index database at ``path`` for a user who may not write
+    it. SQLite reads a WAL database read-only when its ``-wal`` and ``-shm`` exist (a writer has
+    it open); otherwise it would have to create them, so an empty in-memory index (checkpoint
+    0) stands in: readers then find every event in the log, which is slower but never wrong.
+    (``immutable=1`` is not used: a writer's checkpoint may change the file under the read.)"""
+    check_files(path)
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    con: sqlite3.Connection | None = None
+    try:
+        con = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=60.0)
+        con.execute("PRAGMA busy_timeout=60000")
+        con.execute("SELECT position FROM checkpoint WHERE k = 0").fetchone()
+        return con
+    except sqlite3.DatabaseError:  # cannot read it read-only (or damaged: fsck says so): the log answers
+        if con is not None:
+            con.close()
+        con = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        con.executescript(_SCHEMA)
+        con.execute("INSERT INTO checkpoint VALUES (0, 0, ?)", (GENESIS,))
+        return con
+
+
 class Index:
     """One handle's connection to the current index generation of a store."""
 
@@ -114,7 +150,10 @@ class Index:
         self.generation = gens[-1] if gens else 1
         self.path = os.path.join(folder, db_name(self.generation))
         if not gens:
-            fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
+            try:
+                fileio.makedirs(folder)  # derived data: a deleted index folder is made again, then caught up
+            except PermissionError:
+                pass  # a user who may not write the store: it reads without an index (below)
         try:
             self.con = create_db(self.path) if not gens else connect(self.path)
             if gens and self.con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone() is None:
@@ -123,6 +162,14 @@ class Index:
                 self.con.close()
                 self.con = create_db(self.path)
         except sqlite3.DatabaseError as exc:
+            if not may_write(self.path):
+                # A user who may read the store but not write it (or a full disk): read the
+                # index read-only, or, where SQLite cannot (a WAL database needs to write its
+                # -shm unless a writer has it open), answer from the log alone (checkpoint 0).
+                self.con, self.read_only = open_read_only(self.path), True
+                self._terms = {}
+                self._next = os.path.join(folder, db_name(self.generation + 1))
+                return
             if isinstance(exc, sqlite3.OperationalError):  # busy, locked, I/O: not damage
                 raise
             # Not a database any more (damaged): derived data, so start the next generation
@@ -134,6 +181,7 @@ class Index:
         self._next = os.path.join(folder, db_name(self.generation + 1))  # checked on every read
 
     _complete = False  # whether ``_terms`` holds every term of the database (see :meth:`at`)
+    read_only = False  # opened by a user who may not write the index (see :func:`open_read_only`)
 
     @classmethod
     def at(cls, path: str) -> Index:
@@ -159,6 +207,11 @@ class Index:
         """Switch to the newest generation."""
         self.con.close()
         self.__init__(self.folder)  # type: ignore[misc]
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise NothingWritten(f"the index {self.path} cannot be written by this process (no write permission, "
+                                 "or the disk is full); nothing was written")
 
     # -- the checkpoint --------------------------------------------------------------------
 
@@ -205,6 +258,7 @@ class Index:
         """Index ``entries`` (positions right after the current checkpoint) and move the
         checkpoint to ``checkpoint``, in one transaction. With ``wait=False``, return False at
         once (nothing done) when another connection is writing."""
+        self._writable()
         cur = self.con.cursor()
         if not wait:
             self.con.execute("PRAGMA busy_timeout=0")
@@ -252,6 +306,7 @@ class Index:
     def truncate(self, position: int, chain: bytes) -> None:
         """Drop every row past ``position`` and set the checkpoint there (the log was found
         shorter than the index: a power cut took back records the index had already seen)."""
+        self._writable()
         cur = self.con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -306,9 +361,11 @@ class Index:
             parts.append(f"SELECT position FROM postings WHERE term IN ({marks}) AND position BETWEEN :lo AND :hi")
         return "SELECT position FROM (" + " INTERSECT ".join(parts) + ")"
 
-    def positions(self, query: Query, lo: int, hi: int, backwards: bool = False) -> Iterator[int]:
+    def positions(self, query: Query, lo: int, hi: int, backwards: bool = False,
+                  limit: int | None = None) -> Iterator[int]:
         """Positions in ``lo..hi`` matching ``query`` (not ``Query.all()``), in order, fetched a
-        page at a time."""
+        page at a time: the first page ``limit`` positions when the caller will take no more
+        (a read with a limit, a condition's first match), then pages doubling up to PAGE."""
         selects = [sql for item in query.items if (sql := self._item_sql(item.types, item.tags)) is not None]
         if not selects:
             return
@@ -316,20 +373,22 @@ class Index:
             selects = ["SELECT position FROM (" + " UNION ".join(selects[i:i + MAX_COMPOUND]) + ")"
                        for i in range(0, len(selects), MAX_COMPOUND)]
         order = "DESC" if backwards else "ASC"
-        sql = " UNION ".join(selects) + f" ORDER BY position {order} LIMIT {PAGE}"
+        sql = " UNION ".join(selects) + f" ORDER BY position {order} LIMIT :page"
+        size = PAGE if limit is None else max(1, min(PAGE, limit))
         while lo <= hi:
-            page = [r[0] for r in self.con.execute(sql, {"lo": lo, "hi": hi})]
+            page = [r[0] for r in self.con.execute(sql, {"lo": lo, "hi": hi, "page": size})]
             yield from page
-            if len(page) < PAGE:
+            if len(page) < size:
                 return
             if backwards:
                 hi = page[-1] - 1
             else:
                 lo = page[-1] + 1
+            size = min(PAGE, 2 * size)
 
     def first_match(self, query: Query, lo: int, hi: int) -> int | None:
         """The first position in ``lo..hi`` matching ``query``, or None."""
-        return next(self.positions(query, lo, hi), None)
+        return next(self.positions(query, lo, hi, limit=1), None)
 
     def counts(self) -> dict[str, int]:
         """Row counts, for ``stats``."""

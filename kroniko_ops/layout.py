@@ -119,13 +119,27 @@ class FormatInfo:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
     created: str = ""
+    ref_fields: tuple[str, ...] = ()  # fields fsck checks as references to event ids in this store
 
     def render(self) -> bytes:
-        """The file's text."""
+        """The file's text (``ref_fields=`` only when the store records some)."""
+        refs = f"ref_fields={','.join(self.ref_fields)}\n" if self.ref_fields else ""
         return (
             f"{FORMAT_LINE}\nmax_event_bytes={self.max_event_bytes}\nsegment_bytes={self.segment_bytes}\n"
-            f"created={self.created}\n"
+            f"created={self.created}\n{refs}"
         ).encode()
+
+
+_REF_FIELD_RE = re.compile(r"\A(data|metadata)(\.[^.,\s=]+)+\Z")
+
+
+def check_ref_field(path: str) -> str:
+    """``path`` if it is a reference field (a dotted path under ``data`` or ``metadata``, such as
+    ``data.order_event_id``), else :class:`InvalidArgument`."""
+    if not isinstance(path, str) or not _REF_FIELD_RE.match(path):
+        raise InvalidArgument(f"reference field {path!r} must be a dotted path under data or metadata, "
+                              "like data.order_event_id")
+    return path
 
 
 def parse_format(text: bytes) -> FormatInfo:
@@ -134,11 +148,14 @@ def parse_format(text: bytes) -> FormatInfo:
     if not lines or lines[0].strip() != FORMAT_LINE:
         raise ValueError(f"first line is not {FORMAT_LINE!r}")
     opts = dict(line.split("=", 1) for line in lines[1:] if "=" in line)
+    refs = tuple(r for r in opts.get("ref_fields", "").strip().split(",") if r)
     info = FormatInfo(int(opts.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)),
-                      int(opts.get("segment_bytes", DEFAULT_SEGMENT_BYTES)), opts.get("created", ""))
+                      int(opts.get("segment_bytes", DEFAULT_SEGMENT_BYTES)), opts.get("created", ""), refs)
     if not 1 <= info.max_event_bytes <= 64 * 1024 * 1024 or not (
             MIN_SEGMENT_BYTES <= info.segment_bytes <= MAX_SEGMENT_BYTES):
         raise ValueError("max_event_bytes or segment_bytes out of range")
+    if not all(_REF_FIELD_RE.match(r) for r in refs):
+        raise ValueError(f"ref_fields holds a path that is not under data or metadata: {opts['ref_fields']!r}")
     return info
 
 
@@ -198,7 +215,8 @@ def check_no_symlinks(root: str) -> None:
 
 
 def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-           segment_bytes: int = DEFAULT_SEGMENT_BYTES, durable: bool = True) -> FormatInfo:
+           segment_bytes: int = DEFAULT_SEGMENT_BYTES, durable: bool = True,
+           ref_fields: tuple[str, ...] = ()) -> FormatInfo:
     """Lay out a new store in ``root`` (missing or empty): folders, the first segment preallocated
     (``segment_bytes`` zeros, written and fsynced), FORMAT last. A failure (a full disk) removes
     what this call made and raises :class:`NothingWritten`."""
@@ -211,7 +229,8 @@ def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     lay = Layout(root)
     made = [d for d in (root, lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found) if not os.path.lexists(d)]
     first = os.path.join(lay.log_dir, seg_name(1))
-    info = FormatInfo(max_event_bytes, segment_bytes, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    refs = tuple(dict.fromkeys(check_ref_field(r) for r in ref_fields))
+    info = FormatInfo(max_event_bytes, segment_bytes, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), refs)
     try:
         for d in (root, lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found):
             fileio.makedirs(d)
@@ -253,7 +272,7 @@ def _unmake(first: str, made: list[str]) -> None:
 
 
 def open_store(root: str, create_missing: bool, max_event_bytes: int | None, durable: bool,
-               segment_bytes: int | None = None) -> FormatInfo:
+               segment_bytes: int | None = None, ref_fields: tuple[str, ...] = ()) -> FormatInfo:
     """Check that ``root`` is a format-3 store (creating it if allowed) and return its options."""
     if os.path.exists(root) and not os.path.isdir(root):
         raise InvalidArgument(f"{root} is a file, not a store folder; give a folder path")
@@ -272,7 +291,7 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
         with held(lay.append_lock, 60.0, "append"):
             if not os.path.exists(lay.format_file):
                 return create(root, max_event_bytes or DEFAULT_MAX_EVENT_BYTES,
-                              segment_bytes or DEFAULT_SEGMENT_BYTES, durable)
+                              segment_bytes or DEFAULT_SEGMENT_BYTES, durable, ref_fields)
     check_no_symlinks(root)
     try:
         raw = fileio.read_small(lay.format_file, 4096)
@@ -344,3 +363,18 @@ def set_aside(root: str, label: str, note: str, files: dict[str, bytes] | None =
     syncer.dir(folder)
     syncer.dir(base)
     return folder
+
+
+def init_refs(root: str, ref_fields: tuple[str, ...], max_event_bytes: int | None = None,
+              segment_bytes: int | None = None, durable: bool = True) -> FormatInfo:
+    """Create the store at ``root`` recording ``ref_fields`` in its FORMAT (the fields ``fsck``
+    then checks as references to event ids), or confirm that the existing store records the same
+    ones; :class:`InvalidArgument` (nothing written) otherwise: FORMAT is fixed at creation."""
+    wanted = tuple(dict.fromkeys(check_ref_field(r) for r in ref_fields))
+    info = open_store(root, True, max_event_bytes, durable, segment_bytes, wanted)
+    if set(info.ref_fields) != set(wanted):
+        raise InvalidArgument(f"{root} already exists with reference fields {','.join(info.ref_fields) or '(none)'}; "
+                              "they are fixed when a store is created: pass --ref-field to fsck instead; nothing "
+                              "was written")
+    return info
+

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import bisect
 import os
+import resource
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from itertools import accumulate, repeat
+from operator import add
 
 from . import fileio
 from .errors import NothingWritten, StoreCorrupted, out_of_files
@@ -26,8 +29,12 @@ from .format import segment as segfmt
 from .layout import Layout
 
 RUN_BYTES = 1 << 20  # raw bytes handed out per run: bulk enough to decode fast, flat in memory
+FIRST_RUN = 64  # records of a segment read first: a read its caller stops early (limit=1) reads few
+RUN_RECORDS = 1024  # records of a segment read at once after that (cache-friendly, few system calls)
 LOCATE_TRIES = 20  # listings before a position no file holds is damage, not a compaction racing us
-MAX_OPEN_SEGMENTS = 32  # sealed segments kept open: descriptors and offset tables stay bounded
+MAX_OPEN_SEGMENTS = 512  # sealed segments kept open at most (and a quarter of the open-files limit)
+BLOCK_CACHE_BYTES = 32 << 20  # decompressed pack blocks kept for point reads (by tag, type or id)
+Span = tuple[int, Sequence[bytes], list[tuple[int, int, bool]], "bytes | memoryview | None"]
 
 _RELISTS = 20  # listings tried while compactions keep removing the segment just listed
 
@@ -77,10 +84,11 @@ class ActiveSegment:
             root = os.path.dirname(os.path.dirname(self.path))
             raise StoreCorrupted(f"{self.path} is shorter ({have + len(data)} bytes) than its synced end {end}: "
                                  f"committed records are missing; run: kroniko-ops fsck {root}")
-        pos = have
-        for line in data.split(b"\n")[:-1]:
-            pos += len(line) + 1
-            self.offsets.append(pos)
+        lines = data.split(b"\n")
+        lines.pop()
+        ends = accumulate(map(add, map(len, lines), repeat(1)), initial=have)
+        next(ends)  # the offsets after each line (computed in C: an active segment may hold many)
+        self.offsets.extend(ends)
         self.last = self.first + len(self.offsets) - 2
 
     def span(self, lo: int, hi: int) -> tuple[int, int]:
@@ -104,6 +112,9 @@ class LogView:
         self._firsts: list[int] = []
         self._entries: list[tuple[int, str, str]] = []  # (first, kind, name): "pack" | "sealed" | "active"
         self._open: OrderedDict[str, object] = OrderedDict()  # least recently used first
+        self._max_open = open_limit()
+        self._blocks: OrderedDict[tuple[str, int], packfmt.Decoded] = OrderedDict()  # least recently used first
+        self._block_bytes = 0
         self.active: ActiveSegment | None = None
         self._lock = threading.RLock()  # the listing, the open files and `active` change together
         self.refresh()
@@ -113,6 +124,8 @@ class LogView:
         for c in self._open.values():
             c.close()  # type: ignore[attr-defined]
         self._open.clear()
+        self._blocks.clear()
+        self._block_bytes = 0
         if self.active is not None:
             self.active.close()
             self.active = None
@@ -145,7 +158,9 @@ class LogView:
             rng = packfmt.parse_name(name)
             if rng is not None:
                 packs.append((rng[0], rng[1], name))
-        packs.sort()
+        # The biggest pack first among those starting at one position: a merge's inputs may
+        # outlive it for a while (a power cut kept the unlink of one and not of another).
+        packs.sort(key=lambda p: (p[0], -p[1]))
         entries: list[tuple[int, str, str]] = []
         covered = 0
         pack_iter = iter(packs)
@@ -173,6 +188,7 @@ class LogView:
             # Gone (compacted): forget it so its disk space is freed; a read still using it
             # holds its own reference, and the descriptor closes with the last one.
             del self._open[name]
+        self._drop_blocks(listed)
         self._entries = entries
         self._firsts = [e[0] for e in entries]
         if self.active is None or self.active.first != active_first:
@@ -211,10 +227,10 @@ class LogView:
         return c
 
     def _evict(self) -> None:
-        """Forget the least recently used sealed segments past :data:`MAX_OPEN_SEGMENTS` (a read
+        """Forget the least recently used sealed segments past :func:`open_limit` (a read
         of a whole store would otherwise hold every segment open). A read still running over one
         keeps it; it closes when the last reference goes (``SealedSegment.__del__``)."""
-        excess = len(self._open) - MAX_OPEN_SEGMENTS
+        excess = len(self._open) - self._max_open
         if excess > 0:
             old = [k for k, v in self._open.items() if isinstance(v, segfmt.SealedSegment)][:excess]
             for name in old:
@@ -255,6 +271,100 @@ class LogView:
                                  f"run: kroniko-ops fsck {self.layout.root}")
         raise StoreCorrupted(f"no segment or pack of {self.layout.root} holds position {position}; "
                              f"run: kroniko-ops fsck {self.layout.root}")
+
+    # -- decoded reads (the read path) --------------------------------------------------------
+
+    def _drop_blocks(self, listed: set[str]) -> None:
+        for key in [k for k in self._blocks if k[0] not in listed]:
+            self._block_bytes -= self._blocks.pop(key).size
+
+    def _decoded(self, c: packfmt.PackReader, i: int, keep: bool) -> packfmt.Decoded:
+        """Block ``i`` of pack ``c``, from the cache when it is there; kept there when ``keep``."""
+        key = (c.name, i)
+        with self._lock:
+            d = self._blocks.get(key)
+            if d is not None:
+                self._blocks.move_to_end(key)
+                return d
+        try:
+            d = c.block(i)
+        except packfmt.PackError as exc:
+            raise StoreCorrupted(f"{exc}; run: kroniko-ops fsck {self.layout.root}") from None
+        if keep and d.size <= BLOCK_CACHE_BYTES // 4:
+            with self._lock:
+                if key not in self._blocks:
+                    self._blocks[key] = d
+                    self._block_bytes += d.size
+                    while self._block_bytes > BLOCK_CACHE_BYTES:
+                        self._block_bytes -= self._blocks.popitem(last=False)[1].size
+        return d
+
+    def spans(self, lo: int, hi: int, backwards: bool = False) -> Iterator[Span]:
+        """``(first, bodies, commits, array)`` covering positions ``lo..hi`` for
+        :func:`~kroniko_ops.codec.decode_run`, in order (in reverse order of spans when
+        ``backwards``; each span's events stay in ascending order). A pack's blocks are read
+        whole (one decompression, one parse each); a segment's records a growing run at a time."""
+        step = FIRST_RUN
+        if backwards:
+            pos = hi
+            while pos >= lo:
+                c, _ = self.locate(pos)
+                first = max(lo, c.first)  # type: ignore[attr-defined]
+                if isinstance(c, packfmt.PackReader):
+                    i = c.find(pos)
+                    a = max(first, c.bounds(i)[0])
+                    yield self._decoded(c, i, pos - a < step).span(a, pos)
+                else:
+                    a = max(first, pos - step + 1)
+                    yield (a, *recfmt.bodies_commits(c.read_run(a, pos)), None)  # type: ignore[attr-defined]
+                step = min(2 * step, RUN_RECORDS)
+                pos = a - 1
+            return
+        pos = lo
+        while pos <= hi:
+            c, last = self.locate(pos)
+            b = min(hi, last)
+            if isinstance(c, packfmt.PackReader):
+                i, j = c.find(pos), c.find(b)
+                for k in range(i, j + 1):
+                    bf, bl = c.bounds(k)
+                    # A short read (start, limit, subscribe) is likely read again: keep its block.
+                    yield self._decoded(c, k, j - i < 2).span(max(pos, bf), min(b, bl))
+            else:
+                a = pos
+                while a <= b:
+                    z = min(b, a + step - 1)
+                    yield (a, *recfmt.bodies_commits(c.read_run(a, z)), None)  # type: ignore[attr-defined]
+                    step = min(2 * step, RUN_RECORDS)
+                    a = z + 1
+            pos = b + 1
+
+    def read_spans(self, positions: list[int]) -> list[Span]:
+        """Spans covering exactly ``positions`` (ascending), consecutive ones read together; the
+        pack blocks they touch are kept in the cache of decoded blocks."""
+        out: list[Span] = []
+        i, n = 0, len(positions)
+        while i < n:
+            c, last = self.locate(positions[i])
+            j = i
+            while j + 1 < n and positions[j + 1] == positions[j] + 1 and positions[j + 1] <= last:
+                j += 1
+            lo, hi = positions[i], positions[j]
+            if isinstance(c, packfmt.PackReader):
+                k = c.find(lo)
+                bf, bl = c.bounds(k)
+                if hi <= bl:  # the common case: a point read, or a short run, in one block
+                    out.append(self._decoded(c, k, True).span(lo, hi))
+                else:
+                    for m in range(k, c.find(hi) + 1):
+                        bf, bl = c.bounds(m)
+                        out.append(self._decoded(c, m, True).span(max(lo, bf), min(hi, bl)))
+            else:
+                out.append((lo, *recfmt.bodies_commits(c.read_run(lo, hi)), None))  # type: ignore[attr-defined]
+            i = j + 1
+        return out
+
+    # -- raw records (the tools) -------------------------------------------------------------
 
     def runs(self, lo: int, hi: int, backwards: bool = False) -> Iterator[tuple[int, bytes]]:
         """``(first position, raw record bytes)`` covering ``lo..hi`` in order (or in reverse
@@ -309,3 +419,15 @@ class LogView:
         """The parsed record at ``position``."""
         c, _ = self.locate(position)
         return recfmt.parse_at(self._read(c, position, position))
+
+
+def open_limit() -> int:
+    """How many sealed segments a view keeps open: :data:`MAX_OPEN_SEGMENTS`, but at most a
+    quarter of the process's open-files limit (the rest is the application's)."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN_SEGMENTS
+    return max(8, min(MAX_OPEN_SEGMENTS, soft // 4))

@@ -9,14 +9,15 @@ from itertools import chain, islice
 
 import orjson
 
+from . import gcpause
 from .codec import decode_run
-from .format import record as recfmt
 from .index import Index
-from .logview import LogView
+from .logview import LogView, Span
 from .model import Query, SequencedEvent, read_arguments, read_bounds
 from .synced import SyncedState
 
 FETCH = 256  # positions fetched and decoded together
+GROUP = 2048  # events decoded under one pause of the collector, at most (about a run or a few blocks)
 
 
 class ReadResult:
@@ -34,7 +35,7 @@ class ReadResult:
         store, query, start, backwards, limit, state, indexed = self._args
         # The read path hands out lists of decoded events; chaining them in C costs less per
         # event than a generator that yields each one.
-        it = chain.from_iterable(store._iter_read(query, start, backwards, state, indexed))
+        it = chain.from_iterable(store._iter_read(query, start, backwards, state, indexed, limit))
         return it if limit is None else islice(it, limit)
 
 
@@ -90,7 +91,7 @@ class ReadPath:
     # -- the iteration -----------------------------------------------------------------------
 
     def _iter_read(self, query: Query, start: int | None, backwards: bool, state: SyncedState,
-                   indexed: int) -> Iterator[list[SequencedEvent]]:
+                   indexed: int, limit: int | None = None) -> Iterator[list[SequencedEvent]]:
         head = state.position
         if head == 0:
             return
@@ -99,15 +100,13 @@ class ReadPath:
             return
         self._see(state)
         if query.is_all:
-            for first, raw in self.view.runs(lo, hi, backwards):
-                events = decode_run(first, recfmt.bodies(raw), self.path, recfmt.commits(raw))
-                yield events[::-1] if backwards else events
+            yield from _grouped(self.view.spans(lo, hi, backwards), self.path, backwards, limit)
             return
         if backwards:
             yield from self._tail_matches(query, max(lo, indexed + 1), hi, True)
-            yield from self._fetch(self._positions(query, lo, min(hi, indexed), True), True)
+            yield from self._fetch(self._positions(query, lo, min(hi, indexed), True, limit), True, limit)
         else:
-            yield from self._fetch(self._positions(query, lo, min(hi, indexed), False), False)
+            yield from self._fetch(self._positions(query, lo, min(hi, indexed), False, limit), False, limit)
             yield from self._tail_matches(query, max(lo, indexed + 1), hi, False)
 
     def _see(self, state: SyncedState) -> None:
@@ -119,31 +118,127 @@ class ReadPath:
         if active is not None and active.first == state.segment:
             active.extend(state.end)
 
-    def _positions(self, query: Query, lo: int, hi: int, backwards: bool = False) -> Iterator[int]:
+    def _positions(self, query: Query, lo: int, hi: int, backwards: bool = False,
+                   limit: int | None = None) -> Iterator[int]:
         if lo > hi:
             return iter(())
-        return self.index.positions(query, lo, hi, backwards)
+        return self.index.positions(query, lo, hi, backwards, limit)
 
-    def _fetch(self, positions: Iterator[int], backwards: bool) -> Iterator[list[SequencedEvent]]:
-        size = 1  # doubles up to FETCH: a read its caller stops early (limit=1) reads one record, not 256
+    def _fetch(self, positions: Iterator[int], backwards: bool, limit: int | None = None
+               ) -> Iterator[list[SequencedEvent]]:
+        # A read with a limit fetches that many at first; one without, a few (doubling up to
+        # FETCH): a caller that stops after one event then reads few, one that reads an
+        # entity's handful reads them in one go.
+        size = min(limit, FETCH) if limit else 16
         while chunk := list(islice(positions, size)):
             size = min(2 * size, FETCH)
-            ordered = sorted(chunk)
-            events: list[SequencedEvent] = []
-            for first, raw in self.view.read_positions(ordered):
-                events.extend(decode_run(first, recfmt.bodies(raw), self.path, recfmt.commits(raw)))
+            events = decode_spans(self.view.read_spans(sorted(chunk)), self.path)
             yield events[::-1] if backwards else events
 
     def _tail_matches(self, query: Query, lo: int, hi: int, backwards: bool) -> Iterator[list[SequencedEvent]]:
-        """Matches among the records the index has not reached yet (a few hundred at most)."""
+        """Matches among the records the index has not reached yet (a few hundred at most):
+        only the events whose bytes hold the query's tags and type are parsed."""
         if lo > hi:
             return
         out: list[SequencedEvent] = []
-        for first, raw in self.view.runs(lo, hi):
-            bodies = recfmt.bodies(raw)
-            lines = raw.split(b"\n")
-            for k, body in enumerate(bodies):
-                doc = orjson.loads(body)
-                if query.matches(doc["type"], doc.get("tags") or ()):
-                    out.extend(decode_run(first + k, [body], self.path, recfmt.commits(lines[k] + b"\n")))
+        matches = query.matches
+        needles = _needles(query)
+        for first, bodies, commits, _array in self.view.spans(lo, hi):
+            keep = [k for k, body in enumerate(bodies) if _may_match(body, needles)]
+            if not keep:
+                continue
+            marks = _marks(commits, len(bodies))
+            events = decode_run(first + keep[0], [bodies[k] for k in keep], self.path,
+                                [(i, *marks[k]) for i, k in enumerate(keep)], positions=[first + k for k in keep])
+            out.extend(e for e in events if matches(e.event.type, e.event.tags))
         yield out[::-1] if backwards else out
+
+
+Needles = list[tuple[tuple[bytes, ...], tuple[bytes, ...]]]
+
+
+def _needles(query: Query) -> Needles:
+    """Per item of ``query``: the bytes each of its tags and each of its types takes in an
+    event's canonical JSON (orjson writes both; the type is the last key). An item naming a tag
+    no event can hold (not UTF-8) matches nothing and is left out, and so are its types."""
+    out: Needles = []
+    for item in query.items:
+        try:
+            tags = tuple(orjson.dumps(t) for t in item.tags)
+        except TypeError:
+            continue
+        types = []
+        for t in item.types:
+            try:
+                types.append(b'"type":' + orjson.dumps(t) + b"}")
+            except TypeError:
+                continue
+        if types or not item.types:
+            out.append((tags, tuple(types)))
+    return out
+
+
+def _may_match(body: bytes, needles: Needles) -> bool:
+    """Whether an event's bytes hold every tag and one type of some item of the query (a match
+    must; bytes that do are parsed and checked)."""
+    for tags, types in needles:
+        if all(t in body for t in tags) and (not types or any(t in body for t in types)):
+            return True
+    return False
+
+
+def _marks(commits: list[tuple[int, int, bool]], n: int) -> list[tuple[int, bool]]:
+    """Per event of a span: its batch's commit time and whether it ends its batch."""
+    out: list[tuple[int, bool]] = []
+    for last, stamp, ends in commits:
+        out.extend((stamp, False) for _ in range(len(out), last))
+        out.append((stamp, ends))
+    return out[:n]
+
+
+def _grouped(spans: Iterator[Span], where: str, backwards: bool, limit: int | None) -> Iterator[list[SequencedEvent]]:
+    """The events of ``spans`` (in the order given; each span's own events reversed when
+    ``backwards``), decoded a group of spans at a time under one pause of the collector: fewer
+    pauses, fewer collections over the events a caller keeps. Groups grow from a few dozen events
+    (a read stopped early decodes little) to about :data:`GROUP` events, and never read a span
+    past the ``limit`` of events asked for."""
+    want, group, count = 64, [], 0
+    left = limit if limit is not None else -1
+    for span in spans:
+        group.append(span)
+        count += len(span[1])
+        if count >= want or count >= left >= 0:
+            yield _decode_group(group, where, backwards)
+            left -= count
+            want, group, count = min(2 * want, GROUP), [], 0
+    if group:
+        yield _decode_group(group, where, backwards)
+
+
+def _decode_group(group: list[Span], where: str, backwards: bool) -> list[SequencedEvent]:
+    if len(group) == 1:
+        first, bodies, commits, array = group[0]
+        events = decode_run(first, bodies, where, commits, array)
+        return events[::-1] if backwards else events
+    out: list[SequencedEvent] = []
+    with gcpause.paused():
+        for first, bodies, commits, array in group:
+            events = decode_run(first, bodies, where, commits, array)
+            out.extend(events[::-1] if backwards else events)
+    return out
+
+
+def decode_spans(spans: list[Span], where: str) -> list[SequencedEvent]:
+    """The events of ``spans`` (scattered positions, ascending) decoded in one parse."""
+    if len(spans) == 1:
+        first, bodies, commits, array = spans[0]
+        return decode_run(first, bodies, where, commits, array)
+    positions: list[int] = []
+    everything: list[bytes] = []
+    groups: list[tuple[int, int, bool]] = []
+    for first, bodies, commits, _array in spans:
+        base = len(everything)
+        positions.extend(range(first, first + len(bodies)))
+        everything.extend(bodies)
+        groups.extend((base + last, stamp, ends) for last, stamp, ends in commits)
+    return decode_run(positions[0] if positions else 0, everything, where, groups, positions=positions)

@@ -5,7 +5,7 @@ place by appearing under the next generation's name; then the old files go."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
@@ -25,13 +25,14 @@ BUILD_CACHE_KIB = 131_072  # SQLite page cache of a build (the file is rewritten
 
 def _entries(store: EventStore, lo: int, hi: int) -> Iterator[list[Entry]]:
     """The index entries of positions ``lo..hi`` in lists of about CHUNK, read in bulk: each
-    run's bodies cut by :func:`record.bodies` and parsed by one orjson call. A run that does not
-    parse so is read again record by record (which names the damage: StoreCorrupted)."""
+    span's events (a run of a segment, a block of a pack) parsed by one orjson call. A span that
+    does not parse so is read again record by record (which names the damage: StoreCorrupted)."""
     batch: list[Entry] = []
     expect = lo
-    for first, raw in store.view.runs(lo, hi):
-        entries = _bulk(first, raw) if first == expect else None
+    for first, bodies, _commits, array in store.view.spans(lo, hi):
+        entries = _bulk(first, bodies, array) if first == expect else None
         if entries is None:
+            raw = b"".join(r for _f, r in store.view.runs(first, first + len(bodies) - 1))
             entries = _one_by_one(store, first, raw)
         batch += entries
         expect = first + len(entries)
@@ -45,10 +46,9 @@ def _entries(store: EventStore, lo: int, hi: int) -> Iterator[list[Entry]]:
         yield batch
 
 
-def _bulk(first: int, raw: bytes) -> list[Entry] | None:
-    bodies = recfmt.bodies(raw)
+def _bulk(first: int, bodies: Sequence[bytes], array: bytes | memoryview | None) -> list[Entry] | None:
     try:
-        docs = orjson.loads(b"[" + b",".join(bodies) + b"]")
+        docs = orjson.loads(b"[" + b",".join(bodies) + b"]" if array is None else array)
         if len(docs) != len(bodies):
             return None
         return [(pos, doc["id"], doc["type"], doc.get("tags") or ()) for pos, doc in enumerate(docs, first)]

@@ -9,6 +9,7 @@ commit); advance the synced position; acknowledge. ``docs/FORMAT.md`` tells ever
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -64,6 +65,7 @@ class EventStore(Committing, Handle):
         self._mutex = threading.RLock()
         self._broken: BaseException | None = None
         self._index_checked: tuple[int, bytes] | None = None  # the index checkpoint `pending` follows
+        self._stamp: int | None = None  # a copied batch's commit time (import_batch), else now
         self._closed = False
         self._forked = False
         self._track()
@@ -250,7 +252,7 @@ class EventStore(Committing, Handle):
                         return self._acknowledge(fd, synced_tail, done)
                 if condition is not None:
                     self._check_condition(condition, tail)
-                stamp = writer.commit_time(tail)
+                stamp = writer.commit_time(tail, self._stamp)
                 data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes, stamp)
                 if len(data) > MAX_BATCH_BYTES:
                     raise InvalidEvent(f"the batch is {len(data)} bytes, over the {MAX_BATCH_BYTES} one append may "
@@ -292,9 +294,23 @@ class EventStore(Committing, Handle):
                 f"sealing the full segment in {self.path} failed: {exc}. Nothing new was committed by this append; "
                 "this handle is closed for writing: open a new EventStore and retry") from exc
 
+    def import_batch(self, events: Iterable[Event], commit_us: int) -> int:
+        """For tools copying a store (``migrate URL STORE``): append ``events`` as one batch
+        stamped with the commit time it had in its source (0: unknown, stamped now), raised to the
+        last record's if need be, as commit times never decrease along the log."""
+        with self._mutex:
+            self._stamp = commit_us or None
+            try:
+                return self.append(events)
+            finally:
+                self._stamp = None
+
     def _locked(self) -> _Held:
         self._own()
         if self._lock is None:
+            if not self.synced.writable:  # opened read-only: this process may read the store, not write it
+                raise nothing_written(f"opening {self.layout.synced_file} for writing",
+                                       PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
             try:
                 self._lock = AppendLock(self.layout.append_lock)
             except OSError as exc:  # opening or creating the lock file: before anything is written
@@ -384,7 +400,7 @@ class EventStore(Committing, Handle):
         if query.is_all:
             hit = after + 1  # it matches every event: the first one after `after` conflicts
         elif after < indexed:
-            hit = next(iter(self._positions(query, after + 1, min(indexed, tail.position))), None)
+            hit = next(iter(self._positions(query, after + 1, min(indexed, tail.position), limit=1)), None)
         if hit is None:
             hit = pending.first_match(query, after)
         if hit is not None:

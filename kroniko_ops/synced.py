@@ -24,6 +24,7 @@ synced position. Readers never use it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -87,7 +88,17 @@ class SyncedFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.fd = fileio.open_write(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        self.writable = True
+        try:
+            self.fd = fileio.open_write(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or os.access(path, os.W_OK):
+                raise
+            # A user who may read the store but not write it (monitoring, backups): it reads
+            # the value; every update needs the append lock first, which refuses such a user.
+            # A store without the file yet is treated as a writer would (EACCES again).
+            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.writable = False
         if not stat.S_ISREG(os.fstat(self.fd).st_mode):
             os.close(self.fd)
             raise OSError(f"{path} is not a regular file")

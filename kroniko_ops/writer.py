@@ -319,10 +319,11 @@ class Writer(SegmentFiles):
         self.open_active()
         self.tail = Tail(tail.position, tail.chain, self.first, 0, tail.time)
 
-    def commit_time(self, tail: Tail) -> int:
-        """The commit time for a batch after ``tail``: now, in microseconds since the epoch,
-        never earlier than the last record's (commit times never decrease along the log, so a
-        point in time is found by bisection even if the clock stepped back)."""
+    def commit_time(self, tail: Tail, at: int | None = None) -> int:
+        """The commit time for a batch after ``tail``: now (or ``at``, a copied batch's own), in
+        microseconds since the epoch, never earlier than the last record's (commit times never
+        decrease along the log, so a point in time is found by bisection even if the clock
+        stepped back)."""
         last = tail.time
         if last == 0 and tail.position > 0:
             try:
@@ -330,7 +331,7 @@ class Writer(SegmentFiles):
                 last = self.view.record(tail.position).time
             except (recfmt.RecordError, ValueError, OSError, KeyError):
                 last = 0  # only the monotonic guard is lost; the log is checked elsewhere
-        return max(time.time_ns() // 1000, last)
+        return max(time.time_ns() // 1000 if at is None else at, last)
 
     def needs_roll(self, nbytes: int) -> bool:
         """Whether a batch of ``nbytes`` must go to a new segment (a batch never spans two)."""

@@ -3,7 +3,7 @@
 
     python scripts/bench.py [--size ci|full] [--only GROUP ...] [--json OUT] [--dir DIR]
 
-GROUP is one of engine, read, tags, open, fsck, reindex, postgres, replicate (all by default). Every row
+GROUP is one of engine, read, tags, open, fsck, reindex, postgres, packs, scale, replicate (all by default). Every row
 prints its rate, the baseline it is compared with, the ratio, the required and goal figures and whether they are met:
 
     durable conditional append, 1 process, 1 event       >= 1.0x SQLite       goal >= 1.3x
@@ -20,6 +20,14 @@ prints its rate, the baseline it is compared with, the ratio, the required and g
     reindex                                              >= 100k events/s     goal >= 300k/s
     PostgreSQL: conditional batches of 100, 1 process    vs the file store (figure only)
     PostgreSQL: the same, 8 processes                    >= 1.0x file store   goal >= 1.0x
+    packs (bench and realistic events): bytes vs sealed  <= 0.2x              goal <= 0.1x
+      read all, streamed and into a list, segments       >= 500k events/s     goal >= 1M/s
+      the same from packs                                >= 600k/s and >= 1.3x segments
+      one tag's 100 events, packs vs segments            <= 1.2x
+      compaction; fsck full over segments and packs      >= 200k/s; >= 200k/s (goal 500k/s)
+    scale (realistic events at 10k, N, 3M): one entity's ~10 events before and after
+      compaction <= 0.3 ms, read + conditional append <= 1 ms, a category's first 100
+      events after compaction <= 2 ms, each within 1.5x of 10k; open + first read <= 50 ms
     replication lag at 1,000 durable appends/s, p99      < 2 s                goal < 1 s
     bytes uploaded per byte appended                     figure               goal <= 1.1x
     restore of a 200,000-event replica                   figure only (events/s)
@@ -56,6 +64,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_engine, bench_stores (also in spawned children)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_packs
 from bench_engine import BATCH, PROCS, appends, batches, parallel, raw_fsync_ms
 from bench_stores import (
     HOT,
@@ -125,6 +134,19 @@ SPECS = {  # in the table's order
     "fsck": Spec(">= 200k/s", ">= 500k/s", "rate", ">=", 200_000, 500_000),
     "fsck_memory": Spec("flat <= 1.25x", "same", "ratio", "<=", 1.25, 1.25),
     "reindex": Spec(">= 100k/s", ">= 300k/s", "rate", ">=", 100_000, 300_000),
+    "pk_bytes": Spec("<= 0.2x", "<= 0.1x", "ratio", "<=", 0.2, 0.1),
+    "pk_seg_read": Spec(">= 500k/s", ">= 1M/s", "rate", ">=", 500_000, 1_000_000),
+    "pk_pack_read": Spec(">= 600k/s", ">= 1M/s", "rate", ">=", 600_000, 1_000_000),
+    "pk_pack_ratio": Spec(">= 1.3x segments", "same", "ratio", ">=", 1.3, 1.3),
+    "pk_tag": Spec("<= 1.2x segments", "same", "ratio", "<=", 1.2, 1.2),
+    "pk_compact": Spec(">= 200k/s", "same", "rate", ">=", 200_000, 200_000),
+    "pk_fsck": Spec(">= 200k/s", ">= 500k/s", "rate", ">=", 200_000, 500_000),
+    "sc_entity_before": Spec("<= 0.3 ms", "0.07 ms", "rate", "<=", 0.3, 0.07),
+    "sc_entity_after": Spec("<= 0.3 ms", "0.07 ms", "rate", "<=", 0.3, 0.07),
+    "sc_decision_before": Spec("<= 1 ms", "same", "rate", "<=", 1.0, 1.0),
+    "sc_decision_after": Spec("<= 1 ms", "same", "rate", "<=", 1.0, 1.0),
+    "sc_category_after": Spec("<= 2 ms", "same", "rate", "<=", 2.0, 2.0),
+    "sc_open": Spec("<= 50 ms", "<= 10 ms", "rate", "<=", 50, 10),
     "pg_single": Spec("figure only", "", "", ">=", 0.0, 0.0),
     "pg_batch": Spec("figure only", "", "", ">=", 0.0, 0.0),
     "pg_procs": Spec(">= 1.0x file store", ">= 1.0x", "ratio", ">=", 1.0, 1.0),
@@ -291,6 +313,20 @@ def reindex_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
     return [row("reindex", f"reindex, {n:,} events (baseline: SQLite REINDEX)", k, "ev/s", s, k / s, note)]
 
 
+# -- packs and the read path at scale (issue 19) ---------------------------------------------------
+
+def packs_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Both event sets of ``bench_packs``: bytes, reads, compaction, fsck, a tag."""
+    n_real = size.big if size.big < 1_000_000 else 1_000_000
+    return bench_packs.pack_rows(size.big, n_real, tmp, min(size.tag_reps, 100))
+
+
+def scale_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
+    """Realistic events at 10k, N (and 3M with --size full): entity reads before and after compaction."""
+    sizes = [size.small, size.big] + ([3_000_000] if size.big >= 1_000_000 else [])
+    return bench_packs.scale_rows(sizes, tmp, min(size.tag_reps, 200))
+
+
 # -- table -------------------------------------------------------------------------------------
 
 def postgres_rows(size: Size, tmp: str, fx: Fixtures) -> list[Row]:
@@ -342,7 +378,8 @@ Step = Callable[[Size, str, Fixtures], list[Row]]
 GROUPS: dict[str, tuple[Step, ...]] = {  # in run order: the last step compacts the big store
     "engine": (append_rows, procs_rows, batch_rows), "tags": (tag_rows,), "open": (open_rows,),
     "fsck": (fsck_rows,), "reindex": (reindex_rows,), "read": (read_segment_rows, read_pack_rows),
-    "postgres": (postgres_rows,), "replicate": (replicate_rows,),
+    "postgres": (postgres_rows,), "packs": (packs_rows,), "scale": (scale_rows,),
+    "replicate": (replicate_rows,),
 }
 
 

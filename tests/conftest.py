@@ -53,6 +53,44 @@ def legacy_crashed(tmp_path: Path) -> str:
     return _extract("shop-crashed.tar.gz", tmp_path / "legacy-crashed")
 
 
+def write_v3_pack(path: str, raw: bytes, block_bytes: int = 1 << 16) -> None:
+    """A version 3 pack (whole raw records in zlib blocks, ``docs/FORMAT.md``) of the records
+    ``raw``, built here byte by byte: the engine reads such packs and never writes them."""
+    import hashlib
+    import struct
+    import zlib
+
+    from kroniko_ops.format import record
+
+    recs = list(record.iter_records(raw))
+    blocks: list[list[record.Record]] = [[]]
+    for rec in recs:
+        if blocks[-1] and sum(r.size for r in blocks[-1]) + rec.size > block_bytes:
+            blocks.append([])
+        blocks[-1].append(rec)
+    out = bytearray(struct.pack(">6sH", b"KRPACK", 3))
+    table = b""
+    for group in blocks:
+        data = raw[group[0].offset:group[-1].end]
+        packed = zlib.compress(data, 6)
+        table += struct.pack(">QIQIII", group[0].position, len(group), len(out), len(packed), len(data),
+                             zlib.crc32(packed))
+        out += packed
+    table_offset = len(out)
+    out += table
+    trailer = struct.pack(">6sQQQIQI32s32s", b"KRPEND", recs[0].position, recs[-1].position, len(recs), len(blocks),
+                          table_offset, zlib.crc32(table), recs[-1].chain, hashlib.sha256(out).digest())
+    out += trailer + struct.pack(">I", zlib.crc32(trailer))
+    with open(path, "xb") as f:
+        f.write(out)
+
+
+@pytest.fixture
+def v3_pack():
+    """:func:`write_v3_pack`: ``v3_pack(path, raw_records, block_bytes=65536)``."""
+    return write_v3_pack
+
+
 _names = itertools.count(1)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..ops.postgres.tools import fsck_target
 from ..ops.recovery import recover as run_recover
 from ..ops.recovery import reindex as run_reindex
-from ..postgres.tools import fsck_target
 from . import cli
 from .contract import Run, command
 
@@ -24,14 +24,18 @@ LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=0), defa
               "coverage, the tail, the index checkpoint. No record is hashed.")
 @click.option("--repair", is_flag=True, help="Repair what is safe without a person: recovery, reindex, the last "
               "sealed segment's offset index, stale temp and stray files into lost-found/. Never deletes.")
+@click.option("--accept-loss", is_flag=True, help="With --repair: when the disk lost acknowledged records at the end "
+              "of the log, keep every record that verifies, copy the rest into lost-found/, reset the synced "
+              "position, rebuild the index and report each lost position (exit 1). Never the default.")
 @click.option("--dry-run", is_flag=True, help="Say what --repair would do; write nothing.")
 @click.option("--max-errors", type=click.IntRange(min=1), default=None, help="Stop after N problems.")
 @click.option("--ref-field", "ref_fields", multiple=True, metavar="PATH",
               help="Also check this field as a reference to an event id (e.g. data.order_event_id); repeatable. "
-              "metadata.causation_id and metadata.correlation_id are always checked.")
+              "metadata.causation_id, and the fields the store recorded at init, are always checked; "
+              "metadata.correlation_id only when named.")
 @click.option("--refs-only", is_flag=True, help="Only check references (dangling-reference): fast, for CI.")
 @LOCK_TIMEOUT
-def fsck(run: Run, store: str, quick: bool, repair: bool, dry_run: bool, max_errors: int | None,
+def fsck(run: Run, store: str, quick: bool, repair: bool, accept_loss: bool, dry_run: bool, max_errors: int | None,
          ref_fields: tuple[str, ...], refs_only: bool, lock_timeout: float) -> None:
     """Check STORE for damage, like git fsck; with --repair, fix what is safe. STORE may be a
     postgresql:// URL (checked only: positions, hashes, chain, tag table, references).
@@ -42,7 +46,7 @@ def fsck(run: Run, store: str, quick: bool, repair: bool, dry_run: bool, max_err
     """
     run.finish(fsck_target(store, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
                            ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout,
-                           progress=run.progress))
+                           progress=run.progress, accept_loss=accept_loss))
 
 
 @command(cli, "recover", path="store", metrics_file=True, examples_=(

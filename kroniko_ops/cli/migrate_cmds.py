@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ..postgres.tools import migrate_target, mirror_target
+from ..ops.postgres.tools import migrate_target, mirror_target
 from . import cli
 from .contract import Run, command
 

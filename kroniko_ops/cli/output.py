@@ -35,6 +35,8 @@ def emit_json(obj: dict[str, Any]) -> None:
 def print_report(report: Any, as_json: bool, quiet: bool = False) -> None:
     """Print a :class:`~kroniko_ops.report.Report`: one JSON line per finding and a summary with
     ``--json``; otherwise findings grouped by code and a one-line verdict."""
+    # Kept before printing: the verdict outlives a reader that closes stdout early.
+    click.get_current_context().meta["kroniko_verdict"] = report.exit_code
     if as_json:
         for f in report.findings:
             emit_json(f.as_json())

@@ -9,11 +9,12 @@ from typing import IO, Any
 import click
 import orjson
 
-from ..errors import InvalidEvent
+from ..errors import InvalidArgument, InvalidEvent
+from ..layout import init_refs
 from ..model import AppendCondition, Event, Query, QueryItem
 from ..ops.demo import run_demo
-from ..postgres import open_store
-from ..postgres.tools import stats_target
+from ..ops.postgres.tools import stats_target
+from ..postgres import is_url, open_store
 from . import cli
 from .contract import Run, command
 from .output import emit_json
@@ -46,8 +47,17 @@ def _event_json(e: Any) -> dict[str, Any]:
               help="Largest event accepted, fixed in FORMAT (default 1 MiB).")
 @click.option("--segment-bytes", type=click.IntRange(min=4096, max=1 << 30), default=None,
               help="Size at which the log rolls to a new segment, fixed in FORMAT (default 16 MiB).")
-def init(run: Run, store: str, max_event_bytes: int | None, segment_bytes: int | None) -> None:
+@click.option("--ref-field", "ref_fields", multiple=True, metavar="PATH",
+              help="A field that names another event's id (e.g. metadata.correlation_id, data.order_event_id), "
+              "recorded in FORMAT: a plain fsck of this store checks it; repeatable.")
+def init(run: Run, store: str, max_event_bytes: int | None, segment_bytes: int | None,
+         ref_fields: tuple[str, ...]) -> None:
     """Create an empty store in STORE (a new or empty folder, or a postgresql:// URL)."""
+    if ref_fields:
+        if is_url(store):
+            raise InvalidArgument("--ref-field is recorded in a file store's FORMAT; for a PostgreSQL store pass "
+                                  "--ref-field to fsck; nothing was written")
+        init_refs(store, ref_fields, max_event_bytes, segment_bytes)
     with open_store(store, max_event_bytes=max_event_bytes, segment_bytes=segment_bytes) as s:
         head = s.head()
         if not run.as_json:
@@ -182,7 +192,11 @@ def stats(run: Run, store: str) -> None:
         emit_json({"kind": "stats", **report.as_dict()})
     else:
         for key, value in report.as_dict().items():
-            click.echo(f"{key}: {value}")
+            if isinstance(value, list):  # one line each (the packs of a store)
+                for item in getattr(report, key):
+                    click.echo(f"{key[:-6] if key.endswith('_files') else key}: {item.text()}")
+            else:
+                click.echo(f"{key}: {value}")
     run.done(0, head=report.head)
 
 

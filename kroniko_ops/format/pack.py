@@ -1,27 +1,28 @@
-"""Pack files: ``packs/<first:012d>-<last:012d>.pack`` holds records ``first..last``, their exact
-bytes as they were in the log segments (so every hash verifies byte for byte), in blocks
-compressed independently, so that reading one event decompresses one block. This is the only
-module that writes or reads pack bytes; records are cut and parsed through :mod:`.record`.
+"""Pack files: ``packs/<first:012d>-<last:012d>.pack`` holds the events of positions
+``first..last`` in blocks compressed independently, so that reading one event decompresses one
+block. This is the only module that writes or reads pack bytes (the inside of a block is laid
+out by :mod:`.packblock`; raw records are cut and rebuilt through :mod:`.record`).
 
-Layout (integers unsigned, big-endian)::
+Version 4 (dense, written since issue 19) keeps only what cannot be recomputed: each event's
+canonical JSON (its id is in it), its batch's commit mark and time, and the chain hash at each
+block's end; event hashes, chain hashes and record headers are recomputed (``docs/FORMAT.md``
+gives every byte). Version 3 packs (whole raw records in zlib blocks) stay readable; the next
+compaction rewrites them. Integers unsigned, big-endian::
 
-    header   8 bytes   magic "KRPACK" (6 bytes), version (u16) = 3
-    blocks             each a zlib stream (RFC 1950) of a run of whole records, back to back
-    table    32 bytes per block, in position order:
-                       first position (u64), record count (u32), file offset (u64),
-                       compressed length (u32), uncompressed length (u32),
-                       CRC-32 of the compressed bytes (u32)
-    trailer  114 bytes magic "KRPEND" (6 bytes), first (u64), last (u64), record count (u64),
-                       block count (u32), table offset (u64), CRC-32 of the table (u32),
-                       chain hash of the last record (32 bytes), SHA-256 of every byte before
-                       the trailer (32 bytes), CRC-32 of the trailer's previous 110 bytes (u32)
+    header   8 bytes   magic "KRPACK" (6 bytes), version (u16) = 4
+    blocks             each a Zstandard frame (RFC 8878) of one block's payload
+    table    32 bytes  the chain hash before the pack's first event (genesis before position 1)
+             64 bytes per block, in position order: first position (u64), event count (u32),
+                       file offset (u64), compressed length (u32), payload length (u32),
+                       CRC-32 of the compressed bytes (u32), chain hash after its last event (32)
+    trailer  114 bytes as in version 3: magic "KRPEND", first (u64), last (u64), count (u64),
+                       block count (u32), table offset (u64), CRC-32 of the table (u32), chain of
+                       the last event (32), SHA-256 of every byte before the trailer (32),
+                       CRC-32 of the trailer's previous 110 bytes (u32)
 
-A block holds whole records and at most ``block_bytes`` uncompressed bytes (64 KiB unless the
-writer is told otherwise), except that a record bigger than that gets a block of its own. The
-first block starts at byte 8, each next one where the previous ends, the table right after the
-last. The CRCs make any damage to the header, table or trailer visible on open, and to a block
-when it is read; :meth:`PackReader.verify` also checks the SHA-256, every record's checksum, body
-hash, position and chain, and that the pack ends on a commit mark (a pack holds whole batches).
+The CRCs make damage to the header, table or trailer visible on open, and to a block when it is
+read; :meth:`PackReader.verify` also recomputes every event hash and the chain through each block
+and compares it with the table's, so a block whose events changed is named exactly.
 
 Durability is the caller's: it writes a pack under a temporary name (or an anonymous file),
 fsyncs it, renames (or links) it to :func:`name_of`, and fsyncs the folder.
@@ -34,35 +35,49 @@ import hashlib
 import os
 import re
 import struct
+import sys
+import threading
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from operator import add, eq
 from typing import Self
 
-from .. import fileio
-from . import record
+import orjson
+import zstandard
 
-VERSION = 3
+from .. import fileio, gcpause
+from . import packblock, record
+from .packblock import BlockError, Commits, Decoded
+
+VERSION = 4
 BLOCK_BYTES = 1 << 16
-_HEAD_BYTES = struct.pack(">6sH", b"KRPACK", VERSION)
-_ENTRY = struct.Struct(">QIQIII")
-_TRAILER = struct.Struct(">6sQQQIQI32s32sI")
-TRAILER_SIZE = _TRAILER.size
-_TRAILER_MAGIC = b"KRPEND"
+LEVEL = 1  # measured on event JSON in 64 KiB blocks: faster than level 3, and as small or smaller
+HEADS = {v: struct.pack(">6sH", b"KRPACK", v) for v in (3, 4)}
+HEAD_SIZE = 8
+ENTRY_V3 = struct.Struct(">QIQIII")
+ENTRY_SIZE = 64  # bytes of one block's entry in a version 4 table (its columns' widths added up)
+_COLUMN_CODES = ("Q", "I", "Q", "I", "I", "I")  # first, count, offset, clen, ulen, crc: u64 or u32
+assert [array(c).itemsize for c in _COLUMN_CODES] == [8, 4, 8, 4, 4, 4]
+TRAILER = struct.Struct(">6sQQQIQI32s32sI")
+TRAILER_SIZE = TRAILER.size
+TRAILER_MAGIC = b"KRPEND"
 _NAME_RE = re.compile(r"\A(\d{12})-(\d{12})\.pack\Z")
+_IDS_RE = re.compile(rb"(?:[!-~]{1,64}\n)*")  # ids a record header holds: printable ASCII, no space
 _READ_CHUNK = 1 << 20
+_local = threading.local()  # a Zstandard context serves one thread at a time
 
 
 class PackError(ValueError):
-    """A pack file that does not verify, or bytes a writer cannot pack."""
+    """A pack file that does not verify, or events a writer cannot pack."""
 
 
-class _Closing:
+class Closing:
     """Context management for the writer and the reader."""
 
     def close(self) -> None:
         """Release the file."""
-
 
     def __enter__(self) -> Self:
         return self
@@ -87,7 +102,7 @@ def parse_name(name: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One entry of the block table."""
+    """One entry of the block table (``chain``: after its last event; empty in version 3)."""
 
     first: int
     count: int
@@ -95,6 +110,67 @@ class Block:
     clen: int
     ulen: int
     crc: int
+    chain: bytes = b""
+
+    @property
+    def last(self) -> int:
+        """Its last position."""
+        return self.first + self.count - 1
+
+
+class Table(Sequence[Block]):
+    """A pack's block table, kept as its columns (first, count, offset, clen, ulen, crc; and the
+    chains, 32 bytes each, in version 4) and handed out as :class:`Block` entries on demand."""
+
+    __slots__ = ("_chains", "_columns")
+
+    def __init__(self, columns: Sequence[Sequence[int]], chains: bytes = b"") -> None:
+        self._columns, self._chains = columns, chains
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    def chain(self, i: int) -> bytes:
+        """The chain after block ``i``'s last event (empty in version 3)."""
+        return self._chains[32 * i:32 * i + 32]
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        c = self._columns
+        return Block(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i], c[5][i], self.chain(i))
+
+    def __iter__(self) -> Iterator[Block]:
+        return map(Block, *self._columns, map(self.chain, range(len(self))))
+
+
+def encode_table(before: bytes, blocks: Sequence[Block]) -> bytes:
+    """A version 4 block table: the chain before the first event, then the entries column by
+    column (all firsts, all counts, ... all chains), so that a reader loads each column in one call."""
+    out = [before]
+    for name, code in zip(("first", "count", "offset", "clen", "ulen", "crc"), _COLUMN_CODES, strict=True):
+        column = array(code, [getattr(b, name) for b in blocks])
+        if sys.byteorder == "little":
+            column.byteswap()
+        out.append(column.tobytes())
+    out.extend(b.chain for b in blocks)
+    return b"".join(out)
+
+
+def _decode_columns(table: bytes, n: int) -> tuple[list[array], bytes]:  # type: ignore[type-arg]
+    """The columns and the chains of a version 4 table's entries (after its leading chain)."""
+    columns, at = [], 0
+    for code in _COLUMN_CODES:
+        column = array(code)
+        size = column.itemsize * n
+        column.frombytes(table[at:at + size])
+        if sys.byteorder == "little":
+            column.byteswap()
+        columns.append(column)
+        at += size
+    return columns, table[at:at + 32 * n]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,142 +186,59 @@ class PackInfo:
     sha256: bytes
 
 
-def _skip(buf: bytes, start: int, n: int) -> int:
-    """The offset just after the ``n``-th newline from ``start``: records never hold a raw
-    newline before their own, so this steps over ``n`` whole records without parsing them."""
-    for _ in range(n):
-        start = buf.index(b"\n", start) + 1
-    return start
+@dataclass
+class BlockCheck:
+    """One block checked whole (:meth:`PackReader.check_block`): ``ids`` and ``docs`` of its
+    events (parsed), ``chain`` after its last event as recomputed, its batches (``commits``) and
+    ``problems`` as ``(finding code, message)``."""
+
+    block: Block
+    ids: list[str] = field(default_factory=list)
+    docs: list[object] = field(default_factory=list)
+    chain: bytes | None = None
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    commits: Commits = field(default_factory=list)
 
 
-class PackWriter(_Closing):
-    """Writes one pack, streaming: at most one block is held besides the run being added.
-
-    ``target`` is a path (created, must not exist; closed by :meth:`finish` or :meth:`close`)
-    or an open writable descriptor positioned at 0 (left open; ``name`` labels it for fault
-    injection). Writes go through :mod:`kroniko_ops.fileio`; nothing is fsynced here.
-    """
-
-    def __init__(self, target: int | str, block_bytes: int = BLOCK_BYTES, level: int = 6,
-                 name: str = "") -> None:
-        if block_bytes < 1:
-            raise ValueError("block_bytes must be positive")
-        self.block_bytes, self.level = block_bytes, level
-        if isinstance(target, str):
-            self.name, self._owned = target, True
-            self._fd = fileio.open_write(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        else:
-            self.name, self._fd, self._owned = name, target, False
-        self._digest, self._offset, self._first = hashlib.sha256(), 0, 0
-        self._blocks: list[Block] = []
-        self._pending = bytearray()
-        self._next = 0  # the position the next add() must start at
-        self._flushed = 0  # the position the next block must start at
-        self._tail = b""  # the last record written, for finish() to check
-        self._write(_HEAD_BYTES)
-
-    def _write(self, data: bytes) -> None:
-        fileio.write_all(self._fd, data, self.name)
-        self._digest.update(data)
-        self._offset += len(data)
-
-    def add(self, run: bytes | bytearray, first_position: int) -> None:
-        """Append a run of whole raw records whose first position is ``first_position`` (the
-        pack's first when this is the first run, else the position after the previous run)."""
-        if not run:
-            return
-        if run[-1] != 10:
-            raise PackError(f"{self.name}: a run must end with a whole record")
-        if self._next == 0:
-            if first_position < 1:
-                raise PackError(f"{self.name}: position {first_position} is not a position")
-            self._first = self._next = self._flushed = first_position
-        elif first_position != self._next:
-            raise PackError(f"{self.name}: run starts at {first_position}, expected {self._next}")
-        self._next += run.count(b"\n")
-        pending, pos, n = self._pending, 0, len(run)
-        while pos < n:
-            room = self.block_bytes - len(pending)
-            if n - pos <= room:
-                pending += run[pos:]
-                break
-            cut = run.rfind(b"\n", pos, pos + room) + 1
-            if cut == 0 and pending:  # the next record does not fit: close this block first
-                self._flush()
-                continue
-            if cut == 0:  # a record bigger than a block: a block of its own
-                cut = run.index(b"\n", pos) + 1
-            pending += run[pos:cut]
-            self._flush()
-            pos = cut
-
-    def _flush(self) -> None:
-        data = bytes(self._pending)
-        self._pending.clear()
-        count = data.count(b"\n")
-        tail = data[data.rfind(b"\n", 0, len(data) - 1) + 1:]
-        try:  # a cheap guard against runs fed out of order: check each block's ends
-            first = record.parse_header(record.leading_header(data)).position
-            last = record.parse_header(record.leading_header(tail)).position
-        except record.RecordError as exc:
-            raise PackError(f"{self.name}: block at {self._flushed}: {exc}") from None
-        if first != self._flushed or last != self._flushed + count - 1:
-            raise PackError(f"{self.name}: block holds {first}..{last}, expected {self._flushed}..")
-        packed = zlib.compress(data, self.level)
-        self._blocks.append(Block(first, count, self._offset, len(packed), len(data), zlib.crc32(packed)))
-        self._write(packed)
-        self._flushed += count
-        self._tail = tail
-
-    def finish(self, last_chain: bytes | None = None) -> PackInfo:
-        """Write the last block, the table and the trailer. ``last_chain`` (the chain hash of
-        the last record) is checked against that record when given."""
-        if self._pending:
-            self._flush()
-        if not self._blocks:
-            raise PackError(f"{self.name}: a pack needs at least one record")
-        head = record.parse_header(record.leading_header(self._tail))
-        if last_chain is not None and last_chain != head.chain:
-            raise PackError(f"{self.name}: last chain given does not match record {head.position}")
-        if not head.commit:
-            raise PackError(f"{self.name}: record {head.position} ends no batch (no commit mark)")
-        table = b"".join(_ENTRY.pack(b.first, b.count, b.offset, b.clen, b.ulen, b.crc) for b in self._blocks)
-        table_offset = self._offset
-        self._write(table)
-        first, last = self._first, head.position
-        sha = self._digest.digest()
-        trailer = _TRAILER.pack(_TRAILER_MAGIC, first, last, last - first + 1, len(self._blocks),
-                                table_offset, zlib.crc32(table), head.chain, sha, 0)[:-4]
-        trailer += struct.pack(">I", zlib.crc32(trailer))
-        fileio.write_all(self._fd, trailer, self.name)
-        self.close()
-        return PackInfo(first, last, last - first + 1, len(self._blocks),
-                        self._offset + len(trailer), head.chain, sha)
-
-    def close(self) -> None:
-        """Close the file if this writer opened it (a failed pack is the caller's to remove)."""
-        if self._owned and self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
+def parse_ids(array: bytes | memoryview, count: int) -> tuple[list[str], list[object]]:
+    """The ids and documents of a block's JSON array of ``count`` events; raises ``ValueError``
+    when it is not ``count`` objects each with an id a record header can hold."""
+    try:
+        with gcpause.paused():
+            docs = orjson.loads(array)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the block's events are not all JSON ({exc})") from None
+    if type(docs) is not list or len(docs) != count:
+        raise ValueError(f"the block's JSON is not an array of {count} events")
+    try:
+        ids = [d["id"] for d in docs]
+        text = "\n".join(ids).encode() + b"\n"
+    except (KeyError, TypeError):
+        raise ValueError("an event of the block is not an object with a string id") from None
+    if not _IDS_RE.fullmatch(text):
+        raise ValueError("an event id of the block does not fit a record header (1-64 printable ASCII bytes)")
+    return ids, docs
 
 
-def write_pack(target: int | str, runs: Iterable[tuple[int, bytes]], last_chain: bytes | None = None,
-               block_bytes: int = BLOCK_BYTES) -> PackInfo:
-    """Write a whole pack from ``(first position, raw record bytes)`` runs in position order."""
-    with PackWriter(target, block_bytes) as writer:
-        for first, run in runs:
-            writer.add(run, first)
-        return writer.finish(last_chain)
+def _decompressor() -> zstandard.ZstdDecompressor:
+    zd = getattr(_local, "zd", None)
+    if zd is None:
+        zd = _local.zd = zstandard.ZstdDecompressor()
+    return zd
 
 
-class PackReader(_Closing):
-    """One pack, opened and checked (header, trailer, table) on construction, which raises
-    :class:`PackError` naming the damage. Attributes: ``first``, ``last``, ``count``,
-    ``last_chain``, ``sha256`` (the trailer's), ``size``, ``blocks`` (the table). Blocks are read
-    with ``pread``, so threads may share a reader (but close it only once none is reading)."""
+
+
+class PackReader(Closing):
+    """One pack (version 3 or 4), opened and checked (header, table, trailer) on construction,
+    which raises :class:`PackError` naming the damage. Attributes: ``version``, ``first``,
+    ``last``, ``count``, ``last_chain``, ``sha256`` (the trailer's), ``size``, ``blocks`` (the
+    table) and, in version 4, ``chain_before`` (the chain before ``first``). Blocks are read with
+    ``pread``, so threads may share a reader (but close it only once none is reading)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        self.name = os.path.basename(self.path)
         self._fd = fileio.open_read(self.path)  # no symlink, FIFO or device where a pack belongs
         try:
             self._load()
@@ -258,117 +251,215 @@ class PackReader(_Closing):
 
     def _load(self) -> None:
         self.size = size = os.fstat(self._fd).st_size
-        if size < len(_HEAD_BYTES) + TRAILER_SIZE:
+        if size < HEAD_SIZE + TRAILER_SIZE:
             raise self._fail(f"{size} bytes is too short for a pack")
-        if os.pread(self._fd, len(_HEAD_BYTES), 0) != _HEAD_BYTES:
+        head = os.pread(self._fd, HEAD_SIZE, 0)
+        self.version = next((v for v, h in HEADS.items() if h == head), 0)
+        if not self.version:
             raise self._fail("bad magic or version at the start")
         raw = os.pread(self._fd, TRAILER_SIZE, size - TRAILER_SIZE)
-        fields = _TRAILER.unpack(raw)
-        if fields[0] != _TRAILER_MAGIC or zlib.crc32(raw[:-4]) != fields[-1]:
+        fields = TRAILER.unpack(raw)
+        if fields[0] != TRAILER_MAGIC or zlib.crc32(raw[:-4]) != fields[-1]:
             raise self._fail("the trailer is damaged or missing (truncated file?)")
         _, self.first, self.last, self.count, nblocks, table_offset, table_crc, self.last_chain, self.sha256, _ = fields
         if not 1 <= self.first <= self.last or self.count != self.last - self.first + 1:
             raise self._fail(f"trailer range {self.first}..{self.last} ({self.count} records) is inconsistent")
-        if table_offset + nblocks * _ENTRY.size != size - TRAILER_SIZE:
+        entry_size, pre = (ENTRY_SIZE, 32) if self.version == 4 else (ENTRY_V3.size, 0)
+        if table_offset + pre + nblocks * entry_size != size - TRAILER_SIZE:
             raise self._fail("the block table does not end where the trailer starts")
-        table = os.pread(self._fd, nblocks * _ENTRY.size, table_offset)
+        table = os.pread(self._fd, pre + nblocks * entry_size, table_offset)
         if zlib.crc32(table) != table_crc:
             raise self._fail("the block table fails its CRC")
-        self.blocks = [Block(*e) for e in _ENTRY.iter_unpack(table)]
-        position, offset = self.first, len(_HEAD_BYTES)
-        for i, b in enumerate(self.blocks):
-            if b.first != position or b.offset != offset or b.count < 1:
-                raise self._fail(f"block {i} of the table is out of place")
-            position, offset = position + b.count, offset + b.clen
-        if position != self.last + 1 or offset != table_offset:
+        self.chain_before = table[:pre] or None
+        if pre:
+            columns, chains = _decode_columns(table[pre:], nblocks)
+        else:
+            columns, chains = [list(c) for c in zip(*ENTRY_V3.iter_unpack(table), strict=True)] or [[]] * 6, b""
+        self.blocks = Table(columns, chains)
+        firsts, counts, offsets, clens = columns[0], columns[1], columns[2], columns[3]
+        # Each block starts where the one before ends, in positions and in bytes (checked in C:
+        # a pack of millions of events has tens of thousands of blocks to open quickly).
+        if not (firsts and firsts[0] == self.first and offsets[0] == HEAD_SIZE and min(counts) >= 1
+                and all(map(eq, firsts[1:], map(add, firsts, counts)))
+                and all(map(eq, offsets[1:], map(add, offsets, clens)))):
+            raise self._fail("the block table is out of place")
+        if firsts[-1] + counts[-1] != self.last + 1 or offsets[-1] + clens[-1] != table_offset:
             raise self._fail("the block table does not cover the pack")
-        self._firsts = [b.first for b in self.blocks]
+        if self.version == 4 and self.blocks.chain(nblocks - 1) != self.last_chain:
+            raise self._fail("the block table's last chain differs from the trailer's")
+        self._counts = counts
+        self._firsts = firsts
 
-    def _block(self, i: int) -> bytes:
-        b = self.blocks[i]
-        packed = os.pread(self._fd, b.clen, b.offset)
-        if len(packed) != b.clen or zlib.crc32(packed) != b.crc:
-            raise self._fail(f"block {i} (positions {b.first}..) fails its CRC")
-        try:
-            data = zlib.decompress(packed, bufsize=b.ulen)
-        except zlib.error as exc:
-            raise self._fail(f"block {i} does not decompress: {exc}") from None
-        if len(data) != b.ulen or data[:12] != b"%012d" % b.first:
-            raise self._fail(f"block {i} decompresses to other bytes than the table says")
-        return data
+    @property
+    def raw_bytes(self) -> int:
+        """About the bytes its events take in log segments (records with their headers)."""
+        extra = 0 if self.version == 3 else record.HEADER - 4
+        return sum(b.ulen + extra * b.count for b in self.blocks)
 
-    def _find(self, position: int) -> int:
+    def bounds(self, i: int) -> tuple[int, int]:
+        """The first and last positions of block ``i``."""
+        first = self._firsts[i]
+        return first, first + self._counts[i] - 1
+
+    def find(self, position: int) -> int:
+        """The index of the block holding ``position``; ``IndexError`` outside ``first..last``."""
         if not self.first <= position <= self.last:
             raise IndexError(f"position {position} is not in pack {self.first}..{self.last}")
         return bisect.bisect_right(self._firsts, position) - 1
 
-    def record(self, position: int) -> record.Record:
-        """The record at ``position`` (``offset`` is within its decompressed block); raises
-        ``IndexError`` outside ``first..last``."""
-        i = self._find(position)
-        data = self._block(i)
+    def _payload(self, i: int) -> bytes:
+        b = self.blocks[i]
+        packed = os.pread(self._fd, b.clen, b.offset)
+        if len(packed) != b.clen or zlib.crc32(packed) != b.crc:
+            raise self._fail(f"block {i} (positions {b.first}..{b.last}) fails its CRC")
         try:
-            rec = record.parse_at(data, _skip(data, 0, position - self.blocks[i].first))
-        except ValueError as exc:  # a RecordError, or too few newlines in the block
+            if self.version == 3:
+                data = zlib.decompress(packed, bufsize=b.ulen)
+            else:
+                data = _decompressor().decompress(packed, max_output_size=b.ulen)
+        except (zlib.error, zstandard.ZstdError) as exc:
+            raise self._fail(f"block {i} (positions {b.first}..{b.last}) does not decompress: {exc}") from None
+        if len(data) != b.ulen:
+            raise self._fail(f"block {i} decompresses to other bytes than the table says")
+        return data
+
+    def block(self, i: int) -> Decoded:
+        """Block ``i`` decompressed and cut into its events (nothing recomputed)."""
+        b = self.blocks[i]
+        data = self._payload(i)
+        try:
+            if self.version == 3:
+                return packblock.decode_records(data, b.first, b.count)
+            return packblock.decode(data, b.first, b.count)
+        except BlockError as exc:
+            raise self._fail(f"block {i} (positions {b.first}..{b.last}): {exc}") from None
+
+    def spans(self, lo: int, hi: int) -> Iterator[tuple[int, Sequence[bytes], Commits, bytes | None]]:
+        """``(first, bodies, commits, array)`` covering positions ``lo..hi``, one per block (see
+        :meth:`packblock.Decoded.span`)."""
+        if lo > hi:
+            return
+        i = self.find(lo)
+        self.find(hi)
+        while i < len(self.blocks) and self.blocks[i].first <= hi:
+            b = self.blocks[i]
+            yield self.block(i).span(max(lo, b.first), min(hi, b.last))
+            i += 1
+
+    def read_range(self, lo: int, hi: int) -> Iterator[bytes]:
+        """The raw records of positions ``lo..hi``, one chunk of whole records per block: in
+        version 3 the bytes stored, in version 4 rebuilt (exactly as they were in the log)."""
+        if lo > hi:
+            return
+        i = self.find(lo)
+        self.find(hi)
+        while i < len(self.blocks) and self.blocks[i].first <= hi:
+            b = self.blocks[i]
+            a, z = max(lo, b.first) - b.first, min(hi, b.last) - b.first
+            if self.version == 3:
+                data = self._payload(i)
+                start = _skip(data, 0, a)
+                end = _skip(data, start, z - a + 1)
+                yield data if start == 0 and end == len(data) else data[start:end]
+            else:
+                d = self.block(i)
+                try:
+                    ids, _docs = parse_ids(d.array, b.count)  # type: ignore[arg-type]
+                except ValueError as exc:
+                    raise self._fail(f"block {i} (positions {b.first}..{b.last}): {exc}") from None
+                before = self._chain_into(i, d, a)
+                yield record.rebuild(b.first + a, before, ids[a:z + 1], d.bodies[a:z + 1],
+                                     packblock.clip(d.commits, a, z))[0]
+            i += 1
+
+    def _chain_into(self, i: int, d: Decoded, a: int) -> bytes:
+        """The chain before the ``a``-th event of version 4 block ``i``."""
+        before = self.chain_before if i == 0 else self.blocks[i - 1].chain
+        assert before is not None
+        return packblock.chains(before, d.bodies[:a])[1][-1] if a else before
+
+    def record(self, position: int) -> record.Record:
+        """The record at ``position`` (``offset`` is within the bytes of that one record);
+        raises ``IndexError`` outside ``first..last``."""
+        raw = b"".join(self.read_range(position, position))
+        try:
+            rec = record.parse_at(raw)
+        except record.RecordError as exc:
             raise self._fail(f"position {position}: {exc}") from None
         if rec.position != position:
             raise self._fail(f"record {rec.position} found where {position} belongs")
         return rec
 
-    def read_range(self, lo: int, hi: int) -> Iterator[bytes]:
-        """The raw bytes of records ``lo..hi``, one chunk of whole records per block."""
-        if lo > hi:
-            return
-        i = self._find(lo)
-        self._find(hi)
-        while i < len(self.blocks) and self.blocks[i].first <= hi:
-            b, data = self.blocks[i], self._block(i)
-            start = _skip(data, 0, lo - b.first) if b.first < lo else 0
-            end = _skip(data, start, hi - max(lo, b.first) + 1) if b.first + b.count - 1 > hi else len(data)
-            yield data[start:end] if start or end != len(data) else data
-            i += 1
+    def check_block(self, i: int, before: bytes | None = None, hashes: bool = True) -> BlockCheck:
+        """Check block ``i`` whole: it reads, its events parse, each event hash and the chain
+        recomputed from ``before`` (default: the table's chain before it; in version 3 the first
+        record's own) reach the chain recorded at its end (unless ``hashes`` is False).
+        ``problems`` are ``(code, message)`` with the codes of ``docs/FSCK.md``."""
+        b = self.blocks[i]
+        chk = BlockCheck(b)
+        where = f"block {i} (positions {b.first}..{b.last})"
+        try:
+            d = self.block(i)
+        except PackError as exc:
+            chk.problems.append(("pack-corrupt", str(exc)))
+            return chk
+        if self.version == 3:
+            return self._check_records(chk, d, before, where)
+        if before is None:
+            before = self.chain_before if i == 0 else self.blocks[i - 1].chain
+        try:
+            chk.ids, chk.docs = parse_ids(d.array, b.count)  # type: ignore[arg-type]
+        except ValueError as exc:
+            chk.problems.append(("event-unreadable", f"{where}: {exc}"))
+        if b"[" + b",".join(d.bodies) + b"]" != d.array:
+            chk.problems.append(("pack-corrupt", f"{where}: its JSON array is not its events' bytes joined"))
+        chain = packblock.chains(before, d.bodies)[1][-1] if hashes else b.chain  # type: ignore[arg-type]
+        if chain != b.chain:
+            chk.problems.append(("chain-mismatch", f"{where}: the chain recomputed from its events differs from the "
+                                 "one recorded at its end (an event's bytes changed after it was packed)"))
+        chk.chain = chain
+        chk.commits = d.commits
+        return chk
 
-    def bodies_range(self, lo: int, hi: int) -> Iterator[bytes]:
-        """The JSON bodies of records ``lo..hi`` in order (split, not parsed: see
-        :func:`record.bodies`)."""
-        for chunk in self.read_range(lo, hi):
-            yield from record.bodies(chunk)
+    def _check_records(self, chk: BlockCheck, d: Decoded, before: bytes | None, where: str) -> BlockCheck:
+        b = chk.block
+        data = d.bodies._data  # type: ignore[attr-defined]
+        ids, bodies, chain, problems = record.check_run(data, b.first, before)
+        kinds = {"header": "log-bad-line", "position": "log-position-mismatch", "hash": "event-hash-mismatch",
+                 "chain": "chain-mismatch"}
+        for pos, kind in problems:
+            chk.problems.append((kinds[kind], f"{where}: record {pos} fails its {kind} check"))
+        chk.ids, chk.chain = ids, chain
+        try:
+            with gcpause.paused():
+                docs = orjson.loads(b"[" + b",".join(bodies) + b"]")
+            chk.docs = docs if len(docs) == len(bodies) else []
+        except orjson.JSONDecodeError:
+            chk.problems.append(("event-unreadable", f"{where}: its events are not all JSON"))
+        chk.commits = d.commits
+        return chk
+
+    def sha_ok(self) -> bool:
+        """Whether every byte before the trailer matches the SHA-256 the trailer records."""
+        digest = hashlib.sha256()
+        for offset in range(0, self.size - TRAILER_SIZE, _READ_CHUNK):
+            digest.update(os.pread(self._fd, min(_READ_CHUNK, self.size - TRAILER_SIZE - offset), offset))
+        return digest.digest() == self.sha256
 
     def verify(self) -> list[str]:
         """Every problem found reading the whole pack (empty when it is sound)."""
         problems: list[str] = []
-        digest = hashlib.sha256()
-        for offset in range(0, self.size - TRAILER_SIZE, _READ_CHUNK):
-            digest.update(os.pread(self._fd, min(_READ_CHUNK, self.size - TRAILER_SIZE - offset), offset))
-        if digest.digest() != self.sha256:
+        if not self.sha_ok():
             problems.append("the file fails its SHA-256")
-        chain: bytes | None = None
-        last: record.Record | None = None
+        chain: bytes | None = self.chain_before
         for i, b in enumerate(self.blocks):
-            try:
-                data = self._block(i)
-                recs = list(record.iter_records(data))
-            except (PackError, record.RecordError) as exc:
-                problems.append(str(exc) if isinstance(exc, PackError) else f"block {i}: {exc}")
-                chain = None
-                continue
-            for k, rec in enumerate(recs):
-                if rec.position != b.first + k:
-                    problems.append(f"block {i}: record {rec.position} where {b.first + k} belongs")
-                if data[rec.offset + 208] not in (record.COMMIT, record.MORE):
-                    problems.append(f"record {rec.position} has no valid commit mark")
-                if not record.body_hash_ok(rec):
-                    problems.append(f"record {rec.position} fails its event hash")
-                if chain is not None and record.chain_of(chain, rec.event_hash) != rec.chain:
-                    problems.append(f"record {rec.position} breaks the chain")
-                chain, last = rec.chain, rec
-            if len(recs) != b.count:
-                problems.append(f"block {i} holds {len(recs)} records, the table says {b.count}")
-        if last is not None and last.position == self.last:
-            if last.chain != self.last_chain:
-                problems.append("the last record's chain differs from the trailer's")
-            if not last.commit:
-                problems.append(f"record {last.position} ends no batch (no commit mark)")
+            chk = self.check_block(i, chain if self.version == 3 else None)
+            problems += [message for _code, message in chk.problems]
+            chain = chk.chain if self.version == 3 else b.chain
+            if i == len(self.blocks) - 1 and chk.commits and not chk.commits[-1][2]:
+                problems.append(f"record {self.last} ends no batch (no commit mark)")
+        if self.version == 3 and chain is not None and chain != self.last_chain:
+            problems.append("the last record's chain differs from the trailer's")
         return problems
 
     def close(self) -> None:
@@ -380,6 +471,14 @@ class PackReader(_Closing):
     def __del__(self) -> None:
         # A view forgets packs that compaction merged away; the last reader's reference closes it.
         self.close()
+
+
+def _skip(buf: bytes, start: int, n: int) -> int:
+    """The offset just after the ``n``-th newline from ``start``: records never hold a raw
+    newline before their own, so this steps over ``n`` whole records without parsing them."""
+    for _ in range(n):
+        start = buf.index(b"\n", start) + 1
+    return start
 
 
 def verify_file(path: str | os.PathLike[str]) -> list[str]:

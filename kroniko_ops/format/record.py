@@ -25,6 +25,7 @@ import hashlib
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 HEADER = 245  # the header this version writes (version 2, with the commit time)
 HEADER_V1 = 228  # records written before commit times were recorded
@@ -35,6 +36,8 @@ _CRC_END_V1 = 219
 _V1_MARK = 227  # a space in version 1 (before the JSON), a digit of the commit time in version 2
 MAX_BODY = 99_999_999
 MAX_TIME_US = 9_999_999_999_999_999  # 16 digits: until the year 2286
+_MARK = itemgetter(208)  # a record's commit mark
+_BODY = itemgetter(slice(HEADER, None))  # a version 2 record's JSON
 
 
 class RecordError(ValueError):
@@ -206,9 +209,20 @@ def bodies(buf: bytes) -> list[bytes]:
     for bulk reads; the caller knows the bytes are whole records)."""
     lines = buf.split(b"\n")
     lines.pop()  # after the last newline
+    return _bodies(lines)
+
+
+def bodies_commits(buf: bytes) -> tuple[list[bytes], list[tuple[int, int, bool]]]:
+    """:func:`bodies` and :func:`commits` of one run, split once."""
+    lines = buf.split(b"\n")
+    lines.pop()
+    return _bodies(lines), _commits(lines)
+
+
+def _bodies(lines: list[bytes]) -> list[bytes]:
     if lines and lines[0][_V1_MARK] != 32 and lines[-1][_V1_MARK] != 32:
         # Version 1 records only ever come before version 2 ones: both ends new means all new.
-        return [line[HEADER:] for line in lines]
+        return list(map(_BODY, lines))
     return [line[HEADER_V1:] if line[_V1_MARK] == 32 else line[HEADER:] for line in lines]
 
 
@@ -217,15 +231,34 @@ def commits(buf: bytes) -> list[tuple[int, int, bool]]:
     record in the run, commit time in microseconds, whether that record ends its batch)``: one
     group per batch, and a last one without a commit mark when the run ends inside a batch.
     Version 1 records have no commit time (0)."""
-    out: list[tuple[int, int, bool]] = []
     lines = buf.split(b"\n")
     lines.pop()
+    return _commits(lines)
+
+
+def _commits(lines: list[bytes]) -> list[tuple[int, int, bool]]:
+    # The marks of every line gathered in C; then one step per batch, not per record.
+    marks = bytes(map(_MARK, lines))
+    out: list[tuple[int, int, bool]] = []
+    i = marks.find(b"C")
+    while i >= 0:
+        line = lines[i]
+        out.append((i, 0 if line[_V1_MARK] == 32 else int(line[219:235]), True))
+        i = marks.find(b"C", i + 1)
     last = len(lines) - 1
-    for i, line in enumerate(lines):
-        end = line[208] == COMMIT
-        if end or i == last:
-            out.append((i, 0 if line[_V1_MARK] == 32 else int(line[219:235]), end))
+    if last >= 0 and (not out or out[-1][0] != last):
+        line = lines[last]
+        out.append((last, 0 if line[_V1_MARK] == 32 else int(line[219:235]), False))
     return out
+
+
+def split(buf: bytes) -> tuple[list[bytes], list[bytes], list[tuple[int, int, bool]]]:
+    """The ids (the ASCII bytes of each header's id field), JSON bodies and batches (as
+    :func:`commits`) of a run of complete, verified records."""
+    lines = buf.split(b"\n")
+    lines.pop()
+    ids = [line[13:77].rstrip() for line in lines]
+    return ids, _bodies(lines), _commits(lines)
 
 
 def headers_only(buf: bytes) -> list[bytes]:
@@ -318,3 +351,27 @@ def check_run(buf: bytes, first: int, chain: bytes | None) -> tuple[list[str], l
         out.append(body)
         pos += 1
     return ids, out, chain, problems
+
+
+def rebuild(first: int, previous: bytes, ids: Sequence[str], bodies: Sequence[bytes],
+            commits: Sequence[tuple[int, int, bool]], hashes: Sequence[bytes] | None = None) -> tuple[bytes, bytes]:
+    """The raw records of events ``first, first + 1, ...`` from what a dense pack keeps (ids,
+    stored bytes, batches as :func:`commits` gives them): the records exactly as they were in
+    their segment, with a version 1 header where the commit time is 0 (unknown). Returns them
+    and the chain after the last. ``hashes`` may pass the bodies' SHA-256 digests."""
+    sha = hashlib.sha256
+    out: list[bytes] = []
+    chain = previous
+    k = 0
+    for last, stamp, ends in commits:
+        tail = b" %016d " % stamp if stamp else b" "
+        for i in range(k, last + 1):
+            body = bodies[i]
+            digest = hashes[i] if hashes is not None else sha(body).digest()
+            chain = sha(chain + digest).digest()
+            head = b"%012d %-64s %s %s %c %08d%s" % (
+                first + i, ids[i].encode(), digest.hex().encode(), chain.hex().encode(),
+                COMMIT if ends and i == last else MORE, len(body), tail)
+            out.append(b"%s%08x %s\n" % (head, zlib.crc32(head), body))
+        k = last + 1
+    return b"".join(out), chain

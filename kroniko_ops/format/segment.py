@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import operator
 import os
 import re
 import struct
@@ -106,7 +107,7 @@ def decode_idx(data: bytes, first: int) -> Seal:
     offsets = array("Q", data[: n * 8])
     if sys.byteorder == "little":
         offsets.byteswap()
-    if offsets[0] != 0 or any(b <= a for a, b in itertools.pairwise(offsets)):
+    if offsets[0] != 0 or not all(map(operator.lt, offsets, itertools.islice(offsets, 1, None))):
         raise SegmentError(f"offset index of segment {first} has offsets out of order")
     return Seal(first, count, chain, seg_sha, offsets)
 

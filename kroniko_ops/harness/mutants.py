@@ -196,7 +196,8 @@ def _without_head_chain_finding(original: Callable[..., None]) -> Callable[..., 
 
 def _drop_last_block(original: Callable[..., Any]) -> Callable[..., Any]:
     def finish(self: Any, last_chain: bytes | None = None) -> Any:
-        self._pending.clear()  # the records not yet in a block never reach the pack
+        # The events not yet in a block never reach the pack.
+        self._bodies, self._ids, self._commits, self._bytes = [], [], [], 0
         return original(self, last_chain)
     return finish
 
@@ -284,9 +285,9 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
     Mutant("backup-past-synced", "backup copies the active segment as far as it is written, past the synced end "
            "(ops/backup/snapshot.py: _active)", "backup", "failed with no fault injected",
            patches=(("kroniko_ops.ops.backup.snapshot:_active", _copy_past_synced_end),)),
-    Mutant("compact-drops-last-block", "compaction drops a pack's last block (format/pack.py: PackWriter.finish)",
+    Mutant("compact-drops-last-block", "compaction drops a pack's last block (format/packwrite.py: PackWriter.finish)",
            "compact", "failed with no fault injected",
-           patches=(("kroniko_ops.format.pack:PackWriter.finish", _drop_last_block),)),
+           patches=(("kroniko_ops.format.packwrite:PackWriter.finish", _drop_last_block),)),
     Mutant("compact-no-fsync", "compaction publishes packs it never fsynced (ops/compact/packing.py: write)",
            "compact", "does not open|is missing|engine failed",
            patches=(("kroniko_ops.ops.compact.packing:write", _pack_without_fsync),)),

@@ -77,7 +77,7 @@ def recover_and_fsck(path: str, quick: bool = False) -> list[Violation]:
     out = []
     if is_url(path):
         # A server rolls back a dead client's transaction itself: nothing to recover, only to check.
-        from ..postgres.fsck import fsck as pg_fsck  # psycopg is an optional extra
+        from ..ops.postgres.fsck import fsck as pg_fsck  # psycopg is an optional extra
 
         report = pg_fsck(path, quick=quick)
         if report.exit_code != 0:

@@ -73,19 +73,6 @@ def _walk(root: str) -> tuple[list[str], list[str]]:
     return files, dirs
 
 
-def make_durable(root: str) -> None:
-    """fsync every file of the folder tree ``root``, then every folder, deepest first."""
-    files, dirs = _walk(root)
-    for path in files:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        try:
-            fileio.fsync(fd, path)
-        finally:
-            os.close(fd)
-    for path in dirs:
-        fileio.fsync_dir(path)
-
-
 def remove_tree(root: str) -> None:
     """Remove a temporary folder this migration built (never anything else: it holds copies of
     what the legacy store still has)."""
@@ -179,7 +166,7 @@ class Target:
         store.close()  # the index's last connection: SQLite folds its WAL into the database file
         try:
             if self.durable:
-                make_durable(self.path)
+                fileio.make_durable(self.path)
             self._publish()
         except OSError as exc:
             raise self._failed(exc) from exc

@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..format import pack as packfmt
 from ..format import segment as segfmt
 from ..layout import TMP_PREFIX, Layout
 from ..store import EventStore
+
+
+@dataclass
+class PackStats:
+    """One pack: its name, positions, events, bytes on disk, pack version, and its compression
+    ratio (its bytes over those of the same records in log segments)."""
+
+    name: str
+    first: int
+    last: int
+    events: int
+    bytes: int
+    version: int
+    ratio: float
+
+    def text(self) -> str:
+        """One line for people."""
+        return (f"{self.name}: {self.events:,} events, {self.bytes:,} bytes, {self.ratio:.3f}x their records "
+                f"(pack version {self.version})")
 
 
 @dataclass
@@ -29,6 +48,7 @@ class StatsReport:
     index_terms: int
     temp_files: int
     lost_found_entries: int
+    pack_files: list[PackStats] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         """The report as a plain dict (for JSON and for printing)."""
@@ -59,15 +79,29 @@ def stats(path: str) -> StatsReport:
         sealed += parsed[1] == "idx"
         seg_bytes += _size(os.path.join(lay.log_dir, name)) if parsed[1] == "seg" else 0
     packs = packed = pack_bytes = 0
-    for name in os.listdir(lay.packs) if os.path.isdir(lay.packs) else ():
+    details: list[PackStats] = []
+    for name in sorted(os.listdir(lay.packs)) if os.path.isdir(lay.packs) else ():
         rng = packfmt.parse_name(name)
         if rng is None:
             temps += name.startswith(TMP_PREFIX)
             continue
         packs += 1
         packed += rng[1] - rng[0] + 1
-        pack_bytes += _size(os.path.join(lay.packs, name))
+        size = _size(os.path.join(lay.packs, name))
+        pack_bytes += size
+        details.append(_pack_stats(os.path.join(lay.packs, name), name, rng, size))
     index_bytes = sum(_size(os.path.join(lay.index, n)) for n in os.listdir(lay.index))
     lost = len(os.listdir(lay.lost_found)) if os.path.isdir(lay.lost_found) else 0
     return StatsReport(store.path, head, segments, sealed, seg_bytes, max(0, head - packed), packs, packed,
-                       pack_bytes, index_bytes, checkpoint, terms, temps, lost)
+                       pack_bytes, index_bytes, checkpoint, terms, temps, lost, details)
+
+
+def _pack_stats(path: str, name: str, rng: tuple[int, int], size: int) -> PackStats:
+    """What the table of the pack at ``path`` says (version 0 and ratio 0 when it does not open:
+    ``fsck`` names the damage)."""
+    try:
+        with packfmt.PackReader(path) as reader:
+            return PackStats(name, rng[0], rng[1], reader.count, size, reader.version,
+                             round(size / max(1, reader.raw_bytes), 4))
+    except (packfmt.PackError, OSError):
+        return PackStats(name, rng[0], rng[1], rng[1] - rng[0] + 1, size, 0, 0.0)

@@ -20,9 +20,9 @@ and a conflict is raised only once the conflicting event is durable, so the call
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -30,28 +30,17 @@ from psycopg import errors as pgerrors
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ..codec import DEFAULT_MAX_EVENT_BYTES, decode_event, decode_run, encode_event
+from ..codec import DEFAULT_MAX_EVENT_BYTES, decode_run, encode_event
 from ..errors import AppendConditionFailed, InvalidArgument, InvalidEvent, StoreLocked
-from ..format.record import chain_of
 from ..model import AppendCondition, Event, Query, SequencedEvent, read_arguments, read_bounds
 from . import schema as pgschema
+from .copying import Row, copy_rows
 from .errors import CommitUnknown, ServerUnavailable
 from .query import check_query, check_text, select
 from .url import parse, scrub
 
 PAGE = 512  # rows one keyset page fetches at most
-
-
-@dataclass(frozen=True)
-class Row:
-    """One stored event as the tools see it (migrate, mirror, fsck)."""
-
-    position: int
-    event_id: str
-    body: bytes
-    event_hash: bytes
-    chain: bytes
-    commit: bool
+PRUNE_EVERY = 1000  # synchronous commits between two prunings of the synced table
 
 
 def connect(url: str, password: str | None, shown: str, **kwargs: Any) -> psycopg.Connection:
@@ -91,11 +80,15 @@ class PostgresEventStore:
         self._conninfo, self._password = parsed.conninfo, parsed.password
         self.durable = durable
         self.lock_timeout = lock_timeout
-        self.max_event_bytes = max_event_bytes or DEFAULT_MAX_EVENT_BYTES
         self._mutex = threading.RLock()
+        self._pid = os.getpid()
+        self._syncs = 0  # synchronous commits of this handle (the synced table is pruned now and then)
         self._conn = self._connect()
         try:
-            pgschema.ensure(self._conn, self.schema, self.url, create)
+            stored = pgschema.ensure(self._conn, self.schema, self.url, create,
+                                     max_event_bytes or DEFAULT_MAX_EVENT_BYTES)
+            # As the file store: the handle's limit if given, else the one fixed at creation.
+            self.max_event_bytes = max_event_bytes or stored or DEFAULT_MAX_EVENT_BYTES
         except psycopg.Error as exc:
             self._conn.close()
             raise ServerUnavailable(f"preparing {self.url}: {scrub(str(exc), self._password)}") from None
@@ -121,9 +114,38 @@ class PostgresEventStore:
     # -- life cycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a forked child that never used the handle leaves the parent's
+        connection alone: see :meth:`_forked`)."""
+        if self._pid != os.getpid():
+            return
         with self._mutex:
+            if not self._conn.closed and not self._conn.broken:
+                try:
+                    self._prune()
+                except psycopg.Error:
+                    pass  # housekeeping only: the next handle prunes
             self._conn.close()
+
+    def _prune(self) -> None:
+        """Delete the ``synced`` rows below the largest (readers take the largest, so the others
+        say nothing more; without this every connection ever made would leave a row). Rows
+        another writer is updating right now are skipped, never waited for."""
+        t = self._t["synced"]
+        self._conn.execute(sql.SQL("DELETE FROM {} WHERE slot IN (SELECT slot FROM {} WHERE position < "
+                                   "(SELECT max(position) FROM {}) FOR UPDATE SKIP LOCKED)").format(t, t, t))
+
+    def _forked(self) -> bool:
+        """In a child forked after this handle connected: the connection it holds is the
+        parent's (one socket, one server session). Using it would mix both processes'
+        statements and results; closing it would end the parent's session (libpq says goodbye
+        on the socket). So the child drops it unclosed (psycopg never finishes a connection in
+        a process that did not open it) and connects anew on first use."""
+        if self._pid == os.getpid():
+            return False
+        self._pid = os.getpid()
+        self._mutex = threading.RLock()  # another thread of the parent may have held it at fork
+        self._conn = self._connect()
+        return True
 
     def __enter__(self) -> PostgresEventStore:
         return self
@@ -135,7 +157,10 @@ class PostgresEventStore:
         return f"PostgresEventStore({self.url!r}, schema={self.schema!r})"
 
     def _live(self) -> psycopg.Connection:
-        """The connection, opened again when the last one broke (a server restart, a network cut)."""
+        """The connection, opened again when the last one broke (a server restart, a network cut)
+        or when this process is a fork of the one that opened it."""
+        if self._forked():
+            return self._conn
         if self._conn.broken:
             self._conn.close()
             self._conn = self._connect()
@@ -186,6 +211,12 @@ class PostgresEventStore:
                 self._abandon()
                 raise CommitUnknown(f"{self.url}: {scrub(str(exc), self._password)}; an append may or may not be "
                                     "durable: retry it with the same ids") from None
+            self._syncs += 1
+            if self._syncs % PRUNE_EVERY == 0:
+                try:
+                    self._prune()
+                except psycopg.Error:
+                    self._abandon()  # housekeeping only: the append is durable either way
 
     def _abandon(self) -> None:
         """Leave no transaction open after a failed call (the next call would fail on it)."""
@@ -221,9 +252,10 @@ class PostgresEventStore:
         while lo <= hi and (left is None or left > 0):
             want = size if left is None else min(size, left)
             size = min(size * 4, PAGE)
-            rows = self._run(*self._select(query, lo, hi, backwards, want))
-            for pos, body in rows:
-                yield from decode_run(pos, [bytes(body)], self.url)
+            rows = self._run(*self._select(query, lo, hi, backwards, want,
+                                           "e.position, e.body, e.commit, e.commit_us"))
+            for pos, body, commit, commit_us in rows:
+                yield from decode_run(pos, [bytes(body)], self.url, [(0, commit_us, commit)])
             if left is not None:
                 left -= len(rows)
             if len(rows) < want:
@@ -236,13 +268,13 @@ class PostgresEventStore:
     def rows(self, lo: int, hi: int) -> Iterator[Row]:
         """The stored rows of positions ``lo..hi`` in order (for the tools)."""
         while lo <= hi:
-            got = self._run(sql.SQL("SELECT position, id, body, event_hash, chain, commit FROM {} WHERE position "
-                                    "BETWEEN %s AND %s ORDER BY position LIMIT %s").format(self._t["events"]),
+            got = self._run(sql.SQL("SELECT position, id, body, event_hash, chain, commit, commit_us FROM {} WHERE "
+                                    "position BETWEEN %s AND %s ORDER BY position LIMIT %s").format(self._t["events"]),
                             (lo, hi, PAGE * 4))
             if not got:
                 return
-            for pos, eid, body, h, chain, commit in got:
-                yield Row(pos, eid, bytes(body), bytes(h), bytes(chain), commit)
+            for pos, eid, body, h, chain, commit, commit_us in got:
+                yield Row(pos, eid, bytes(body), bytes(h), bytes(chain), commit, commit_us)
             lo = got[-1][0] + 1
 
     def records(self, lo: int, hi: int) -> Iterator[Row]:
@@ -358,7 +390,7 @@ class PostgresEventStore:
         written (:class:`InvalidArgument`). Returns the new head."""
         with self._mutex:
             try:
-                head = self._import(rows, expect_head)
+                head = copy_rows(self, rows, expect_head)
             except pgerrors.LockNotAvailable:
                 raise StoreLocked(f"the writers' lock of {self.url} was not free within {self.lock_timeout}s; "
                                   "nothing was copied") from None
@@ -367,36 +399,3 @@ class PostgresEventStore:
                                         "was copied (one transaction)") from None
         self._sync(head, durable=True)
         return head
-
-    def _import(self, rows: Iterable[Row], expect_head: int | None) -> int:
-        """:meth:`import_rows`' transaction; returns the new head."""
-        conn, t = self._live(), self._t
-        with conn.transaction():
-            lock = sql.SQL("SELECT position, chain FROM {} FOR UPDATE").format(t["head"])
-            start, chain = conn.execute(lock).fetchone()
-            if expect_head is not None and start != expect_head:
-                raise InvalidArgument(f"{self.url} is at position {start}, not {expect_head}: another writer "
-                                      "appended meanwhile; nothing was copied")
-            head, chain = start, bytes(chain)
-            with conn.cursor() as cur:
-                copy = sql.SQL("COPY {} (position, id, type, tags, body, event_hash, chain, commit) FROM STDIN")
-                with cur.copy(copy.format(t["events"])) as cp:
-                    for r in rows:
-                        head += 1
-                        chain = chain_of(chain, r.event_hash)
-                        if r.position != head or chain != r.chain or hashlib.sha256(r.body).digest() != r.event_hash:
-                            raise InvalidArgument(f"the event at {r.position} does not continue {self.url} at {head} "
-                                                  "with a matching hash and chain; nothing was copied")
-                        event = decode_event(r.body)
-                        for value in (event.type, *event.tags):
-                            check_text(value, f"the type or tag of the event at {r.position},", InvalidArgument)
-                        cp.write_row((r.position, r.event_id, event.type, list(event.tags), r.body, r.event_hash,
-                                      r.chain, r.commit))
-            # The tag rows, from the rows just copied, by the server: nothing held in memory here.
-            conn.execute(sql.SQL("INSERT INTO {} (tag, position) SELECT DISTINCT u.tag, e.position FROM {} e, "
-                                 "unnest(e.tags) AS u(tag) WHERE e.position > %s").format(t["tags"], t["events"]),
-                         (start,))
-            conn.execute(sql.SQL("UPDATE {} SET position = %s, chain = %s").format(t["head"]), (head, chain))
-            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, str(head)))
-        return head
-

@@ -7,7 +7,9 @@ from __future__ import annotations
 import datetime
 import decimal
 import math
+import multiprocessing
 import os
+import queue
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -377,3 +379,52 @@ def test_nesting_the_codec_accepts_reads_back(seeded: EventStore) -> None:
 def test_invalid_input_leaves_the_store_byte_identical(store: EventStore, tmp_path: Path, event: Event) -> None:
     store.append(Event("Seed", 0))
     _refused(store, tmp_path, lambda: store.append([Event("Good", 1), event]))
+
+
+def _append_in_child(path: str, data: Any, metadata: Any, results: Any) -> None:
+    with EventStore(path, durable=False) as store:
+        try:
+            store.append(Event("Cyclic", data, [], metadata))
+            results.put("accepted")
+        except InvalidEvent as exc:
+            results.put(f"InvalidEvent: {exc}")
+
+
+def _cycles() -> dict[str, tuple[Any, Any]]:
+    d: dict[str, Any] = {}
+    d["a"] = d
+    lst: list[Any] = [1]
+    lst.append({"inner": lst})
+    m: dict[str, Any] = {"x": [1, 2]}
+    m["x"].append(m)
+    return {"dict in itself": (d, None), "list through a dict": (lst, None), "metadata": (1, m)}
+
+
+@pytest.mark.parametrize("name", list(_cycles()))
+def test_a_self_referential_event_is_refused_not_a_hang(tmp_path: Path, name: str) -> None:
+    # Run in a child: before the fix the walk that names the bad value followed the cycle forever.
+    path = str(tmp_path / "store")
+    EventStore(path, durable=False).close()
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    data, metadata = _cycles()[name]
+    proc = ctx.Process(target=_append_in_child, args=(path, data, metadata, results), daemon=True)
+    proc.start()
+    try:
+        outcome = results.get(timeout=60)
+    except queue.Empty:
+        outcome = "hung"
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(10)
+    assert outcome.startswith("InvalidEvent") and "contains itself" in outcome, outcome
+    with EventStore(path, durable=False) as store:
+        assert store.head() == 0
+
+
+def test_a_value_shared_twice_is_no_cycle(seeded: EventStore) -> None:
+    shared = {"k": [1, 2, 3]}
+    pos = seeded.append(Event("Shared", [shared, shared, {"again": shared}]))
+    assert [e.data for e in seeded.read(start=pos, limit=1)] == [[shared, shared, {"again": shared}]]

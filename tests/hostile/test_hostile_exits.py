@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 from hostile_helpers import STORE_COMMANDS, Template, args_for, events_file, no_traceback, run_many
-from interrupt_helpers import fail_at, interrupt_at, trace_points
+from interrupt_helpers import fail_at, interrupt_at, temp_names, trace_points
 
 from kroniko_ops import EventStore
 from kroniko_ops.legacy.synth import write_shop_store
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 LONG_COMMANDS = {
     "fsck": ["fsck", "{s}", "--json"],
@@ -44,8 +46,13 @@ def _tree(folder: str) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, EXIT_INTERRUPTED, "interrupted"),
+                                             (signal.SIGTERM, EXIT_TERMINATED, "terminated")],
+                         ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("name", list(LONG_COMMANDS))
-def test_sigint_mid_run_exits_130_and_leaves_the_store_clean(template: Template, tmp_path: Path, name: str) -> None:
+def test_a_signal_mid_run_exits_130_or_143_and_leaves_the_store_clean(template: Template, tmp_path: Path, name: str,
+                                                                      sig: int, code: int, word: str) -> None:
+    # SIGTERM (systemd, timeout) is handled like Ctrl-C: clean up, say so, exit 143.
     backup = template.copy_backup(tmp_path / "backup")
 
     def args(tag: str) -> tuple[list[str], str, str]:
@@ -55,10 +62,11 @@ def test_sigint_mid_run_exits_130_and_leaves_the_store_clean(template: Template,
     ops, full = trace_points(args("counted")[0])
     assert full.code in (0, 1), str(full)
     argv, store, dest = args("interrupted")
-    stopped = interrupt_at(argv, len(ops) // 2)
+    stopped = interrupt_at(argv, len(ops) // 2, sig)
     no_traceback(stopped)
-    assert stopped.code == EXIT_INTERRUPTED, f"{name} after a SIGINT half-way:\n{stopped}"
-    assert "interrupted" in stopped.err
+    assert stopped.code == code, f"{name} after a {signal.Signals(sig).name} half-way:\n{stopped}"
+    assert word in stopped.err
+    assert temp_names(store) == [] and temp_names(dest) == [], f"{name} left temp files"
     # What was interrupted is the store's business no more: it checks clean, and a restore
     # or backup that was cut short left nothing under the destination's name.
     calls = [["fsck", store, "--json"]]

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from kroniko_ops import Event, EventStore
 from kroniko_ops.cli import cli
-from kroniko_ops.postgres import PostgresEventStore, transfer
+from kroniko_ops.ops.postgres import transfer
+from kroniko_ops.postgres import PostgresEventStore
 
 REAP = 120.0  # a hang guard, not a timing assertion
 CLI = [sys.executable, "-c", "from kroniko_ops.cli import main; main()"]

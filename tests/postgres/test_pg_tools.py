@@ -119,7 +119,7 @@ def test_fsck_finds_dangling_references(pg_url: str) -> None:
         p.append(Event("A", {"order": "nope"}, [], {"causation_id": "missing"}, "a"))
         p.append(Event("B", {"order": ["a", "later"]}, [], {"correlation_id": "a"}, "b"))
         p.append(Event("C", {}, [], None, "later"))
-    res = run("fsck", pg_url, "--json", "--ref-field", "data.order")
+    res = run("fsck", pg_url, "--json", "--ref-field", "data.order", "--ref-field", "metadata.correlation_id")
     docs = [orjson.loads(line) for line in res.stdout.splitlines()]
     dangling = sorted((d["position"], d["message"].split("names ")[1].split(" ")[0]) for d in docs
                       if d["kind"] == "finding" and d["code"] == "dangling-reference")

@@ -43,6 +43,7 @@ from ...synced import SyncedFile, SyncedState
 from . import pit, verify
 from .chain import Chain, Part, open_chain, parts_of
 from .container import Container, check_archive, is_archive
+from .places import refuse_overlap
 from .sink import fd_chunks, publish, remove_tree, sweep_stale, temp_path
 
 STORE_DIRS = ("log", "packs", "index", "locks", "lost-found")
@@ -67,6 +68,7 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
 
     backup = resolve(backup)
     report = Report("restore", target)
+    refuse_overlap(backup, target, "backup", "restore target")
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target) or os.listdir(target)):
         raise InvalidArgument(f"{target} exists and is not an empty folder; restore into a new or empty folder "
                               "(a restore never overwrites anything)")
@@ -217,9 +219,9 @@ def _run(chain: Chain, plan: Plan, target: str, lock_timeout: float, progress: b
         _build(chain, plan, tmp, progress, durable)
         _index(tmp, plan.cut, lock_timeout, durable, progress)
         _sync_tree(tmp, durable)
-        _fsck(tmp, report, progress)
-        if report.problems:
-            report.add("restore-refused", "info", target, "the restored store does not check; nothing was written")
+        if _fsck(tmp, report, progress):
+            report.add("restore-refused", "info", target, "the restored store does not check (errors above); nothing "
+                       "was written")
             remove_tree(tmp)
             return
         with locking.held(Layout(tmp).maintenance_lock, lock_timeout, "maintenance"):
@@ -312,12 +314,25 @@ def _sync_tree(root: str, durable: bool) -> None:
         fileio.fsync_dir(os.path.join(root, d))
 
 
-def _fsck(tmp: str, report: Report, progress: bool = False) -> None:
-    """Check the restored store with a full fsck; its problems become this report's
-    (``restore-<code>``)."""
+def _fsck(tmp: str, report: Report, progress: bool = False) -> bool:
+    """Check the restored store with a full fsck (with the reference fields its FORMAT records);
+    return whether it found errors, which refuse the restore (``restore-<code>``). Warnings never
+    do (a dangling reference is the events' business, restored as they were backed up): each is
+    reported as a note, with a summary of them."""
     from ..fsck import fsck  # imported when needed: backup and verify-backup do without it
 
     checked = fsck(tmp, progress=progress)
+    warned: dict[str, int] = {}
     for f in checked.findings:
-        code = f.code if f.severity == "info" else f"restore-{f.code}"
-        report.add(code, f.severity, f.path, f.message, f.position)
+        if f.severity == "error":
+            report.add(f"restore-{f.code}", f.severity, f.path, f.message, f.position)
+        elif f.severity == "warning":
+            warned[f.code] = warned.get(f.code, 0) + 1
+            report.add(f"restore-{f.code}", "info", f.path, f"warning in the restored store: {f.message}", f.position)
+        else:
+            report.add(f.code, f.severity, f.path, f.message, f.position)
+    if warned:
+        counts = ", ".join(f"{code} x{n}" for code, n in sorted(warned.items()))
+        report.add("restore-warnings", "info", "", f"the restored store checks with {sum(warned.values())} "
+                   f"warning(s) ({counts}): warnings never block a restore; see fsck on the new store")
+    return any(f.severity == "error" for f in checked.findings)

@@ -30,6 +30,7 @@ from . import snapshot
 from .chain import open_chain
 from .container import Container
 from .manifest import BaseRef, FileEntry, Manifest, ManifestError, now_utc
+from .places import refuse_overlap
 from .sink import FolderSink, Sink, TarSink, fd_chunks, publish, remove_tree, sweep_stale, temp_path
 
 
@@ -48,6 +49,7 @@ def backup(store: str | os.PathLike[str], dest: str | os.PathLike[str], *, incre
     """
     store, dest = os.fspath(store), os.fspath(dest)
     report = Report("backup", dest)
+    refuse_overlap(store, dest, "store", "backup destination")
     _check_dest(dest, archive)
     base = _read_base(incremental_from) if incremental_from else None
     parent = os.path.dirname(os.path.abspath(dest)) or "."

@@ -76,9 +76,11 @@ class _FdWriter:
 
     def __init__(self, fd: int, path: str) -> None:
         self.fd, self.path = fd, path
+        self.dropped = False  # after abort: tarfile's last flush goes nowhere
 
     def write(self, data: bytes) -> int:
-        fileio.write_all(self.fd, bytes(data), self.path)
+        if not self.dropped:
+            fileio.write_all(self.fd, bytes(data), self.path)
         return len(data)
 
     def close(self) -> None:
@@ -135,7 +137,8 @@ class TarSink(Sink):
         super().__init__(durable)
         self.path, self.mtime = path, mtime
         self.fd = fileio.open_write(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
-        self.tar = tarfile.open(fileobj=_FdWriter(self.fd, path), mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+        self.writer = _FdWriter(self.fd, path)
+        self.tar = tarfile.open(fileobj=self.writer, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
                                 bufsize=CHUNK)
         self.tar.copybufsize = CHUNK
 
@@ -161,6 +164,13 @@ class TarSink(Sink):
         self.fd = -1
 
     def abort(self) -> None:
+        # Close the tar stream now, its last bytes dropped: left to the garbage collector, its
+        # __del__ would flush them into a closed descriptor and print an ignored traceback.
+        self.writer.dropped = True
+        try:
+            self.tar.close()
+        except Exception:  # a stream already broken by the error being reported
+            pass
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -211,8 +211,14 @@ def _pack(chain: Chain, part: Part, w: _Walk) -> None:
             for problem in reader.verify()[:MAX_PROBLEMS]:
                 w.report.add("backup-pack-corrupt", "error", part.rel, problem.replace(path, part.rel))
             try:
-                rec = reader.record(part.first)
-                if w.chain is not None and recfmt.chain_of(w.chain, rec.event_hash) != rec.chain:
+                # A dense pack records the chain before its first event; an older one, its first
+                # record's own chain (which must follow from the previous file's last).
+                if reader.chain_before is not None:
+                    follows = w.chain is None or reader.chain_before == w.chain
+                else:
+                    rec = reader.record(part.first)
+                    follows = w.chain is None or recfmt.chain_of(w.chain, rec.event_hash) == rec.chain
+                if not follows:
                     w.report.add("backup-chain-mismatch", "error", part.rel,
                                  "its first record's chain does not follow from the previous file", part.first)
             except (packfmt.PackError, IndexError):

@@ -1,7 +1,7 @@
-"""Writing one pack safely: every record checked on its way in (position, event hash, chain from
-the previous container's last chain), the file written under a temp name in ``packs/``, fsynced,
-read back (every block, compared with what went in), then linked under its final name and
-``packs/`` fsynced. Only
+"""Writing one pack safely: every event checked on its way in (position, event hash and chain
+recomputed from the previous container's last chain and compared with what its source
+records), the file written under a temp name in ``packs/``, fsynced, read back (every block
+compared with what went in), then linked under its final name and ``packs/`` fsynced. Only
 after that may the caller remove the files the pack replaces.
 """
 
@@ -10,14 +10,20 @@ from __future__ import annotations
 import bisect
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ... import fileio, layout
 from ...format import pack as packfmt
+from ...format import packblock
 from ...format import record as recfmt
 from ...format import segment as segfmt
+from ...format.packwrite import PackWriter
 
 CHUNK_BYTES = 1 << 20  # bytes of a sealed segment read at a time
+
+# What a source hands the writer: (first position, ids or None, bodies, batches, the chain its
+# source records after the last, the raw records when the source holds them, to name damage).
+Piece = tuple[int, Sequence[str] | None, Sequence[bytes], packfmt.Commits, bytes, bytes | None]
 
 
 class Damage(Exception):
@@ -29,30 +35,20 @@ class Damage(Exception):
         self.position, self.where = position, where
 
 
-class _Checker:
-    """Checks a stream of raw record runs: consecutive positions, each body against its hash,
-    the chain continuing from ``chain``."""
-
-    def __init__(self, first: int, chain: bytes) -> None:
-        self.next, self.chain = first, chain
-
-    def check(self, raw: bytes, where: str) -> None:
-        try:
-            for rec in recfmt.iter_records(raw):
-                if rec.position != self.next:
-                    raise Damage(f"{where}: record {rec.position} where {self.next} belongs", self.next, where)
-                if not recfmt.body_hash_ok(rec):
-                    raise Damage(f"{where}: record {rec.position} fails its event hash", rec.position, where)
-                if recfmt.chain_of(self.chain, rec.event_hash) != rec.chain:
-                    raise Damage(f"{where}: record {rec.position} breaks the chain", rec.position, where)
-                self.next, self.chain = rec.position + 1, rec.chain
-        except recfmt.RecordError as exc:
-            raise Damage(f"{where}: {exc} (near position {self.next})", self.next, where) from None
+def _raw_piece(pos: int, raw: bytes) -> Piece:
+    """A run of raw records as a piece (split, not checked: the caller recomputes the chain)."""
+    ids, bodies, commits = recfmt.split(raw)
+    tail = raw[raw.rfind(b"\n", 0, len(raw) - 1) + 1:]
+    try:
+        head = recfmt.parse_header(recfmt.leading_header(tail))
+    except recfmt.RecordError:
+        head = None
+    return pos, ids, bodies, commits, head.chain if head is not None else b"", raw
 
 
-def segment_runs(log_dir: str, first: int, seal: segfmt.Seal) -> Iterator[tuple[int, bytes]]:
-    """``(first position, raw records)`` of a whole sealed segment, about a MiB at a time; checks
-    the segment's bytes against the SHA-256 its offset index records once all are read."""
+def segment_runs(log_dir: str, first: int, seal: segfmt.Seal) -> Iterator[Piece]:
+    """The records of a whole sealed segment, about a MiB at a time; checks the segment's bytes
+    against the SHA-256 its offset index records once all are read."""
     where = f"log/{segfmt.seg_name(first)}"
     try:
         seg = segfmt.SealedSegment(log_dir, first)
@@ -70,7 +66,7 @@ def segment_runs(log_dir: str, first: int, seal: segfmt.Seal) -> Iterator[tuple[
             hi = first + b - 1
             raw = seg.read_run(lo, hi)
             digest.update(raw)
-            yield lo, raw
+            yield _raw_piece(lo, raw)
             lo = hi + 1
         if digest.digest() != seal.seg_sha256 or os.fstat(seg.fd).st_size != seal.size:
             raise Damage(f"{where} does not match the SHA-256 of its offset index", first, where)
@@ -78,28 +74,61 @@ def segment_runs(log_dir: str, first: int, seal: segfmt.Seal) -> Iterator[tuple[
         seg.close()
 
 
-def pack_runs(path: str) -> Iterator[tuple[int, bytes]]:
-    """``(first position, raw records)`` of a whole pack, one block at a time."""
+def pack_runs(path: str) -> Iterator[Piece]:
+    """The events of a whole pack, one block at a time (a version 3 pack's as raw records)."""
     where = f"packs/{os.path.basename(path)}"
     try:
         reader = packfmt.PackReader(path)
     except packfmt.PackError as exc:
         raise Damage(str(exc), None, where) from None
     try:
-        pos = reader.first
-        for raw in reader.read_range(reader.first, reader.last):
-            yield pos, raw
-            pos += raw.count(b"\n")
+        for i, b in enumerate(reader.blocks):
+            if reader.version == 3:
+                yield _raw_piece(b.first, b"".join(reader.read_range(b.first, b.last)))
+            else:
+                d = reader.block(i)
+                yield b.first, None, d.bodies, d.commits, b.chain, None
     except packfmt.PackError as exc:
         raise Damage(str(exc), None, where) from None
     finally:
         reader.close()
 
 
-def write(lay: layout.Layout, syncer: fileio.Syncer, sources: Iterable[tuple[str, Iterable[tuple[int, bytes]]]],
+class _Checker:
+    """Recomputes the event hashes and the chain of the pieces going into a pack, from the
+    chain before its first position, and compares them with what each source records."""
+
+    def __init__(self, first: int, chain: bytes) -> None:
+        self.next, self.chain = first, chain
+
+    def check(self, piece: Piece, where: str) -> list[bytes]:
+        pos, ids, bodies, _commits, recorded, raw = piece
+        if pos != self.next or (ids is not None and raw is not None and raw[:12] != b"%012d" % pos):
+            raise Damage(f"{where}: position {pos} where {self.next} belongs", self.next, where)
+        _hashes, chains = packblock.chains(self.chain, bodies)
+        if not chains or chains[-1] != recorded:
+            raise self._named(piece, where)
+        self.next, self.chain = pos + len(bodies), chains[-1]
+        return chains
+
+    def _named(self, piece: Piece, where: str) -> Damage:
+        """The damage in a piece whose chain does not verify, named as exactly as its source allows."""
+        pos, _ids, bodies, _commits, _recorded, raw = piece
+        if raw is not None:
+            problems = recfmt.check_run(raw, pos, self.chain)[3]
+            if problems:
+                p, kind = problems[0]
+                what = {"hash": "fails its event hash", "chain": "breaks the chain",
+                        "position": "is out of place"}.get(kind, "is damaged")
+                return Damage(f"{where}: record {p} {what}", p, where)
+        return Damage(f"{where}: the chain recomputed through positions {pos}..{pos + len(bodies) - 1} differs from "
+                      "the one recorded there", pos, where)
+
+
+def write(lay: layout.Layout, syncer: fileio.Syncer, sources: Iterable[tuple[str, Iterable[Piece]]],
           first: int, last: int, chain_before: bytes, last_chain: bytes, block_bytes: int) -> packfmt.PackInfo:
     """Write and publish the pack of positions ``first..last`` from ``sources`` (``(label,
-    runs)`` in position order). ``chain_before`` is the chain of ``first - 1``, ``last_chain``
+    pieces)`` in position order). ``chain_before`` is the chain of ``first - 1``, ``last_chain``
     the chain ``last`` must have. Raises :class:`Damage` when the input does not verify (the temp
     file is removed then); the caller removes nothing unless this returns."""
     tmp = os.path.join(lay.packs, f"{layout.TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}.pack")
@@ -108,13 +137,14 @@ def write(lay: layout.Layout, syncer: fileio.Syncer, sources: Iterable[tuple[str
     published = False
     try:
         checker = _Checker(first, chain_before)
-        digest = hashlib.sha256()  # of the records put in, to compare with what reads back
-        writer = packfmt.PackWriter(fd, block_bytes, name=tmp)
-        for label, runs in sources:
-            for pos, raw in runs:
-                checker.check(raw, label)
-                digest.update(raw)
-                writer.add(raw, pos)
+        writer = PackWriter(fd, chain_before, block_bytes, name=tmp)
+        for label, pieces in sources:
+            for piece in pieces:
+                chains = checker.check(piece, label)
+                try:
+                    writer.add(piece[0], piece[2], piece[3], piece[1], chains)
+                except packfmt.PackError as exc:
+                    raise Damage(f"{label}: {exc}", piece[0], label) from None
         if checker.next != last + 1:
             raise Damage(f"the inputs of pack {first}..{last} end at {checker.next - 1}", checker.next)
         try:
@@ -124,7 +154,7 @@ def write(lay: layout.Layout, syncer: fileio.Syncer, sources: Iterable[tuple[str
         syncer.file(fd, tmp)
         os.close(fd)
         fd = -1
-        _read_back(tmp, info, digest.digest())
+        _read_back(tmp, info)
         fileio.link(tmp, final)  # never replaces a file, unlike rename
         published = True
         fileio.unlink(tmp)
@@ -140,10 +170,11 @@ def write(lay: layout.Layout, syncer: fileio.Syncer, sources: Iterable[tuple[str
                 pass  # a leftover temp holds only copies: the next compaction clears it
 
 
-def _read_back(path: str, info: packfmt.PackInfo, digest: bytes) -> None:
-    """Open the written pack afresh (its header, table and trailer checked) and read every
-    record back (each block's CRC checked): they must be exactly the records that went in. Its
-    cached pages are dropped first, where the system allows, so that this reads the disk."""
+def _read_back(path: str, info: packfmt.PackInfo) -> None:
+    """Open the written pack afresh (its header, table and trailer checked) and read it back:
+    every byte must match the SHA-256 computed as it was written (so every block is the one
+    that went in). Its cached pages are dropped first, where the system allows, so that this
+    reads the disk."""
     if hasattr(os, "posix_fadvise"):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
@@ -152,13 +183,11 @@ def _read_back(path: str, info: packfmt.PackInfo, digest: bytes) -> None:
             os.close(fd)
     try:
         with packfmt.PackReader(path) as reader:
-            back = hashlib.sha256()
-            for raw in reader.read_range(reader.first, reader.last):
-                back.update(raw)
-            same = (reader.first, reader.last, reader.last_chain) == (info.first, info.last, info.last_chain)
+            same = (reader.first, reader.last, reader.last_chain, reader.sha256) == \
+                (info.first, info.last, info.last_chain, info.sha256) and reader.sha_ok()
     except packfmt.PackError as exc:
         raise Damage(f"the pack just written does not read back ({exc}); check the disk", info.first) from None
-    if not same or back.digest() != digest:
+    if not same:
         raise Damage("the pack just written does not read back as written; check the disk", info.first)
 
 

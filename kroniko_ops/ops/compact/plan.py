@@ -146,3 +146,37 @@ def write_groups(items: list[Container], factor: int = FACTOR) -> list[tuple[int
     inside = {k for i, j in merges for k in range(i, j + 1)}
     singles = [(k, k) for k, c in enumerate(items) if k not in inside and c.name.startswith(RUN_PREFIX)]
     return sorted(merges + singles)
+
+
+def with_rewrites(groups: list[tuple[int, int]], items: list[Container], old: set[int]) -> list[tuple[int, int]]:
+    """``groups`` (inclusive index ranges into ``items``, sorted, disjoint) grown so that every
+    item in ``old`` (a pack of an older pack version) is written again: a group next to it takes
+    it in, else it joins its contiguous neighbour (the next one first). A pack without a
+    contiguous neighbour stays as it is (readable; rewritten once something joins it)."""
+    out = [list(g) for g in groups]
+    for k in sorted(old):
+        if any(i <= k <= j for i, j in out):
+            continue
+        after = k + 1 < len(items) and items[k].last + 1 == items[k + 1].first
+        before = k > 0 and items[k - 1].last + 1 == items[k].first
+        if after:
+            g = next((g for g in out if g[0] == k + 1), None)
+            if g is not None:
+                g[0] = k
+            else:
+                out.append([k, k + 1])
+        elif before:
+            g = next((g for g in out if g[1] == k - 1), None)
+            if g is not None:
+                g[1] = k
+            else:
+                out.append([k - 1, k])
+        out.sort()
+        merged: list[list[int]] = []
+        for g in out:  # two groups that now touch become one
+            if merged and g[0] <= merged[-1][1] + 1 and g[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], g[1])
+            else:
+                merged.append(g)
+        out = merged
+    return [(i, j) for i, j in out]

@@ -209,7 +209,7 @@ class Compaction:
         items = sorted(live + [plan.Container(r[0].first, r[-1].last, max(1, int(run_bytes(r) * ratio)),
                                               f"{plan.RUN_PREFIX}{r[0].first}") for r in the_plan.runs],
                        key=lambda c: c.first)
-        groups = plan.write_groups(items)
+        groups = plan.with_rewrites(plan.write_groups(items), items, self._old_packs(items))
         spans = [(items[j].last - items[i].first + 1, sum(c.size for c in items[i:j + 1])) for i, j in groups]
         with Meter("compact", sum(e for e, _b in spans), progress=self.show_progress) as meter:
             for (i, j), span in zip(groups, spans, strict=True):
@@ -218,8 +218,21 @@ class Compaction:
         if self.dry_run:
             return
         live = [p for p in plan.live_packs(inventory.take(self.lay).packs)[0] if p not in the_plan.overlaps]
-        for i, j in plan.geometric_merges(live):
+        for i, j in plan.with_rewrites(plan.geometric_merges(live), live, self._old_packs(live)):
             self._write_group(live[i:j + 1], runs, inv)
+
+    def _old_packs(self, items: list[plan.Container]) -> set[int]:
+        """Indexes of the packs in ``items`` written in an older pack version (rewritten now)."""
+        old = set()
+        for k, c in enumerate(items):
+            if c.name.endswith(".pack"):
+                try:
+                    with packfmt.PackReader(os.path.join(self.lay.packs, c.name)) as r:
+                        if r.version != packfmt.VERSION:
+                            old.add(k)
+                except (packfmt.PackError, OSError):
+                    continue  # damaged: reported where it is verified, never merged
+        return old
 
     def _ratio(self, live: list[plan.Container]) -> float:
         """Compressed over raw bytes in the newest pack (a guess of what a run will take)."""
@@ -227,7 +240,7 @@ class Compaction:
             return RATIO_GUESS
         try:
             with packfmt.PackReader(os.path.join(self.lay.packs, live[-1].name)) as r:
-                raw = sum(b.ulen for b in r.blocks)
+                raw = r.raw_bytes
         except (packfmt.PackError, OSError):
             return RATIO_GUESS
         return min(1.0, max(0.05, live[-1].size / max(1, raw)))

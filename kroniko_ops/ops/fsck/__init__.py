@@ -28,20 +28,25 @@ __all__ = ["fsck"]
 def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = False, dry_run: bool = False,
          max_errors: int | None = None, ref_fields: Sequence[str] = (), refs_only: bool = False,
          lock_timeout: float = 30.0, progress: bool = False, metrics_file: str | None = None,
-         jobs: int | None = None) -> Report:
+         jobs: int | None = None, accept_loss: bool = False) -> Report:
     """Check the store at ``path`` and return a :class:`~kroniko_ops.report.Report`.
 
     ``quick`` checks the structure only (layout, files, offset indexes, coverage, tail, index
     checkpoint); the full level also reads every record (checksums, hashes, chain, JSON, ids),
-    compares the whole index with the log and checks references (``metadata.causation_id``,
-    ``metadata.correlation_id`` and each ``ref_fields`` path such as ``data.order_event_id``).
+    compares the whole index with the log and checks references (``metadata.causation_id``, the
+    fields the store's FORMAT records, and each ``ref_fields`` path such as
+    ``data.order_event_id`` or ``metadata.correlation_id``).
     ``refs_only`` runs only the reference check. ``repair`` then repairs what is safe without a
     person (recovery, reindex, the last sealed segment's offset index, stale temp and stray files
     into ``lost-found/``) under the maintenance lock, waiting up to ``lock_timeout`` seconds;
     with ``dry_run`` it only says what it would do. ``max_errors`` stops after that many
     problems; ``metrics_file`` records the run in Prometheus text format (:mod:`kroniko_ops.metrics`); ``progress``
     shows a bar on a terminal; ``jobs`` sets the worker processes of the full walk (default: one
-    per CPU on a big store).
+    per CPU on a big store). ``accept_loss`` (with ``repair`` only) salvages a store whose disk
+    lost acknowledged records at the end of the log: every record that verifies is kept, the rest
+    is copied into ``lost-found/``, the synced position is reset, the index rebuilt, and each
+    lost position reported (``acknowledged-lost``); without it ``repair`` refuses that and names
+    the positions at stake (``accept-loss-needed``).
 
     The report's ``exit_code``: 0 clean, 1 everything found was repaired, 4 problems remain, 5
     both. Raises a :class:`~kroniko_ops.errors.KronikoError` (exit 2 or 8) when it cannot run.
@@ -50,6 +55,8 @@ def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = Fa
         raise InvalidArgument(f"max_errors must be a positive number, got {max_errors!r}")
     if jobs is not None and (isinstance(jobs, bool) or jobs < 1):
         raise InvalidArgument(f"jobs must be a positive number, got {jobs!r}")
+    if accept_loss and not repair:
+        raise InvalidArgument("accept_loss (--accept-loss) only goes with repair (--repair); nothing was written")
     if isinstance(ref_fields, str):
         raise InvalidArgument("ref_fields is a list of paths, not one string")
     parse_fields(ref_fields)
@@ -64,15 +71,21 @@ def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = Fa
             from .repair import repair_store  # recovery imports the checks: import it only to repair
 
             report = repair_store(root, full=not quick, max_errors=max_errors, ref_fields=ref_fields,
-                                  refs_only=refs_only, lock_timeout=lock_timeout, progress=progress)
+                                  refs_only=refs_only, lock_timeout=lock_timeout, progress=progress,
+                                  accept_loss=accept_loss)
         else:
             ctx = check_store(root, full=not quick, max_errors=max_errors, ref_fields=ref_fields,
                               refs_only=refs_only, progress=progress, jobs=jobs)
             report = ctx.report
             if dry_run:
-                from .repair import annotate_plan
+                from .repair import annotate_plan, judge_loss
 
                 annotate_plan(ctx)
+                loss = judge_loss(ctx, accept_loss, "--repair --dry-run")
+                if loss is not None:
+                    report.add("accept-loss-needed", "info", "log", f"--repair --accept-loss would keep positions "
+                               f"1..{loss.head}, set aside what is left of {loss.positions()} into lost-found/, reset "
+                               "the synced position and rebuild the index")
     except KronikoError as exc:
         if metrics_file:
             metrics.write_run(metrics_file, "fsck", root, exit_code=exc.exit_code, seconds=time.monotonic() - started)

@@ -43,6 +43,7 @@ class Context:
     per_code: Counter[str] = field(default_factory=Counter)
     not_listed: Counter[str] = field(default_factory=Counter)
     actions: list[tuple[Finding, str]] = field(default_factory=list)
+    tail: object | None = None  # the tail check's TailState, once it ran (what --accept-loss needs)
 
     @property
     def layout(self) -> Layout:
@@ -71,6 +72,17 @@ class Context:
             if self.max_errors is not None and self.problems >= self.max_errors:
                 raise StopChecking
         return finding
+
+    def trial(self) -> Context:
+        """A scratch context for a step that may have to start over (a listing whose files
+        moved): its findings count only once :meth:`absorb` takes them."""
+        return Context(self.root, Report(self.report.operation, self.root), self.full)
+
+    def absorb(self, trial: Context) -> None:
+        """Take the findings (and their repairs) of a finished :meth:`trial`."""
+        actions = {id(f): a for f, a in trial.actions}
+        for f in trial.report.findings:
+            self.add(f.code, f.severity, f.path, f.message, f.position, action=actions.get(id(f)))
 
     def has(self, *codes: str) -> bool:
         """Whether a problem (not info) with one of ``codes`` was found."""

@@ -53,14 +53,18 @@ class Plan:
         return None
 
 
-def _regular(path: str) -> bool:
+def _regular(path: str, tolerant: bool) -> bool:
+    """Whether ``path`` is a regular file. A name just listed that is gone was removed by a
+    compaction: FileNotFoundError (the caller lists again), or False when ``tolerant``."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except FileNotFoundError:
-        return False
+        if tolerant:
+            return False
+        raise
 
 
-def _list_segments(log_dir: str) -> dict[int, set[str]]:
+def _list_segments(log_dir: str, tolerant: bool) -> dict[int, set[str]]:
     """``{first: {"seg", "idx"}}`` of the regular segment files in ``log_dir``. A listing that
     catches a writer between sealing the last segment and creating the next is taken again
     (a roll takes a moment; one that never finishes is reported)."""
@@ -68,7 +72,7 @@ def _list_segments(log_dir: str) -> dict[int, set[str]]:
         segs: dict[int, set[str]] = {}
         for name in sorted(os.listdir(log_dir)):
             parsed = segfmt.parse_name(name)
-            if parsed is not None and _regular(os.path.join(log_dir, name)):
+            if parsed is not None and _regular(os.path.join(log_dir, name), tolerant):
                 segs.setdefault(parsed[0], set()).add(parsed[1])
         tops = [f for f, kinds in segs.items() if "seg" in kinds]
         if not tops or "idx" not in segs[max(tops)]:
@@ -77,16 +81,42 @@ def _list_segments(log_dir: str) -> dict[int, set[str]]:
     return segs
 
 
+RELISTS = 20  # listings tried while compactions keep removing files just listed
+
+
+class _Moved(Exception):
+    """A file of the listing was gone when it was opened: compaction replaced it meanwhile."""
+
+
 def build_plan(ctx: Context) -> Plan:
-    """List and open the log's files and report coverage problems (the quick level's share)."""
+    """List and open the log's files and report coverage problems (the quick level's share).
+
+    A file listed but gone when opened was replaced by a compaction (it publishes the pack
+    holding a file's records before removing the file): the listing is taken again, as readers
+    do, and only the findings of a listing whose files all opened are reported."""
+    for attempt in range(RELISTS):
+        trial = ctx.trial()
+        try:
+            plan = _build(trial, last_try=attempt == RELISTS - 1)
+        except _Moved:
+            continue
+        ctx.absorb(trial)
+        return plan
+    raise AssertionError("unreachable: the last try reports what it finds")  # pragma: no cover
+
+
+def _build(ctx: Context, last_try: bool) -> Plan:
     lay = ctx.layout
-    segs = _list_segments(lay.log_dir)
-    packs = []
-    if os.path.isdir(lay.packs) and not os.path.islink(lay.packs):
-        for name in sorted(os.listdir(lay.packs)):
-            rng = packfmt.parse_name(name)
-            if rng is not None and _regular(os.path.join(lay.packs, name)):
-                packs.append((rng, name))
+    try:
+        segs = _list_segments(lay.log_dir, last_try)
+        packs = []
+        if os.path.isdir(lay.packs) and not os.path.islink(lay.packs):
+            for name in sorted(os.listdir(lay.packs)):
+                rng = packfmt.parse_name(name)
+                if rng is not None and _regular(os.path.join(lay.packs, name), last_try):
+                    packs.append((rng, name))
+    except FileNotFoundError:
+        raise _Moved() from None  # never on the last try: it skips names that are gone
     plan = Plan(Pool(lay.packs))
     seg_firsts = sorted(f for f, kinds in segs.items() if "seg" in kinds)
     for first, kinds in sorted(segs.items()):
@@ -104,14 +134,18 @@ def build_plan(ctx: Context) -> Plan:
             plan.active_first, plan.active_path = top, os.path.join(lay.log_dir, segfmt.seg_name(top))
             seg_firsts = seg_firsts[:-1]
     parts: list[Part] = []
-    for first in seg_firsts:
-        part = _open_sealed(ctx, plan.pool, first, last_sealed=first == seg_firsts[-1])
-        if part is not None:
-            parts.append(part)
-    for (first, last), name in packs:
-        part = _open_pack(ctx, plan.pool, first, last, os.path.join(lay.packs, name))
-        if part is not None:
-            parts.append(part)
+    try:
+        for first in seg_firsts:
+            part = _open_sealed(ctx, plan.pool, first, last_sealed=first == seg_firsts[-1])
+            if part is not None:
+                parts.append(part)
+        for (first, last), name in packs:
+            part = _open_pack(ctx, plan.pool, first, last, os.path.join(lay.packs, name))
+            if part is not None:
+                parts.append(part)
+    except FileNotFoundError:
+        if not last_try:
+            raise _Moved() from None
     _arrange(ctx, plan, parts)
     return plan
 
@@ -147,10 +181,7 @@ def _open_sealed(ctx: Context, pool: Pool, first: int, last_sealed: bool) -> Par
         return Part(SEALED, first, seg.last, seg.path, seg.seal.last_chain, size=size, pool=pool, head=head)
     # Without a usable offset index, learn the segment's range by scanning its records.
     path = os.path.join(log_dir, segfmt.seg_name(first))
-    try:
-        fd = fileio.open_read(path)
-    except FileNotFoundError:
-        return None  # removed meanwhile: compaction published the pack holding it first
+    fd = fileio.open_read(path)  # FileNotFoundError: removed meanwhile (compaction): list again
     try:
         size = segfmt.data_end(fd)  # a seal a power cut interrupted may not have trimmed the zeros yet
         seal = segfmt.decode_idx(segfmt.build_seal(fd, first, size), first)
@@ -172,6 +203,8 @@ def _open_pack(ctx: Context, pool: Pool, first: int, last: int, path: str) -> Pa
     rel = ctx.rel(path)
     try:
         reader = packfmt.PackReader(path)
+    except FileNotFoundError:
+        raise  # removed meanwhile (a compaction merged it into a bigger pack): list again
     except (packfmt.PackError, OSError) as exc:
         ctx.add("pack-corrupt", "error", rel, f"the pack does not open ({exc}); restore it from a backup", first)
         return None

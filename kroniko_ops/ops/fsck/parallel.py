@@ -15,15 +15,18 @@ import multiprocessing as mp
 import os
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ...errors import KronikoError
+from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...progress import Meter
 from ...report import Report
 from .context import Context, StopChecking
 from .coverage import Part
 from .index_check import IndexCheck
+from .parts import PACK
 from .records import Walker
 from .refs import RefCheck
 from .spill import Spill
@@ -45,9 +48,14 @@ def default_jobs() -> int:
 
 def _groups(parts: Sequence[Part], head: int, jobs: int | None) -> list[list[Part]]:
     """Contiguous groups of parts of about equal numbers of positions (as many as ``jobs``, or
-    by default one per CPU for every MIN_PER_JOB positions)."""
+    by default one per CPU for every MIN_PER_JOB positions). A dense pack bigger than a share is
+    cut at block boundaries first (see :func:`_pieces`), so that one big pack is walked by every
+    worker, not one."""
     parts = [p for p in parts if p.first <= head]
     total = sum(min(p.last, head) - p.first + 1 for p in parts)
+    want = jobs or max(1, min(default_jobs(), total // MIN_PER_JOB))
+    if want > 1:
+        parts = [piece for p in parts for piece in _pieces(p, max(MIN_PER_JOB // 2, total // (2 * want)))]
     jobs = max(1, min(jobs, len(parts))) if jobs else max(1, min(default_jobs(), len(parts), total // MIN_PER_JOB))
     groups: list[list[Part]] = [[]]
     share, acc = total / jobs, 0
@@ -58,6 +66,28 @@ def _groups(parts: Sequence[Part], head: int, jobs: int | None) -> list[list[Par
         acc += min(p.last, head) - p.first + 1
     return groups
 
+
+
+def _pieces(part: Part, size: int) -> list[Part]:
+    """``part`` cut into parts of about ``size`` positions at its block boundaries when it is a
+    dense pack bigger than that (each piece ends on the chain its block table records, which the
+    walk of its last block proves); any other part as it is."""
+    if part.kind != PACK or part.last - part.first + 1 <= 2 * size:
+        return [part]
+    try:
+        with packfmt.PackReader(part.path) as reader:
+            if reader.version < 4 or (reader.first, reader.last) != (part.first, part.last):
+                return [part]
+            blocks = reader.blocks
+    except (packfmt.PackError, OSError):
+        return [part]  # the walk reports it
+    out: list[Part] = []
+    start = 0
+    for k, b in enumerate(blocks):
+        if b.last - blocks[start].first + 1 >= size or k == len(blocks) - 1:
+            out.append(replace(part, first=blocks[start].first, last=b.last, last_chain=b.chain, reader=None, fd=-1))
+            start = k + 1
+    return out
 
 def walk(sctx: Context, parts: Sequence[Part], head: int, index: IndexCheck, refs: RefCheck, spill: Spill,
          hashes: bool, jobs: int | None, meanwhile: Callable[[], None], meter: Meter) -> int:
@@ -100,6 +130,8 @@ def walk(sctx: Context, parts: Sequence[Part], head: int, index: IndexCheck, ref
     finally:
         for child, recv in children:
             recv.close()
+            if len(results) < len(children) and child.is_alive():
+                child.kill()  # the walk was cut short (Ctrl-C, SIGTERM, a worker failed): stop at once
             child.join(timeout=60)
             if child.is_alive():
                 child.kill()

@@ -22,6 +22,7 @@ from ...format import segment as segfmt
 
 PACK, SEALED, SCANNED, ACTIVE = "pack", "sealed", "scanned", "active"
 MAX_OPEN = 16  # files of the plan open at once in one process (each forked worker has its own)
+HOLDER_LISTINGS = 20  # listings of packs/ tried while compactions keep merging the pack just listed
 
 
 class Pool:
@@ -53,26 +54,35 @@ class Pool:
 
     def holder(self, part: Part) -> packfmt.PackReader | None:
         """A pack in ``packs/`` holding every position of ``part`` with the same last chain hash
-        (what compaction published before removing the file), opened; None when there is none."""
-        try:
-            names = sorted(os.listdir(self.packs_dir))
-        except OSError:
-            return None
-        for name in names:
-            rng = packfmt.parse_name(name)
-            if rng is None or not (rng[0] <= part.first and part.last <= rng[1]):
-                continue
+        (what compaction published before removing the file), opened; None when there is none.
+        A candidate gone before it was opened was merged into a bigger pack by another
+        compaction, published first: ``packs/`` is then listed again."""
+        for _ in range(HOLDER_LISTINGS):
             try:
-                reader = packfmt.PackReader(os.path.join(self.packs_dir, name))
-            except (packfmt.PackError, OSError):
-                continue
-            try:
-                same = (reader.first, reader.last) == rng and reader.record(part.last).chain == part.last_chain
-            except (packfmt.PackError, recfmt.RecordError, IndexError, OSError):
-                same = False
-            if same:
-                return reader
-            reader.close()
+                names = sorted(os.listdir(self.packs_dir))
+            except OSError:
+                return None
+            moved = False
+            for name in names:
+                rng = packfmt.parse_name(name)
+                if rng is None or not (rng[0] <= part.first and part.last <= rng[1]):
+                    continue
+                try:
+                    reader = packfmt.PackReader(os.path.join(self.packs_dir, name))
+                except FileNotFoundError:
+                    moved = True
+                    continue
+                except (packfmt.PackError, OSError):
+                    continue
+                try:
+                    same = (reader.first, reader.last) == rng and reader.record(part.last).chain == part.last_chain
+                except (packfmt.PackError, recfmt.RecordError, IndexError, OSError):
+                    same = False
+                if same:
+                    return reader
+                reader.close()
+            if not moved:
+                return None
         return None
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ... import gcpause
 from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
@@ -146,7 +147,47 @@ class Walker:
     def _pack(self, part: Part, last: int) -> None:
         reader = part.reader
         assert isinstance(reader, packfmt.PackReader)
-        if self.hashes and not part.substitute:  # a pack read for a removed file: only its range
+        if reader.version == 3:
+            self._pack_records(part, last)
+            return
+        # The file's SHA-256 once: by the piece that starts it, unless read for a removed file.
+        if self.hashes and not part.substitute and part.first == reader.first and not reader.sha_ok():
+            self.ctx.add("pack-corrupt", "error", self.rel, "the pack fails its SHA-256 (its bytes changed after it "
+                         "was written); restore it from a backup", part.first)
+        blocks = reader.blocks
+        for i in range(reader.find(part.first), len(blocks)):
+            block = blocks[i]
+            a, b = max(part.first, block.first), min(last, block.last)
+            if a > last:
+                break
+            # One decompression and one parse per block; every event hash and the chain through
+            # the block recomputed and compared with the chain the table records at its end.
+            with gcpause.paused():
+                self._block(reader, i, a, b)
+
+    def _block(self, reader: packfmt.PackReader, i: int, a: int, b: int) -> None:
+        """Check positions ``a..b`` of block ``i`` of a dense pack and hand its events to the
+        sinks (with the collector paused: the parsed events die before it runs again)."""
+        block = reader.blocks[i]
+        chk = reader.check_block(i, hashes=self.hashes)
+        for code, message in chk.problems:
+            self.ctx.add(code, "error", self.rel, f"{message}; restore the pack from a backup", block.first)
+        if chk.problems:
+            for p in range(a, b + 1):
+                self.bad(p)
+        else:
+            k = a - block.first
+            self._sound(range(a, b + 1), chk.ids[k:k + b - a + 1], chk.docs[k:k + b - a + 1])
+            if b == reader.last and not chk.commits[-1][2]:
+                self.ctx.add("pack-corrupt", "error", self.rel, f"position {b} ends no batch (no commit mark)", b)
+        self.chain, self.next_pos = block.chain, b + 1
+        self.checked += b - a + 1
+
+    def _pack_records(self, part: Part, last: int) -> None:
+        """A version 3 pack: whole raw records in its blocks, checked as a segment's are."""
+        reader = part.reader
+        assert isinstance(reader, packfmt.PackReader)
+        if self.hashes and not part.substitute:
             problems = reader.verify()
             if problems:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -182,6 +223,10 @@ class Walker:
             self.chain, self.next_pos = None, last + 1
 
     def _run(self, raw: bytes, a: int, b: int, single: Callable[[int], bytes] | None) -> None:
+        with gcpause.paused():  # the parsed events die before the collector runs again
+            self._run_paused(raw, a, b, single)
+
+    def _run_paused(self, raw: bytes, a: int, b: int, single: Callable[[int], bytes] | None) -> None:
         # The common case in bulk: every record whole, in place, hashed and chained right.
         ids, bodies, chain, problems = recfmt.check_run(raw, a, self.chain if self.hashes else None)
         if not self.hashes:
@@ -255,6 +300,12 @@ class Walker:
                 docs = None
         except orjson.JSONDecodeError:
             docs = None
+        self._sound(positions, ids, docs, bodies)
+
+    def _sound(self, positions: Sequence[int], ids: Sequence[str], docs: list[Any] | None,
+               bodies: Sequence[bytes] = ()) -> None:
+        """Check each parsed document is an event with its record's id (``docs`` None: parse
+        ``bodies`` one by one), and hand the sound ones to the sinks."""
         if docs is not None and _all_sound(docs, ids):
             rows = list(zip(positions, ids, docs, strict=True))
             for sink in self.sinks:
@@ -294,9 +345,12 @@ class Walker:
             sink(good)
 
 
-def iter_docs(parts: Sequence[Part], lo: int, hi: int) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def iter_docs(parts: Sequence[Part], lo: int, hi: int,
+              unread: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, str, dict[str, Any]]]:
     """``(position, id, event)`` of the readable records in ``lo..hi`` (a second pass after the
-    first found the index wrong; damaged records are skipped, they were reported already)."""
+    first found the index wrong; damaged records are skipped, they were reported already).
+    ``unread(a, b)`` is told of positions a file held that could not be opened again (the walk
+    read or reported them; the caller must not judge them by their absence here)."""
     for part in parts:
         if part.last < lo or part.first > hi:
             continue
@@ -304,6 +358,8 @@ def iter_docs(parts: Sequence[Part], lo: int, hi: int) -> Iterator[tuple[int, st
         try:
             part.open()
         except (OSError, segfmt.SegmentError, packfmt.PackError):
+            if unread is not None:
+                unread(a0, b0)
             continue  # reported by the walk
         try:
             yield from _part_docs(part, a0, b0)

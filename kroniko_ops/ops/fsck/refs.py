@@ -1,20 +1,21 @@
-"""References between events (``dangling-reference``, a warning): ``metadata.causation_id``,
-``metadata.correlation_id`` and any ``--ref-field`` path name an event id that must be in the
-store, at the referencing event's position or before it (a root event's correlation id is often
-its own id). References and the ids they need are kept in the scratch database, so memory stays
-flat; ids are looked up in the index where it is trusted, else among the ids the walk spilled."""
+"""References between events (``dangling-reference``, a warning): ``metadata.causation_id``, the
+store's own reference fields (recorded in ``FORMAT`` at ``init``) and any ``--ref-field`` path
+name an event id that must be in the store, at the referencing event's position or before it (a
+root event's correlation id is often its own id). ``metadata.correlation_id`` usually names a
+request or a command rather than an event, so it is checked only when asked. References and
+the ids they need are kept in the scratch database, so memory stays flat; ids are looked up in
+the index where it is trusted, else among the ids the walk spilled."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import InvalidArgument
+from ...layout import check_ref_field
 from .context import MAX_FINDINGS_PER_CODE, Context
 from .spill import Spill
 
-DEFAULT_FIELDS = ("metadata.causation_id", "metadata.correlation_id")
-_ROOTS = ("data", "metadata")
+DEFAULT_FIELDS = ("metadata.causation_id",)
 _NONE = 1 << 62
 
 
@@ -23,10 +24,7 @@ def parse_fields(extra: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
     path that does not start with ``data.`` or ``metadata.``."""
     out: list[tuple[str, tuple[str, ...]]] = []
     for path in (*DEFAULT_FIELDS, *extra):
-        keys = tuple(path.split("."))
-        if len(keys) < 2 or keys[0] not in _ROOTS or not all(keys):
-            raise InvalidArgument(f"reference field {path!r} must be a dotted path under data or metadata, "
-                                  "like data.order_event_id")
+        keys = tuple(check_ref_field(path).split("."))
         if path not in (p for p, _ in out):
             out.append((path, keys))
     return out
@@ -69,11 +67,11 @@ class RefCheck:
         con = self.spill.con
         via_index = (f"(SELECT position FROM idx.ids WHERE eid = r.target AND position <= {int(indexed_upto)})"
                      if indexed_upto > 0 and self.spill.attached else "NULL")
-        sql = (f"SELECT src, field, target, at FROM (SELECT r.src, r.field, r.target, min("
+        sql = (f"SELECT DISTINCT src, field, target, at FROM (SELECT r.src, r.field, r.target, min("
                f"coalesce((SELECT min(position) FROM log_ids WHERE eid = r.target), {_NONE}), "
                f"coalesce({via_index}, {_NONE})) AS at FROM refs r) WHERE at > src "
                f"ORDER BY src LIMIT {MAX_FINDINGS_PER_CODE + 1}")
-        for src, field, target, at in con.execute(sql):
+        for src, field, target, at in con.execute(sql).fetchall():  # all or nothing if SQLite fails
             where = "is in no event of the store" if at >= _NONE else f"is the id of a later event (position {at})"
             self.ctx.add("dangling-reference", "warning", "log", f"the event at position {src} names {target!r} in "
                          f"{field}, which {where}", src)

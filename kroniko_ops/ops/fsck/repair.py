@@ -24,6 +24,7 @@ from ..recovery.recover import recover_locked
 from ..recovery.reindex import reindex_store
 from .check import check_store
 from .context import ACTIONS, MAKE_DIR, RECOVER, REINDEX, RESEAL, SET_ASIDE, Context
+from .salvage import SALVAGED, Loss, loss_at_end, other_damage, salvage
 
 LOG_DAMAGE = {"log-bad-line", "log-position-mismatch", "chain-mismatch", "log-duplicate-id", "event-hash-mismatch",
               "event-unreadable", "segment-gap", "segment-overlap", "pack-corrupt", "synced-ahead",
@@ -58,9 +59,31 @@ def annotate_plan(ctx: Context) -> None:
         finding.message += f" [--repair would {ACTIONS[action]}]"
 
 
+def judge_loss(ctx: Context, accept_loss: bool, doing: str = "--repair") -> Loss | None:
+    """The loss at the end of the log that ``--accept-loss`` may salvage (None when there is
+    none, or it is not allowed); says why not, naming the flag and the positions at stake."""
+    loss = loss_at_end(ctx)
+    if loss is None:
+        return None
+    root = ctx.root
+    if not accept_loss:
+        ctx.report.add("accept-loss-needed", "info", "log", f"{doing} does not cut acknowledged records: positions "
+                       f"{loss.positions()} are at stake (acknowledged, but the log verifies only up to {loss.head}). "
+                       f"Restore them from a backup, or accept their loss and keep 1..{loss.head}: "
+                       f"kroniko-ops fsck {root} --repair --accept-loss")
+        return None
+    others = other_damage(ctx, LOG_DAMAGE)
+    if others:
+        ctx.report.add("accept-loss-refused", "info", "log", f"--accept-loss salvages only a log whose end was lost; "
+                       f"this store is also damaged elsewhere ({', '.join(sorted(others))}): restore it from a backup")
+        return None
+    return loss
+
+
 def repair_store(root: str, *, full: bool, max_errors: int | None, ref_fields: Sequence[str], refs_only: bool,
-                 lock_timeout: float, progress: bool) -> Report:
-    """Check, repair what is safe, check again; return the merged report."""
+                 lock_timeout: float, progress: bool, accept_loss: bool = False) -> Report:
+    """Check, repair what is safe, check again; return the merged report. ``accept_loss``
+    also salvages a log whose end the disk lost (:mod:`.salvage`)."""
     def check() -> Context:
         return check_store(root, full=full, max_errors=max_errors, ref_fields=ref_fields, refs_only=refs_only,
                            progress=progress)
@@ -73,11 +96,22 @@ def repair_store(root: str, *, full: bool, max_errors: int | None, ref_fields: S
         return check().report
     with held(Layout(root).maintenance_lock, lock_timeout, "maintenance"):
         first = check()
+        loss = judge_loss(first, accept_loss)
         todo = planned(first)
-        if not todo:
+        if not todo and loss is None:
             return first.report
         actions = {a for _f, a in todo}
         scratch = Report("repair", root)
+        if loss is not None:
+            with open_store(root, lock_timeout, scratch) as store:
+                with store.locked():
+                    salvage(store, loss, scratch)
+                    recover_locked(store, scratch)
+                reindex_store(store, scratch)
+            second = check()
+            merged = _merge(first.report, second.report, {f.code for f, _a in todo} | SALVAGED)
+            merged.findings.extend(f for f in scratch.findings if f.code == "acknowledged-lost")
+            return merged
         for f, a in todo:
             if a == MAKE_DIR:
                 fileio.makedirs(os.path.join(root, f.path))

@@ -11,7 +11,8 @@ import shutil
 import sqlite3
 import tempfile
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE log_ids(eid TEXT NOT NULL, position INTEGER NOT NULL);
@@ -34,6 +35,10 @@ class Spill:
             self.con.execute(f"PRAGMA {pragma}")
         self.con.executescript(_SCHEMA)
         self.attached = False
+        # Called with the error when SQLite fails while the index is attached: a damaged
+        # database can fail any statement of the connection, even one about the scratch tables.
+        self.on_index_error: Callable[[sqlite3.DatabaseError], None] | None = None
+        self._kept: list[int] = []  # descriptors closed after the connection
         self._ids: list[tuple[str, int]] = []
         self._refs: list[tuple[int, str, str]] = []
 
@@ -43,6 +48,48 @@ class Spill:
         uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
         self.con.execute("ATTACH DATABASE ? AS idx", (uri,))
         self.attached = True
+
+    def detach_index(self) -> None:
+        """Stop using the index (it failed): end the snapshot, detach it, start a new
+        transaction for the scratch tables. Never raises for the index's sake."""
+        if not self.attached:
+            return
+        self.attached = False
+        try:
+            if self.con.in_transaction:
+                self.con.execute("COMMIT")  # no journal: only a commit leaves the scratch rows defined
+        except sqlite3.DatabaseError:
+            pass
+        try:
+            self.con.execute("DETACH DATABASE idx")
+        except sqlite3.DatabaseError:
+            pass
+        if not self.con.in_transaction:
+            self.con.execute("BEGIN")
+
+    def release_index(self) -> None:
+        """Detach the index and end any transaction, so that another one may be attached."""
+        self.detach_index()
+        if self.con.in_transaction:
+            self.con.execute("COMMIT")
+        try:
+            self.con.execute("DETACH DATABASE idx")
+        except sqlite3.DatabaseError:
+            pass  # ATTACH itself had failed: nothing to detach
+
+    def _scratch(self, sql: str, rows: Callable[[], Iterable[Any]]) -> None:
+        """Write the rows ``rows()`` gives to a scratch table; when the attached index makes the
+        statement fail, report it, detach the index and write them again (a row written twice
+        changes no verdict: every query reads these tables as sets)."""
+        try:
+            self.con.executemany(sql, rows())
+        except sqlite3.DatabaseError as exc:
+            if not self.attached:
+                raise
+            if self.on_index_error is not None:
+                self.on_index_error(exc)
+            self.detach_index()
+            self.con.executemany(sql, rows())
 
     def begin(self) -> None:
         """Start the transaction that holds the index snapshot."""
@@ -62,19 +109,25 @@ class Spill:
 
     def add_bad(self, position: int) -> None:
         """Note a position whose record is damaged: the index is not judged there."""
-        self.con.execute("INSERT OR IGNORE INTO bad VALUES (?)", (position,))
+        self._scratch("INSERT OR IGNORE INTO bad VALUES (?)", lambda: [(position,)])
+
+    def add_bad_range(self, first: int, last: int) -> None:
+        """Positions ``first..last`` are not judged against the index (their file could not be
+        read again for the comparison; the walk read or reported them)."""
+        self._scratch("INSERT OR IGNORE INTO bad VALUES (?)", lambda: ((p,) for p in range(first, last + 1)))
 
     def add_postings(self, rows: Iterable[tuple[int, str, int]]) -> None:
         """Keep ``(kind, name, position)`` rows the log implies for the index."""
-        self.con.executemany("INSERT INTO exp_post VALUES (?, ?, ?)", rows)
+        batch = list(rows)
+        self._scratch("INSERT INTO exp_post VALUES (?, ?, ?)", lambda: batch)
 
     def flush(self) -> None:
         """Write the buffered rows."""
         if self._ids:
-            self.con.executemany("INSERT INTO log_ids VALUES (?, ?)", self._ids)
+            self._scratch("INSERT INTO log_ids VALUES (?, ?)", lambda: self._ids)
             self._ids.clear()
         if self._refs:
-            self.con.executemany("INSERT INTO refs VALUES (?, ?, ?)", self._refs)
+            self._scratch("INSERT INTO refs VALUES (?, ?, ?)", lambda: self._refs)
             self._refs.clear()
 
     def absorb(self, path: str) -> None:
@@ -82,10 +135,10 @@ class Spill:
         self.flush()
         src = sqlite3.connect(path)
         try:
-            self.con.executemany("INSERT INTO log_ids VALUES (?, ?)", src.execute("SELECT eid, position FROM log_ids"))
-            rows = src.execute("SELECT src, field, target FROM refs")
-            self.con.executemany("INSERT INTO refs VALUES (?, ?, ?)", rows)
-            self.con.executemany("INSERT OR IGNORE INTO bad VALUES (?)", src.execute("SELECT position FROM bad"))
+            for sql, select in (("INSERT INTO log_ids VALUES (?, ?)", "SELECT eid, position FROM log_ids"),
+                                ("INSERT INTO refs VALUES (?, ?, ?)", "SELECT src, field, target FROM refs"),
+                                ("INSERT OR IGNORE INTO bad VALUES (?)", "SELECT position FROM bad")):
+                self._scratch(sql, lambda select=select: src.execute(select))  # type: ignore[misc]
         finally:
             src.close()
 
@@ -94,6 +147,10 @@ class Spill:
         self.flush()
         return self.con.execute("SELECT 1 FROM refs LIMIT 1").fetchone() is not None
 
+    def keep_open(self, fd: int) -> None:
+        """Close ``fd`` only in :meth:`close`, after the connection (see ``index_check._header_pages``)."""
+        self._kept.append(fd)
+
     def close(self) -> None:
         """End the snapshot and remove the scratch database."""
         try:
@@ -101,5 +158,8 @@ class Spill:
                 self.con.execute("ROLLBACK")
             self.con.close()
         finally:
+            for fd in self._kept:
+                os.close(fd)
+            self._kept.clear()
             if self.owned:
                 shutil.rmtree(self.folder, ignore_errors=True)

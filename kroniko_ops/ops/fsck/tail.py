@@ -25,7 +25,7 @@ from ...synced import FILE_BYTES as SYNCED_BYTES
 from ...synced import SyncedState, decode
 from ...writer import MAX_TAIL_SLACK
 from .context import RECOVER, Context
-from .coverage import ACTIVE, SCANNED, Part, Plan
+from .coverage import ACTIVE, RELISTS, SCANNED, Part, Plan, build_plan
 
 _CHUNK = 8 << 20  # bytes of a tail read at once while looking for a committed record past it
 _MAX_RECORD = (64 << 20) + (64 << 10)  # the largest event FORMAT allows, with room for its header
@@ -40,6 +40,36 @@ class TailState:
     head: int
     head_chain: bytes
     unsynced: int = 0  # committed records past the synced position
+    segment: int = 0  # the active segment's first position (0: none)
+    end: int = 0  # where its last committed record ends
+    size: int = 0  # the active segment's size when it was read
+
+    @property
+    def lost(self) -> range:
+        """Positions the synced hint says were acknowledged that the log no longer holds."""
+        top = self.synced.position if self.synced is not None else 0
+        return range(self.head + 1, top + 1)
+
+
+def plan_and_tail(ctx: Context) -> tuple[Plan, TailState]:
+    """Read the synced position, list and open the log's files (:func:`build_plan`), check the
+    tail (:func:`check_tail`), in that order. The active segment of a listing can be sealed,
+    packed and removed by a compaction before its tail is read: then all of it is taken again,
+    as readers do, and only the findings of the try that read the tail count."""
+    for attempt in range(RELISTS):
+        trial = ctx.trial()
+        synced = read_synced(trial)
+        plan = build_plan(trial)
+        try:
+            tail = check_tail(trial, plan, synced)
+        except FileNotFoundError:
+            plan.close()
+            if attempt == RELISTS - 1:
+                raise
+            continue
+        ctx.absorb(trial)
+        return plan, tail
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def read_synced(ctx: Context) -> SyncedState | None:
@@ -92,11 +122,13 @@ def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailStat
     rel = ctx.rel(plan.active_path)
     first = plan.active_first
     start = (0, first - 1, plan.sealed_chain)
+    ahead = False
     if synced is not None:
         if synced.segment == first and synced.position >= first - 1:
-            start = _synced_start(ctx, plan, synced) or start
+            found, ahead = _synced_start(ctx, plan, synced)
+            start = found or start
         elif synced.position > plan.sealed_head or synced.segment > first:
-            _ahead(ctx, synced, plan.sealed_head)
+            ahead = True
     fd = fileio.open_read(plan.active_path)
     try:
         size = _extent(fd, start[0])
@@ -106,11 +138,17 @@ def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailStat
             if _extent(fd, start[0]) != size:
                 break
         now = _extent(fd, start[0])
-        if end < size and now != size:
+        acked = synced.position if synced is not None else 0
+        if ahead or acked > pos:
+            # Reported with the log's real end, once the scan has found it.
+            _ahead(ctx, synced, pos)  # type: ignore[arg-type]
+        if end < size and (now != size or _synced_past(ctx, synced, pos)):
+            # The file grew meanwhile, or a writer has since synced past what this scan saw:
+            # the bytes were an append in flight, read half written.
             ctx.add("log-uncommitted-tail", "info", rel, f"bytes after position {pos}: an append is in progress",
                     pos + 1)
         elif end < size:
-            _classify(ctx, rel, fd, end, size, pos, stop)
+            _classify(ctx, rel, fd, end, size, pos, stop, acked)
     finally:
         os.close(fd)
     active = ActiveSegment(ctx.layout.log_dir, first)
@@ -127,7 +165,17 @@ def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailStat
     else:
         part.close()
     unsynced = pos - synced.position if synced is not None and synced.position < pos else 0
-    return TailState(synced, pos, chain, unsynced)
+    return TailState(synced, pos, chain, unsynced, first, end, size)
+
+
+def _synced_past(ctx: Context, before: SyncedState | None, pos: int) -> bool:
+    """Whether ``locks/synced`` has moved since ``before`` was read and now names a position
+    past ``pos``: a writer synced what this scan saw half written (read quietly: it was judged)."""
+    try:
+        state = decode(fileio.read_small(ctx.layout.synced_file, 4096))
+    except OSError:
+        return False
+    return state is not None and state != before and state.position > pos
 
 
 def _extent(fd: int, start: int) -> int:
@@ -139,23 +187,25 @@ def _extent(fd: int, start: int) -> int:
 
 
 def _ahead(ctx: Context, synced: SyncedState, head: int) -> None:
+    lost = f"position {head + 1}" if synced.position == head + 1 else f"positions {head + 1}..{synced.position}"
     ctx.add("synced-ahead", "error", "locks/synced", f"the synced position {synced.position} is past the end of "
-            f"the log ({head}): acknowledged events were lost (a disk that ignored fsync?); restore from a backup",
-            synced.position)
+            f"the log ({head}): {lost} were acknowledged to writers but the disk lost them (a disk that ignored "
+            "fsync, or a file cut short). Restore from a backup to get them back, or accept their loss and keep "
+            f"positions 1..{head}: kroniko-ops fsck {ctx.root} --repair --accept-loss", synced.position)
 
 
-def _synced_start(ctx: Context, plan: Plan, synced: SyncedState) -> tuple[int, int, bytes] | None:
+def _synced_start(ctx: Context, plan: Plan, synced: SyncedState) -> tuple[tuple[int, int, bytes] | None, bool]:
     """Where the tail scan starts when the synced position is in the active segment: its end,
-    after checking that the record there is the one ``locks/synced`` names."""
+    after checking that the record there is the one ``locks/synced`` names; and whether the
+    segment is shorter than that end (the caller reports it once it knows where the log ends)."""
     if synced.end == 0:
-        return (0, synced.position, synced.chain) if synced.position == plan.active_first - 1 else None
+        return ((0, synced.position, synced.chain) if synced.position == plan.active_first - 1 else None), False
     seg = ActiveSegment(ctx.layout.log_dir, plan.active_first)
     try:
         seg.extend(synced.end)
         rec = recfmt.parse_at(seg.read_run(synced.position, synced.position)) if seg.last >= synced.position else None
     except StoreCorrupted:
-        _ahead(ctx, synced, plan.active_first - 1)
-        return None
+        return None, True
     except (recfmt.RecordError, IndexError):
         rec = None
     finally:
@@ -164,8 +214,8 @@ def _synced_start(ctx: Context, plan: Plan, synced: SyncedState) -> tuple[int, i
         ctx.add("synced-mismatch", "error", "locks/synced", f"the synced position {synced.position} (byte "
                 f"{synced.end} of log/{segfmt.seg_name(plan.active_first)}) is not where that record ends, or "
                 "its chain differs: the log was changed under it", synced.position)
-        return None
-    return synced.end, synced.position, synced.chain
+        return None, False
+    return (synced.end, synced.position, synced.chain), False
 
 
 def _scan(fd: int, start: tuple[int, int, bytes], size: int) -> tuple[int, int, bytes, str]:
@@ -207,7 +257,7 @@ def _committed_after(fd: int, end: int, size: int) -> Iterator[recfmt.Record]:
                 continue
 
 
-def _classify(ctx: Context, rel: str, fd: int, end: int, size: int, pos: int, stop: str) -> None:
+def _classify(ctx: Context, rel: str, fd: int, end: int, size: int, pos: int, stop: str, acked: int = 0) -> None:
     if size - end > MAX_TAIL_SLACK:
         # More than any batch could leave (a file extended by gigabytes, or garbage): damage to
         # report, never a tail to read into memory or for recovery to copy into lost-found/.
@@ -222,7 +272,13 @@ def _classify(ctx: Context, rel: str, fd: int, end: int, size: int, pos: int, st
                     f"committed record ({rec.position}) follows them: damage to committed data, never cut; "
                     "restore the store from a backup", pos + 1)
             return
-    if not stop:
+    if acked > pos:
+        # Under the synced position: these bytes are what is left of acknowledged records.
+        what = "whole records without a commit mark" if not stop else f"no whole record ({stop})"
+        ctx.add("log-torn-tail", "error", rel, f"bytes {end}..{size} after position {pos} are {what}, yet the synced "
+                f"position {acked} says they were acknowledged: the disk lost part of them. Recovery does not cut "
+                "acknowledged records; fsck --repair --accept-loss sets them aside into lost-found/", pos + 1)
+    elif not stop:
         ctx.add("log-uncommitted-tail", "error", rel, f"bytes {end}..{size}: whole records after position {pos} "
                 "without a commit mark (a writer died mid-batch; no append was acknowledged for them)",
                 pos + 1, action=RECOVER)

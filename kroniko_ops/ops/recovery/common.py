@@ -13,12 +13,26 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from ... import layout
-from ...errors import InvalidArgument, LegacyStore, NothingWritten, StoreCorrupted, StoreNotFound
+from ...errors import InvalidArgument, KronikoError, LegacyStore, NothingWritten, StoreCorrupted, StoreNotFound
 from ...index import check_files, db_name, generations
 from ...layout import Layout, check_no_symlinks, is_legacy, stale_temp
 from ...locking import held
 from ...report import Report
 from ...store import EventStore
+
+
+def index_write_failed(root: str, command: str, exc: sqlite3.Error) -> KronikoError:
+    """The error for a SQLite failure while ``command`` wrote the store's index (derived data,
+    so the log is what it was): what happened, whether the disk is full, and what to do."""
+    try:
+        st = os.statvfs(Layout(root).index)
+        full = st.f_bavail == 0 or st.f_favail == 0
+    except OSError:
+        full = False
+    why = "the disk is full" if full else "a full disk or an I/O error"
+    return KronikoError(f"{command} of {root} could not write the index database ({exc}: {why}). The log is not "
+                        f"changed by this; free disk space (or fix the device) and run kroniko-ops {command} {root} "
+                        "again")
 
 
 def require_store(path: str | os.PathLike[str]) -> str:

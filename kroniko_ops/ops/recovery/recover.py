@@ -10,6 +10,7 @@ reported (exit 4): the engine refuses to cut it.
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from ... import fileio, rebuild
 from ...errors import StoreCorrupted
@@ -19,9 +20,8 @@ from ...report import Finding, Report
 from ...store import EventStore
 from ...synced import SyncedState
 from ..fsck.context import Context
-from ..fsck.coverage import build_plan
-from ..fsck.tail import check_tail, read_synced
-from .common import open_store, require_store, set_aside_temps
+from ..fsck.tail import plan_and_tail
+from .common import index_write_failed, open_store, require_store, set_aside_temps
 
 RECOVERED = {"log-torn-tail", "log-uncommitted-tail", "store-poisoned", "synced-damaged",
              "segment-seal-unfinished", "segment-spare-dirty"}
@@ -33,20 +33,20 @@ def recover(path: str | os.PathLike[str], *, lock_timeout: float = 30.0, progres
     a bar of the index's catch-up on a terminal."""
     root = require_store(path)
     report = Report("recover", root)
-    with open_store(root, lock_timeout, report) as store, store.locked():
-        recover_locked(store, report, progress)
+    try:
+        with open_store(root, lock_timeout, report) as store, store.locked():
+            recover_locked(store, report, progress)
+    except sqlite3.Error as exc:
+        raise index_write_failed(root, "recover", exc) from exc
     return report.finish()
 
 
 def tail_findings(root: str) -> tuple[list[Finding], int]:
     """The problems of the log's files and tail (no record walk), and the committed head."""
     ctx = Context(root, Report("recover", root), full=False)
-    synced = read_synced(ctx)
-    plan = build_plan(ctx)
-    try:
-        head = check_tail(ctx, plan, synced).head
-    finally:
-        plan.close()
+    plan, tail = plan_and_tail(ctx)
+    plan.close()
+    head = tail.head
     return [f for f in ctx.report.findings if f.severity != "info"], head
 
 

@@ -11,6 +11,7 @@ run that fails or is interrupted (Ctrl-C) removes its own half-built database.
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from ... import fileio, layout, rebuild
 from ...index import Index, generations
@@ -19,7 +20,7 @@ from ...progress import Meter
 from ...report import Report
 from ...store import EventStore
 from ...writer import Tail
-from .common import maintenance_lock, open_store, require_store
+from .common import index_write_failed, maintenance_lock, open_store, require_store
 
 
 def reindex(path: str | os.PathLike[str], *, lock_timeout: float = 30.0, progress: bool = False) -> Report:
@@ -28,9 +29,12 @@ def reindex(path: str | os.PathLike[str], *, lock_timeout: float = 30.0, progres
     ``progress`` shows a bar of the events indexed on a terminal."""
     root = require_store(path)
     report = Report("reindex", root)
-    with maintenance_lock(root, lock_timeout):
-        with open_store(root, lock_timeout, report) as store:
-            reindex_store(store, report, progress)
+    try:
+        with maintenance_lock(root, lock_timeout):
+            with open_store(root, lock_timeout, report) as store:
+                reindex_store(store, report, progress)
+    except sqlite3.Error as exc:
+        raise index_write_failed(root, "reindex", exc) from exc
     return report.finish()
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from kroniko_ops import Event, EventStore
 from kroniko_ops.format import pack as packfmt
+from kroniko_ops.format import packwrite
+from kroniko_ops.format import record as recfmt
 from kroniko_ops.format import segment as segfmt
 from kroniko_ops.report import Report
 
@@ -41,8 +43,9 @@ def pack_first_segment(path: str) -> Path:
     seg = segfmt.SealedSegment(os.path.join(path, "log"), first)
     try:
         target = Path(path, "packs", packfmt.name_of(first, seg.last))
-        packfmt.write_pack(str(target), [(first, seg.read_run(first, seg.last))], seg.seal.last_chain,
-                           block_bytes=1024)
+        assert first == 1, "the chain before a later segment is not at hand here"
+        packwrite.write_pack(str(target), [(first, seg.read_run(first, seg.last))], seg.seal.last_chain,
+                             block_bytes=1024, chain_before=recfmt.GENESIS)
     finally:
         seg.close()
     seg_path(path, first).unlink()

@@ -11,6 +11,7 @@ from fsck_store_helpers import build, pack_first_segment, problems, seg_path, se
 
 from kroniko_ops import EventStore, fsck, reindex
 from kroniko_ops.format import pack as packfmt
+from kroniko_ops.format import packwrite
 from kroniko_ops.format import record as recfmt
 from kroniko_ops.synced import SyncedFile, SyncedState
 
@@ -56,7 +57,7 @@ def test_a_pack_of_another_history_overlaps(store: str) -> None:
     recs = list(recfmt.iter_records(data))
     other, _sizes, chain = recfmt.encode(first, recfmt.GENESIS, [(r.event_id, r.body.replace(b'"b":0', b'"b":9'))
                                                                   for r in recs])
-    packfmt.write_pack(str(Path(store, "packs", packfmt.name_of(first, recs[-1].position))), [(first, other)], chain)
+    packwrite.write_pack(str(Path(store, "packs", packfmt.name_of(first, recs[-1].position))), [(first, other)], chain)
     report = fsck(store, quick=True)
     assert {"segment-overlap", "chain-mismatch"} <= problems(report)
 

@@ -27,7 +27,7 @@ def test_references_to_earlier_events_and_to_itself_are_fine(tmp_path: Path) -> 
         Event("Placed", {"n": 1}, [], {"correlation_id": "a"}, "a"),
         Event("Paid", {"order_event_id": "a"}, [], {"causation_id": "a", "correlation_id": "a"}, "b"),
     ])
-    report = fsck(path, ref_fields=["data.order_event_id"])
+    report = fsck(path, ref_fields=["data.order_event_id", "metadata.correlation_id"])
     assert report.exit_code == 0, report.findings
     assert report.figures["references_checked"] == 4
 
@@ -72,3 +72,31 @@ def test_references_resolve_without_an_index(tmp_path: Path) -> None:
     report = fsck(path)
     assert _dangling(report) == [(3, "warning")]
     assert "index-missing" in {f.code for f in report.problems}
+
+
+def test_correlation_ids_are_checked_only_when_asked(tmp_path: Path) -> None:
+    # A correlation id usually names a request, not an event (issue 16 item 13): before, every
+    # such event was a dangling-reference warning and fsck exited 4 on a healthy store.
+    path = _store(tmp_path, [Event("Placed", {"n": i}, [], {"correlation_id": f"req-{i}"}) for i in range(3)])
+    assert fsck(path).exit_code == 0
+    assert _dangling(fsck(path, ref_fields=["metadata.correlation_id"])) == [(1, "warning"), (2, "warning"),
+                                                                           (3, "warning")]
+
+
+def test_a_store_records_its_reference_fields_at_init(tmp_path: Path) -> None:
+    from kroniko_ops.layout import init_refs
+
+    path = str(tmp_path / "s")
+    init_refs(path, ("data.order_event_id", "metadata.correlation_id"))
+    assert "ref_fields=data.order_event_id,metadata.correlation_id\n" in Path(path, "FORMAT").read_text()
+    with EventStore(path, durable=False) as store:
+        store.append(Event("Paid", {"order_event_id": "ghost"}, [], {"correlation_id": "req-1"}, "p"))
+    report = fsck(path)  # a plain fsck checks what this store means by a reference
+    assert _dangling(report) == [(1, "warning"), (1, "warning")]
+    assert report.figures["ref_fields"] == "metadata.causation_id,data.order_event_id,metadata.correlation_id"
+    init_refs(path, ("metadata.correlation_id", "data.order_event_id"))  # the same fields: fine
+    with pytest.raises(InvalidArgument):
+        init_refs(path, ("data.other",))  # FORMAT is fixed at creation
+    with pytest.raises(InvalidArgument):
+        init_refs(str(tmp_path / "t"), ("correlation_id",))
+    assert not (tmp_path / "t").exists()

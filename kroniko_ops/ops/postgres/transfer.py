@@ -17,22 +17,22 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from .. import fileio, layout
-from ..codec import decode_event, encode_event
-from ..errors import InvalidArgument, StoreCorrupted
-from ..legacy.target import make_durable
-from ..model import Event
-from ..report import Report
-from ..store import EventStore
-from .store import PostgresEventStore, Row
-from .url import redact
+from ... import fileio, layout
+from ...codec import decode_event, encode_event
+from ...errors import InvalidArgument, StoreCorrupted
+from ...model import Event
+from ...postgres.copying import Row
+from ...postgres.store import PostgresEventStore
+from ...postgres.url import redact
+from ...report import Report
+from ...store import EventStore
 
 CHUNK = 5000  # events per mirror step (rounded up to the end of a batch)
 
 
 def _rows(src: EventStore, lo: int, hi: int) -> Iterator[Row]:
     for rec in src.records(lo, hi):
-        yield Row(rec.position, rec.event_id, rec.body, rec.event_hash, rec.chain, rec.commit)
+        yield Row(rec.position, rec.event_id, rec.body, rec.event_hash, rec.chain, rec.commit, rec.time)
 
 
 def _chain_at(src: EventStore, position: int) -> bytes | None:
@@ -77,13 +77,13 @@ def from_postgres(url: str, store: str) -> Report:
         tmp = os.path.join(parent, f"{layout.TMP_PREFIX}{os.getpid()}-pgmigrate-{os.urandom(3).hex()}")
         try:
             with EventStore(tmp, durable=False, max_event_bytes=src.max_event_bytes) as dst:
-                for batch in _batches(src.rows(1, head)):
-                    dst.append(batch)
+                for batch, commit_us in _batches(src.rows(1, head)):
+                    dst.import_batch(batch, commit_us)
                 dst.flush_index()
                 end = next(iter(dst.records(head, head)), None) if head else None
                 if (dst.head(), end.chain if end else None) != (head, chain if head else None):
                     raise StoreCorrupted(f"the copy of {src.url} does not end with its chain at {head}")
-            make_durable(tmp)
+            fileio.make_durable(tmp)
             if os.path.isdir(target):
                 fileio.rmdir(target)  # the empty folder checked above
             fileio.rename(tmp, target)
@@ -96,9 +96,10 @@ def from_postgres(url: str, store: str) -> Report:
     return report.finish()
 
 
-def _batches(rows: Iterator[Row]) -> Iterator[list[Event]]:
-    """The stored events as the batches they were appended in, each checked to re-encode to
-    the very bytes stored (so the file store computes the same hashes)."""
+def _batches(rows: Iterator[Row]) -> Iterator[tuple[list[Event], int]]:
+    """The stored events as the batches they were appended in, with each batch's commit time,
+    each event checked to re-encode to the very bytes stored (so the file store computes the
+    same hashes)."""
     batch: list[Event] = []
     for r in rows:
         try:
@@ -109,7 +110,7 @@ def _batches(rows: Iterator[Row]) -> Iterator[list[Event]]:
             raise StoreCorrupted(f"the event at {r.position} is not stored in canonical form; run kroniko-ops fsck")
         batch.append(event)
         if r.commit:
-            yield batch
+            yield batch, r.commit_us
             batch = []
     if batch:
         raise StoreCorrupted("the last stored batch has no commit mark; run kroniko-ops fsck")

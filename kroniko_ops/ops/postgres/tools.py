@@ -8,22 +8,23 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import InvalidArgument
-from ..report import Report
-from .url import is_url
+from ...errors import InvalidArgument
+from ...postgres.url import is_url
+from ...report import Report
 
 
 def fsck_target(target: str, *, quick: bool = False, repair: bool = False, dry_run: bool = False,
                 max_errors: int | None = None, ref_fields: Sequence[str] = (), refs_only: bool = False,
-                lock_timeout: float = 30.0, progress: bool = False, metrics_file: str | None = None) -> Report:
+                lock_timeout: float = 30.0, progress: bool = False, metrics_file: str | None = None,
+                accept_loss: bool = False) -> Report:
     """``fsck`` of a folder (:func:`kroniko_ops.fsck`) or of a PostgreSQL store (:mod:`.fsck`)."""
     if not is_url(target):
-        from ..ops.fsck import fsck
+        from ..fsck import fsck
 
         return fsck(target, quick=quick, repair=repair, dry_run=dry_run, max_errors=max_errors,
                     ref_fields=ref_fields, refs_only=refs_only, lock_timeout=lock_timeout, progress=progress,
-                    metrics_file=metrics_file)
-    if repair or metrics_file:
+                    metrics_file=metrics_file, accept_loss=accept_loss)
+    if repair or metrics_file or accept_loss:
         raise InvalidArgument("--repair and --metrics-file apply to file stores; a PostgreSQL store is only checked "
                               "(the server rolls back a dead writer's transaction: there is nothing to recover)")
     from .fsck import fsck as pg_fsck
@@ -38,7 +39,7 @@ def migrate_target(source: str, target: str, *, dry_run: bool = False, progress:
         raise InvalidArgument("migrate copies between a folder and a database; for database to database use "
                               "PostgreSQL's own tools (pg_dump)")
     if not is_url(source) and not is_url(target):
-        from ..legacy.migrate import migrate
+        from ...legacy.migrate import migrate
 
         return migrate(source, target, dry_run=dry_run, quiet=not progress)
     if dry_run:
@@ -50,7 +51,7 @@ def migrate_target(source: str, target: str, *, dry_run: bool = False, progress:
 
 def mirror_target(store: str, url: str, *, follow: bool = False, interval: float = 1.0) -> Report:
     """``mirror``: follow the file store ``store`` into the PostgreSQL store at ``url``
-    (:func:`kroniko_ops.postgres.transfer.mirror`)."""
+    (:func:`kroniko_ops.ops.postgres.transfer.mirror`)."""
     if is_url(store) or not is_url(url):
         raise InvalidArgument("mirror copies a file store (a folder) into a postgresql:// URL: mirror STORE URL")
     from .transfer import mirror
@@ -81,13 +82,13 @@ class PgStats:
 def stats_target(target: str) -> Any:
     """``stats`` of a folder (:func:`kroniko_ops.ops.stats.stats`) or a :class:`PgStats`."""
     if not is_url(target):
-        from ..ops.stats import stats
+        from ..stats import stats
 
         return stats(target)
     from psycopg import sql
 
-    from .schema import VERSION
-    from .store import PostgresEventStore
+    from ...postgres.schema import VERSION
+    from ...postgres.store import PostgresEventStore
 
     with PostgresEventStore(target, create=False, durable=False) as s:
         ev, tg = s.table("events"), s.table("tags")

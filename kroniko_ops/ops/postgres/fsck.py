@@ -11,8 +11,8 @@ exit bits are the file fsck's (``docs/FSCK.md``, ``docs/POSTGRES.md``):
 - ``event-hash-mismatch``, ``chain-mismatch``, ``event-unreadable`` (the body is no event, or its
   id, type or tags differ from the row's columns): full level only;
 - ``index-missing-entry`` / ``index-extra-entry``: the ``tags`` table against the events' tags;
-- ``dangling-reference``: as in the file fsck (``metadata.causation_id``, ``metadata.correlation_id``
-  and each ``ref_fields`` path).
+- ``dangling-reference``: as in the file fsck (``metadata.causation_id`` and each ``ref_fields``
+  path, such as ``metadata.correlation_id``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any
 
 from psycopg import sql
 
-from ..codec import decode_event
-from ..errors import InvalidArgument
-from ..format.record import GENESIS, chain_of
-from ..ops.fsck.refs import parse_fields
-from ..report import Report
-from .store import PostgresEventStore
+from ...codec import decode_event
+from ...errors import InvalidArgument
+from ...format.record import GENESIS, chain_of
+from ...postgres.store import PostgresEventStore
+from ...report import Report
+from ..fsck.refs import parse_fields
 
 MAX_PER_CODE = 10_000  # as the file fsck: a badly damaged store must not make the report grow with it
 PAGE = 4096

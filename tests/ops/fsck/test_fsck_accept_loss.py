@@ -1,0 +1,122 @@
+"""``fsck --repair --accept-loss`` (issue 16 item 7): a disk that lost acknowledged records at the
+end of the log used to leave a stuck store (``fsck --repair``, ``recover`` and ``append`` all
+exit 4, the only advice "restore from a backup"), with messages that contradicted each other.
+Now ``--repair`` refuses and names the flag and the positions at stake; with the flag every
+record that verifies is kept, the rest copied into lost-found/, the synced position reset, the
+index rebuilt, each lost position reported, exit 1; and the messages say what is true."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fsck_store_helpers import build, flip, seg_path, segments
+
+from kroniko_ops import Event, EventStore, InvalidArgument, fsck
+
+CLI = [sys.executable, "-c", "from kroniko_ops.cli import main; main()"]
+
+
+def _tree(root: str) -> dict[str, bytes]:
+    """The store's data: the log, packs, lost-found/, FORMAT and the synced position (the index
+    is derived, and a check may open its WAL; lock files are created on first use)."""
+    out = {}
+    for folder, _dirs, names in os.walk(root):
+        for n in names:
+            rel = os.path.relpath(os.path.join(folder, n), root)
+            if rel.split(os.sep)[0] in ("log", "packs", "lost-found") or rel in ("FORMAT", "locks/synced"):
+                out[rel] = Path(root, rel).read_bytes()
+    return out
+
+
+def _store_with_a_cut_tail(path: str, cut: int = 7) -> tuple[int, bytes]:
+    """A durable store of 5 batches of 2 events in one segment whose last ``cut`` bytes the disk
+    lost (the synced position still names position 10); returns the head and the bytes lost."""
+    with EventStore(path) as store:
+        for b in range(5):
+            store.append([Event("T", {"b": b, "k": k}, ["t"]) for k in range(2)])
+        assert store.head() == 10
+    seg = seg_path(path, segments(path)[-1])
+    data = seg.read_bytes()
+    os.truncate(seg, len(data) - cut)
+    return 10, data
+
+
+def _codes(report) -> set[str]:  # type: ignore[no-untyped-def]
+    return {f.code for f in report.findings}
+
+
+def test_repair_alone_refuses_and_names_the_flag_and_the_positions(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    _store_with_a_cut_tail(path)
+    before = _tree(path)
+    report = fsck(path, repair=True)
+    assert report.exit_code == 4
+    [need] = [f for f in report.findings if f.code == "accept-loss-needed"]
+    assert "--accept-loss" in need.message and "9..10" in need.message
+    [ahead] = [f for f in report.findings if f.code == "synced-ahead"]
+    # What is true: the log ends at 8 (not "0"), and 9..10 were acknowledged.
+    assert "end of the log (8)" in ahead.message and "9..10" in ahead.message
+    assert "no append was acknowledged" not in " ".join(f.message for f in report.findings)
+    assert _tree(path) == before, "a refused repair changed the store"
+
+
+def test_accept_loss_keeps_what_verifies_and_unsticks_the_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    _, original = _store_with_a_cut_tail(path)
+    report = fsck(path, repair=True, accept_loss=True)
+    assert report.exit_code == 1, report.findings
+    lost = sorted(f.position for f in report.findings if f.code == "acknowledged-lost")
+    assert lost == [9, 10] and all(f.repaired for f in report.findings if f.severity != "info")
+    assert fsck(path).exit_code == 0
+    # Nothing deleted: the bytes after position 8 are in lost-found/, as they were on disk.
+    kept = seg_path(path, segments(path)[-1]).read_bytes()
+    [folder] = [d for d in os.listdir(Path(path, "lost-found")) if d.endswith("accepted-loss")]
+    tail = next(Path(path, "lost-found", folder).glob("*.tail")).read_bytes()
+    assert kept + tail == original[:len(original) - 7]
+    with EventStore(path) as store:
+        assert store.head() == 8
+        assert [e.position for e in store.read()] == list(range(1, 9))
+        assert store.append(Event("After", 1, ["t"])) == 9
+        assert [e.type for e in store.read(start=9)] == ["After"]
+    assert fsck(path).exit_code == 0
+
+
+def test_the_command_line_exits_1_then_0(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    _store_with_a_cut_tail(path)
+    for args in (["recover", path], ["fsck", path, "--repair"]):
+        assert subprocess.run([*CLI, *args], capture_output=True, timeout=120).returncode == 4
+    done = subprocess.run([*CLI, "fsck", path, "--repair", "--accept-loss"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "acknowledged-lost" in done.stdout
+    assert subprocess.run([*CLI, "fsck", path], capture_output=True, timeout=120).returncode == 0
+    done = subprocess.run([*CLI, "append", path], input=b'{"type":"A","data":1}\n', capture_output=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == b"9"
+
+
+def test_accept_loss_needs_repair(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    _store_with_a_cut_tail(path)
+    with pytest.raises(InvalidArgument):
+        fsck(path, accept_loss=True)
+    done = subprocess.run([*CLI, "fsck", path, "--accept-loss"], capture_output=True, timeout=120)
+    assert done.returncode == 2
+
+
+def test_damage_elsewhere_is_never_salvaged(tmp_path: Path) -> None:
+    # A sealed segment damaged as well: that needs a backup, and --accept-loss cuts nothing.
+    path = str(tmp_path / "s")
+    build(path, batches=12, durable=True)
+    flip(seg_path(path, segments(path)[0]), 300)
+    seg = seg_path(path, segments(path)[-1])
+    os.truncate(seg, os.path.getsize(seg) - 7)
+    before = _tree(path)
+    report = fsck(path, repair=True, accept_loss=True)
+    assert report.exit_code == 4
+    assert "accept-loss-refused" in _codes(report) and "acknowledged-lost" not in _codes(report)
+    assert _tree(path) == before
