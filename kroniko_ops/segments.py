@@ -197,14 +197,8 @@ class SegmentFiles:
                          self.layout.root, exc)
 
     def clear(self, fd: int, start: int, end: int, name: str) -> None:
-        """Take back bytes ``start..end`` of the active segment (a dead writer's, or a failed
-        write's): zeros again where the segment is preallocated, a shorter file where they
-        grew it past its preallocated size. Not fsynced here."""
-        size = os.fstat(fd).st_size
-        keep = min(size, max(start, self.segment_bytes))
-        if size > keep:
-            fileio.truncate(fd, keep, name)
-        fileio.write_zeros(fd, start, min(end, keep), name)
+        """Take back bytes ``start..end`` of the active segment (see :func:`take_back`)."""
+        take_back(fd, start, end, self.segment_bytes, name)
 
     def preallocate(self, end: int) -> None:
         """Under the lock, when the active segment ends right after its records (made before
@@ -216,3 +210,15 @@ class SegmentFiles:
         name = segfmt.seg_name(self.first)
         fileio.write_zeros(self.fd, end, self.segment_bytes, name)
         self.syncer.file(self.fd, name)
+
+
+def take_back(fd: int, start: int, end: int, segment_bytes: int, name: str) -> None:
+    """Take back bytes ``start..end`` of an active segment (a dead writer's, a failed write's, or
+    what ``fsck --accept-loss`` cuts): zeros again where the segment is preallocated, a shorter
+    file where they grew it past its preallocated size, so the end of its records is found as
+    for any other append. Not fsynced here."""
+    size = os.fstat(fd).st_size
+    keep = min(size, max(start, segment_bytes))
+    if size > keep:
+        fileio.truncate(fd, keep, name)
+    fileio.write_zeros(fd, start, min(end, keep), name)

@@ -86,3 +86,16 @@ def write_after_records(segment: str | os.PathLike[str], data: bytes) -> None:
         os.pwrite(fd, data, end)
     finally:
         os.close(fd)
+
+
+def lose_last_bytes(segment: str | os.PathLike[str], n: int) -> bytes:
+    """What a disk that ignored fsync does to the last ``n`` bytes of a preallocated segment's
+    records: the write never reached it, so they read as the zeros that were there before.
+    Returns the records as they were."""
+    records = Path(segment).read_bytes().rstrip(b"\0")
+    fd = os.open(segment, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(n), len(records) - n)
+    finally:
+        os.close(fd)
+    return records
