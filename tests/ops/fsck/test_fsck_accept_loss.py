@@ -129,3 +129,17 @@ def test_damage_elsewhere_is_never_salvaged(tmp_path: Path) -> None:
     assert "accept-loss-refused" in _codes(report) and "acknowledged-lost" not in _codes(report)
     assert _tree(path) == before
 
+
+@pytest.mark.parametrize("truncate", [False, True], ids=["zeroed", "file-cut-short"])
+def test_head_never_names_a_position_the_log_lost(tmp_path: Path, truncate: bool) -> None:
+    # The synced position says 10, the log holds 8: `head` refuses (exit 4, naming the way out)
+    # rather than print a position no read returns; once the loss is accepted it prints 8.
+    path = str(tmp_path / "s")
+    _store_with_a_cut_tail(path, truncate=truncate)
+    done = subprocess.run([*CLI, "head", path], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4 and done.stdout == ""
+    assert "fsck" in done.stderr and "--accept-loss" in done.stderr
+    assert subprocess.run([*CLI, "fsck", path, "--repair", "--accept-loss"], capture_output=True,
+                          timeout=120).returncode == 1
+    done = subprocess.run([*CLI, "head", path], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "8"
