@@ -180,7 +180,10 @@ class Walker:
             self._sound(range(a, b + 1), chk.ids[k:k + b - a + 1], chk.docs[k:k + b - a + 1])
             if b == reader.last and not chk.commits[-1][2]:
                 self.ctx.add("pack-corrupt", "error", self.rel, f"position {b} ends no batch (no commit mark)", b)
-        self.chain, self.next_pos = block.chain, b + 1
+        # The table records the chain at the block's end only: a piece that stops inside the
+        # block (a removed segment's positions read from a pack) leaves the next link to the
+        # coverage check, which compares every file's first record with what precedes it.
+        self.chain, self.next_pos = (block.chain if b == block.last else None), b + 1
         self.checked += b - a + 1
 
     def _pack_records(self, part: Part, last: int) -> None:
