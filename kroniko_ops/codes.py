@@ -9,7 +9,8 @@ from __future__ import annotations
 FSCK = (
     "format-missing", "format-unknown", "format-garbage", "layout-missing", "layout-wrong-kind", "layout-symlink",
     "layout-special-file", "stale-temp-file", "stray-file", "segment-gap", "segment-overlap", "segment-superseded",
-    "segment-orphan-index", "segment-seal-unfinished", "segment-corrupt", "pack-corrupt", "chain-mismatch",
+    "segment-orphan-index", "segment-seal-unfinished", "segment-spare-dirty", "segment-corrupt", "pack-corrupt",
+    "chain-mismatch",
     "synced-damaged", "synced-ahead", "synced-mismatch", "store-poisoned", "log-torn-tail", "log-uncommitted-tail",
     "log-tail-oversized", "log-bad-line", "log-position-mismatch", "log-duplicate-id", "event-hash-mismatch",
     "event-unreadable", "index-missing", "index-corrupt", "index-checkpoint-ahead", "index-checkpoint-mismatch",

@@ -94,6 +94,15 @@ class DurabilityError(KronikoError):
     """
 
 
+class StoreClosed(KronikoError):
+    """A call on a store handle after its ``close()``: open a new
+    :class:`~kroniko_ops.EventStore` (nothing was read or written by the call)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the store handle on {path} is closed; nothing was read or written: open a new "
+                         f"EventStore({path!r}) to go on")
+
+
 class NothingWritten(KronikoError):
     """An operation failed before it changed anything: a lock or file it needs could not be
     opened or created (disk full, permissions, too many open files). The store is as it was;

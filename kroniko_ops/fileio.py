@@ -112,6 +112,20 @@ def pwrite_all(fd: int, data: bytes, offset: int, path: str = "") -> None:
         _record("write", t0, fd=fd, offset=start, data=bytes(data))
 
 
+ZERO_CHUNK = 1 << 20
+_ZEROS = bytes(ZERO_CHUNK)
+
+
+def write_zeros(fd: int, start: int, end: int, path: str = "") -> None:
+    """Write zero bytes over ``start..end`` of ``fd`` (a megabyte per call): preallocating a log
+    segment, or clearing bytes cut from one. The bytes are written, not merely allocated
+    (``fallocate`` leaves unwritten extents, whose first overwrite still costs a journal commit)."""
+    while start < end:
+        n = min(ZERO_CHUNK, end - start)
+        pwrite_all(fd, _ZEROS if n == ZERO_CHUNK else bytes(n), start, path)
+        start += n
+
+
 def fsync(fd: int, path: str = "") -> None:
     """fsync ``fd``."""
     _hook("fsync", path)

@@ -254,17 +254,29 @@ class Index:
         terms.update(zip([(kind, name) for name in missing], map(out.__getitem__, missing), strict=True))
         return out
 
-    def add(self, entries: Sequence[Entry], checkpoint: tuple[int, bytes]) -> None:
+    def add(self, entries: Sequence[Entry], checkpoint: tuple[int, bytes], wait: bool = True) -> bool:
         """Index ``entries`` (positions right after the current checkpoint) and move the
-        checkpoint to ``checkpoint``, in one transaction."""
+        checkpoint to ``checkpoint``, in one transaction. With ``wait=False``, return False at
+        once (nothing done) when another connection is writing."""
         self._writable()
         cur = self.con.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        if not wait:
+            self.con.execute("PRAGMA busy_timeout=0")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return False
+                raise
+            finally:
+                self.con.execute("PRAGMA busy_timeout=60000")
+        else:
+            cur.execute("BEGIN IMMEDIATE")
         try:
             at = cur.execute("SELECT position FROM checkpoint WHERE k = 0").fetchone()[0]
             if checkpoint[0] <= at:  # another writer got here first: never move the checkpoint back
                 cur.execute("COMMIT")
-                return
+                return True
             if not entries or entries[0][0] <= at:
                 entries = [e for e in entries if e[0] > at]
             if not entries or entries[0][0] != at + 1:
@@ -283,6 +295,7 @@ class Index:
             cur.executemany("INSERT OR REPLACE INTO ids VALUES (?, ?)", [(e[1], e[0]) for e in entries])
             cur.execute("UPDATE checkpoint SET position = ?, chain = ? WHERE k = 0", checkpoint)
             cur.execute("COMMIT")
+            return True
         except BaseException:
             self._terms.clear()  # ids assigned in the rolled-back transaction are void
             self._complete = False

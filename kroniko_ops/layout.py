@@ -194,8 +194,11 @@ def _is_unfinished_creation(root: str) -> bool:
     log_dir = Layout(root).log_dir
     if not os.path.isdir(log_dir):
         return True
-    # create() makes the first segment, empty, before FORMAT: a log of empty segments is no store yet.
-    return all(os.path.getsize(os.path.join(log_dir, n)) == 0 for n in os.listdir(log_dir) if n.endswith(".seg"))
+    # create() makes the first segment (zeros) before FORMAT: a log of segments holding no record
+    # is no store yet.
+    from .format.segment import holds_no_record
+
+    return all(holds_no_record(os.path.join(log_dir, n)) for n in os.listdir(log_dir) if n.endswith(".seg"))
 
 
 def check_no_symlinks(root: str) -> None:
@@ -214,7 +217,9 @@ def check_no_symlinks(root: str) -> None:
 def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
            segment_bytes: int = DEFAULT_SEGMENT_BYTES, durable: bool = True,
            ref_fields: tuple[str, ...] = ()) -> FormatInfo:
-    """Lay out a new store in ``root`` (missing or empty): folders, the first segment, FORMAT last."""
+    """Lay out a new store in ``root`` (missing or empty): folders, the first segment preallocated
+    (``segment_bytes`` zeros, written and fsynced), FORMAT last. A failure (a full disk) removes
+    what this call made and raises :class:`NothingWritten`."""
     from .format.segment import seg_name
 
     if not MIN_SEGMENT_BYTES <= segment_bytes <= MAX_SEGMENT_BYTES:
@@ -222,13 +227,24 @@ def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     if not 1 <= max_event_bytes <= 64 * 1024 * 1024:
         raise InvalidArgument(f"max_event_bytes must be 1..{64 * 1024 * 1024}, got {max_event_bytes}")
     lay = Layout(root)
-    for d in (root, lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found):
-        fileio.makedirs(d)
+    made = [d for d in (root, lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found) if not os.path.lexists(d)]
+    first = os.path.join(lay.log_dir, seg_name(1))
     refs = tuple(dict.fromkeys(check_ref_field(r) for r in ref_fields))
     info = FormatInfo(max_event_bytes, segment_bytes, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), refs)
-    fd = fileio.open_write(os.path.join(lay.log_dir, seg_name(1)), os.O_WRONLY | os.O_CREAT)
-    os.close(fd)
-    fileio.write_file_atomic(lay.format_file, info.render(), durable)
+    try:
+        for d in (root, lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found):
+            fileio.makedirs(d)
+        fd = fileio.open_write(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
+        try:
+            fileio.write_zeros(fd, 0, segment_bytes, first)
+            fileio.Syncer(durable).file(fd, first)
+        finally:
+            os.close(fd)
+        fileio.write_file_atomic(lay.format_file, info.render(), durable)
+    except OSError as exc:
+        _unmake(first, made)
+        raise NothingWritten(f"creating the store {root} failed ({exc}); nothing was left behind: free disk space "
+                             "(or fix permissions) and retry") from exc
     if durable:
         # Each new name is durable only once the folder holding it is synced, the store's own
         # name in its parent included.
@@ -236,6 +252,23 @@ def create(root: str, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         for d in (lay.log_dir, lay.index, lay.packs, lay.locks, lay.lost_found, root, parent):
             fileio.fsync_dir(d)
     return info
+
+
+def _unmake(first: str, made: list[str]) -> None:
+    """Remove what a failed :func:`create` made: its first segment and the folders it created
+    (those still empty; the lock a concurrent opener holds keeps ``locks/``)."""
+    for path in (first,):
+        try:
+            if os.path.lexists(path):
+                fileio.unlink(path)
+        except OSError:
+            pass
+    for d in reversed(made):
+        try:
+            if not os.listdir(d):
+                fileio.rmdir(d)
+        except OSError:
+            pass
 
 
 def open_store(root: str, create_missing: bool, max_event_bytes: int | None, durable: bool,

@@ -80,10 +80,14 @@ class ActiveSegment:
         if end <= have:
             return
         data = os.pread(self.fd, end - have, have)
-        if len(data) != end - have:
+        if len(data) != end - have or data[-1:] == b"\0":
+            # Cut short, or zeros where records should end (a preallocated segment whose last
+            # writes the disk lost): either way the log no longer holds what was synced.
             root = os.path.dirname(os.path.dirname(self.path))
-            raise StoreCorrupted(f"{self.path} is shorter ({have + len(data)} bytes) than its synced end {end}: "
-                                 f"committed records are missing; run: kroniko-ops fsck {root}")
+            raise StoreCorrupted(f"{self.path} holds records up to byte {have + len(data.rstrip(bytes(1)))}, short of "
+                                 f"its synced end {end}: acknowledged records are missing; run: kroniko-ops fsck "
+                                 f"{root} (then restore from a backup, or keep what remains with fsck --repair "
+                                 "--accept-loss)")
         lines = data.split(b"\n")
         lines.pop()
         ends = accumulate(map(add, map(len, lines), repeat(1)), initial=have)

@@ -11,6 +11,8 @@ import orjson
 
 from . import gcpause
 from .codec import decode_run
+from .errors import StoreCorrupted
+from .format import segment as segfmt
 from .index import Index
 from .logview import LogView, Span
 from .model import Query, SequencedEvent, read_arguments, read_bounds
@@ -50,8 +52,12 @@ class ReadPath:
         raise NotImplementedError
 
     def head(self) -> int:
-        """The last durable position (0 when the store is empty)."""
-        return self._state().position
+        """The last durable position (0 when the store is empty). Raises :class:`StoreCorrupted`
+        when the log no longer holds it (a disk that lost acknowledged records), rather than
+        name a position no read can return."""
+        state = self._state()
+        self._see(state)
+        return state.position
 
     def read(self, query: Query | None = None, *, start: int | None = None, backwards: bool = False,
              limit: int | None = None) -> ReadResult:
@@ -117,6 +123,11 @@ class ReadPath:
             active = self.view.active
         if active is not None and active.first == state.segment:
             active.extend(state.end)
+        elif active is not None and active.first < state.segment:
+            raise StoreCorrupted(f"the synced position {state.position} of {self.path} names log/"
+                                 f"{segfmt.seg_name(state.segment)}, which is missing: acknowledged events are lost; "
+                                 f"run: kroniko-ops fsck {self.path} (then restore from a backup, or keep what "
+                                 "remains with fsck --repair --accept-loss)")
 
     def _positions(self, query: Query, lo: int, hi: int, backwards: bool = False,
                    limit: int | None = None) -> Iterator[int]:

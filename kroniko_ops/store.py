@@ -17,25 +17,24 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from . import fileio, layout
-from .codec import encode_event
+from .codec import encode_batch, encode_event
+from .committing import INDEX_EVERY, Committing
 from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent, NothingWritten
 from .format import record as recfmt
+from .handle import Handle, nothing_written
 from .index import Index
 from .locking import AppendLock
 from .logview import LogView
 from .model import AppendCondition, Event
-from .reading import ReadPath, ReadResult
+from .reading import ReadResult
 from .rebuild import catch_up, rebuild_index
 from .synced import SyncedFile, SyncedState
 from .writer import MAX_BATCH_BYTES, Tail, Writer
 
 _log = logging.getLogger("kroniko_ops")
-INDEX_EVERY = 256  # records the index may lag the log by before the writer indexes them
 CATCH_UP_AT = 16 * INDEX_EVERY  # an index further behind is caught up in chunks, not held as pending
 __all__ = ["EventStore", "ReadResult"]
-
-
-class EventStore(ReadPath):
+class EventStore(Committing, Handle):
     """A DCB event store in a folder (format 3), created when the folder is new or empty.
 
     ``durable=False`` skips every fsync: for tests and bulk imports only. ``lock_timeout`` is how
@@ -59,21 +58,33 @@ class EventStore(ReadPath):
             self.synced = SyncedFile(self.layout.synced_file)
         except OSError as exc:
             self.view.close()
-            raise _nothing_written(f"opening {self.layout.synced_file}", exc) from exc
+            raise nothing_written(f"opening {self.layout.synced_file}", exc) from exc
         self.index = Index(self.layout.index)
         self._writer = Writer(self.layout, self.view, self.syncer, self.segment_bytes)
         self._lock: AppendLock | None = None
         self._mutex = threading.RLock()
         self._broken: BaseException | None = None
-        self._index_checked: tuple[int, bytes] | None = None
+        self._index_checked: tuple[int, bytes] | None = None  # the index checkpoint `pending` follows
         self._stamp: int | None = None  # a copied batch's commit time (import_batch), else now
+        self._closed = False
+        self._forked = False
+        self._track()
 
     # -- life cycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Index what this handle left unindexed if the lock is free, then release every file."""
+        """Index what this handle left unindexed if the lock is free, then release every file.
+        Closing twice does nothing; any other call on a closed handle raises :class:`StoreClosed`."""
+        if self._closed:
+            return
+        if self._forked:  # the parent's files: let go of them without touching its locks
+            self._drop_inherited()
+            self._closed = True
+            return
         with self._mutex:
-            if self._writer.pending and self._broken is None and self._lock is not None:
+            unindexed = self._writer.pending and (self._index_checked is None
+                                                  or self._writer.pending.last > self._index_checked[0])
+            if unindexed and self._broken is None and self._lock is not None:
                 try:
                     self._lock.acquire(0)
                 except Exception:
@@ -85,6 +96,7 @@ class EventStore(ReadPath):
                         _log.debug("index flush on close failed: %s", exc)
                     finally:
                         self._lock.release()
+            self._closed = True
             self._writer.close()
             self.view.close()
             self.synced.close()
@@ -107,13 +119,15 @@ class EventStore(ReadPath):
     def _state(self) -> SyncedState:
         """The synced position readers may see, re-verified under the lock when it was written
         before a reboot or cannot be read."""
+        self._own()
         state = self.synced.read()
         if state is not None and (self.synced.current(state) or state.poisoned):
             # A poisoned value was fsynced before the failure: readers keep reading up to it
             # while appends wait for recover, which alone re-verifies the rest.
             return state
-        if state is None and self.view.active_first == 1 and os.fstat(self.view.active.fd).st_size == 0:  # type: ignore[union-attr]
-            return SyncedState(boot=self.synced.boot)  # a new, empty store
+        if state is None and self.view.active_first == 1 and self.view.active is not None and os.pread(
+                self.view.active.fd, 1, 0) in (b"", b"\0"):
+            return SyncedState(boot=self.synced.boot)  # a new, empty store (its segment all zeros)
         with self._mutex, self._locked():
             self._writable_tail()
             state = self.synced.read()
@@ -123,6 +137,7 @@ class EventStore(ReadPath):
     def sync_idle(self) -> int:
         """Make records that a writer left unsynced (it died before its fsync) durable and
         visible, if no writer holds the lock; return the synced position."""
+        self._own()
         with self._mutex:
             state = self.synced.read()
             if state is not None and state.poisoned:
@@ -148,8 +163,11 @@ class EventStore(ReadPath):
 
     def writable_tail(self) -> Tail:
         """Under :meth:`locked`: the committed tail, after cutting a dead writer's leftovers into
-        ``lost-found/``, re-verifying after a reboot and fixing an index ahead of the log."""
-        return self._writable_tail()
+        ``lost-found/``, re-verifying after a reboot and fixing an index ahead of the log. Looks
+        at the whole active segment, as ``fsck`` does (an append looks only at its tail)."""
+        tail = self._writable_tail(thorough=True)
+        self._writer.show(tail)
+        return tail
 
     def synced_state(self) -> SyncedState:
         """The synced position readers stop at (with its segment, end offset and chain)."""
@@ -157,9 +175,14 @@ class EventStore(ReadPath):
 
     def records(self, lo: int, hi: int) -> Iterator[recfmt.Record]:
         """The parsed records of positions ``lo..hi`` (at most the synced head), in order."""
+        self._own()
         self._see(self._state())
         for _first, raw in self.view.runs(lo, hi):
             yield from recfmt.iter_records(raw)
+
+    def drop_dirty_spare(self) -> bool:
+        """Under :meth:`locked`: remove a preallocated next segment that holds anything but zeros."""
+        return self._writer.drop_dirty_spare()
 
     def recover_log(self) -> Tail:
         """Under :meth:`locked`: re-read every record past the synced position from the disk
@@ -182,9 +205,11 @@ class EventStore(ReadPath):
     def flush_index(self) -> None:
         """Under :meth:`locked`: index every record the index has not reached yet."""
         tail = self._writable_tail()
+        self._writer.show(tail)
         self._flush_index(tail)
         catch_up(self.index, self, tail)
         self._writer.pending.clear()
+        self._index_checked = self.index.checkpoint()
 
     # -- appending -------------------------------------------------------------------------
 
@@ -196,6 +221,7 @@ class EventStore(ReadPath):
         when the writer lock is not free within ``lock_timeout`` and :class:`DurabilityError`
         when a write or fsync failed.
         """
+        self._own()
         if self._broken is not None:
             raise DurabilityError(
                 f"this handle on {self.path} saw a failed write or fsync ({self._broken}); open a new "
@@ -205,41 +231,68 @@ class EventStore(ReadPath):
             raise InvalidEvent("an append needs at least one event; the batch is empty")
         if condition is not None and not isinstance(condition, AppendCondition):
             raise InvalidArgument("condition must be an AppendCondition or None")
-        encoded = [encode_event(e, self.max_event_bytes) for e in batch]
+        if len(batch) == 1:
+            encoded = [encode_event(batch[0], self.max_event_bytes)]
+        else:
+            encoded = encode_batch(batch, self.max_event_bytes)
         ids = [eid for eid, _ in encoded]
-        if len(set(ids)) != len(ids):
-            raise InvalidEvent("the batch holds the same event id twice")
         explicit = any(e.id is not None for e in batch)
-        hashes = [hashlib.sha256(raw).digest() for _, raw in encoded]
+        if explicit and len(set(ids)) != len(ids):
+            raise InvalidEvent("the batch holds the same event id twice")
+        sha = hashlib.sha256
+        hashes = [sha(raw).digest() for _, raw in encoded]
+        writer = self._writer
         with self._mutex:
             with self._locked():
                 tail = self._writable_tail()
                 if explicit:
                     done = self._check_ids(ids, tail)
                     if done is not None:
-                        fd, synced_tail = self._writer.fd, tail
+                        fd, synced_tail = writer.fd, tail
                         return self._acknowledge(fd, synced_tail, done)
                 if condition is not None:
                     self._check_condition(condition, tail)
-                stamp = self._writer.commit_time(tail, self._stamp)
+                stamp = writer.commit_time(tail, self._stamp)
                 data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes, stamp)
                 if len(data) > MAX_BATCH_BYTES:
                     raise InvalidEvent(f"the batch is {len(data)} bytes, over the {MAX_BATCH_BYTES} one append may "
                                        "write; split it into several appends")
-                if self._writer.needs_roll(len(data)):
-                    self._guard(self._writer.seal_and_roll, "sealing the full segment")
-                    tail = self._writer.tail
+                if writer.needs_roll(len(data)):
+                    self._roll()
+                    tail = writer.tail
                     assert tail is not None
-                fd = self._writer.fd
+                fd = writer.fd
                 assert fd is not None
                 self._write(fd, data, tail)
-                new_tail = Tail(tail.position + len(batch), chain, self._writer.first, tail.end + len(data), stamp)
-                self._writer.tail = new_tail
                 base = tail.position + 1
-                self._writer.pending.extend((base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch))
-                if len(self._writer.pending) >= INDEX_EVERY:
-                    self._flush_index(new_tail)
-            return self._acknowledge(fd, new_tail, new_tail.position)
+                new_tail = Tail(base - 1 + len(batch), chain, writer.first, tail.end + len(data), stamp)
+                writer.tail = new_tail
+                if writer.others:  # a writer alone has no one to cover with its fsync
+                    self._publish_end(new_tail)
+                if len(batch) == 1:  # kept raw, like other writers' records: parsed only if a check needs it
+                    writer.pending.add_raw(base, data, ((0, len(data), recfmt.HEADER),))
+                else:
+                    writer.pending.extend([(base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch)])
+            result = self._acknowledge(fd, new_tail, new_tail.position)
+            if len(writer.pending) >= INDEX_EVERY:
+                # Outside the writer lock: other writers append meanwhile (the index takes its
+                # own write lock, and its checkpoint says how far it is valid).
+                self._flush_index(new_tail)
+        writer.prepare_spare(new_tail.end)
+        return result
+
+    def _roll(self) -> None:
+        """Seal the full segment and start the next; a full disk found while making the next
+        segment's file (before anything changed) leaves this handle usable."""
+        try:
+            self._writer.seal_and_roll()
+        except NothingWritten:
+            raise
+        except OSError as exc:
+            self._broken = exc
+            raise DurabilityError(
+                f"sealing the full segment in {self.path} failed: {exc}. Nothing new was committed by this append; "
+                "this handle is closed for writing: open a new EventStore and retry") from exc
 
     def import_batch(self, events: Iterable[Event], commit_us: int) -> int:
         """For tools copying a store (``migrate URL STORE``): append ``events`` as one batch
@@ -253,17 +306,18 @@ class EventStore(ReadPath):
                 self._stamp = None
 
     def _locked(self) -> _Held:
+        self._own()
         if self._lock is None:
             if not self.synced.writable:  # opened read-only: this process may read the store, not write it
-                raise _nothing_written(f"opening {self.layout.synced_file} for writing",
+                raise nothing_written(f"opening {self.layout.synced_file} for writing",
                                        PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
             try:
                 self._lock = AppendLock(self.layout.append_lock)
             except OSError as exc:  # opening or creating the lock file: before anything is written
-                raise _nothing_written(f"opening the writer lock {self.layout.append_lock}", exc) from exc
+                raise nothing_written(f"opening the writer lock {self.layout.append_lock}", exc) from exc
         return _Held(self._lock, self.lock_timeout)
 
-    def _writable_tail(self) -> Tail:
+    def _writable_tail(self, thorough: bool = False) -> Tail:
         """Under the lock: refuse a poisoned store, verify after a reboot, bring the tail and
         the unindexed records up to date, and check the index against the log."""
         state = self.synced.read()
@@ -272,6 +326,12 @@ class EventStore(ReadPath):
                 f"an fsync failed earlier in {self.path}; appends are refused until the unsynced part of the "
                 f"log is re-read from disk: run kroniko-ops recover {self.path}")
         reboot = state is None or not self.synced.current(state)
+        if not reboot and not thorough and self._index_checked is not None:
+            # What this handle knows is enough: one read at its tail says whether anything was
+            # written since (and brings in other writers' batches); no stat, no index query.
+            tail = self._guard(self._writer.quick_tail, "reading the log tail")
+            if tail is not None:
+                return tail
         if self.index.stale():
             self.index.reopen()
         cp = self.index.checkpoint()
@@ -283,7 +343,8 @@ class EventStore(ReadPath):
             if cp[0] == 0 or self.view.record(cp[0]).chain == cp[1]:
                 catch_up(self.index, self, Tail(state.position, state.chain, state.segment, state.end))
                 cp = self.index.checkpoint()
-        tail = self._guard(lambda: self._writer.sync_tail(state, cp, verify_all=reboot), "recovering the log tail")
+        tail = self._guard(lambda: self._writer.sync_tail(state, cp, verify_all=reboot, thorough=thorough),
+                           "recovering the log tail")
         if reboot:
             self._guard(lambda: self._writer.syncer.file(self._writer.fd, "active segment"), "syncing the log")
             self.synced.reset(SyncedState(tail.position, tail.segment, tail.end, tail.chain))
@@ -329,88 +390,25 @@ class EventStore(ReadPath):
         if after >= tail.position:
             return
         query = condition.fail_if_events_match
-        cp = self._index_checked[0] if self._index_checked is not None else self.index.checkpoint()[0]
+        pending = self._writer.pending
+        # Records up to `indexed` are in the index; those after it are pending, in memory.
+        if pending:
+            indexed = pending.first - 1
+        else:
+            indexed = self._index_checked[0] if self._index_checked is not None else self.index.checkpoint()[0]
         hit: int | None = None
         if query.is_all:
             hit = after + 1  # it matches every event: the first one after `after` conflicts
-        elif after < cp:
-            hit = next(iter(self._positions(query, after + 1, min(cp, tail.position), limit=1)), None)
+        elif after < indexed:
+            hit = next(iter(self._positions(query, after + 1, min(indexed, tail.position), limit=1)), None)
         if hit is None:
-            hit = self._writer.pending.first_match(query, after)
+            hit = pending.first_match(query, after)
         if hit is not None:
             # Raised only once the conflicting event is durable, so the caller can read it.
-            if self.synced.read() is None or self.synced.read().position < hit:  # type: ignore[union-attr]
+            state = self.synced.read()
+            if state is None or state.position < hit:
                 self._sync_and_advance(self._writer.fd, tail)
             raise AppendConditionFailed(hit)
-
-    def _write(self, fd: int, data: bytes, tail: Tail) -> None:
-        try:
-            fileio.write_all(fd, data, "active segment")
-        except OSError as exc:
-            # A failed write leaves no whole commit mark: nothing was committed. Take the partial
-            # bytes back now; if that fails too, the next writer cuts them.
-            try:
-                fileio.truncate(fd, tail.end, "active segment")
-            except OSError:
-                self._writer.tail = None
-            raise DurabilityError(
-                f"writing to the log of {self.path} failed ({exc}); nothing was committed: fix the cause "
-                "(disk full, permissions) and retry") from exc
-
-    def _flush_index(self, tail: Tail | None) -> None:
-        if tail is None or not self._writer.pending:
-            return
-        try:
-            self.index.add(self._writer.pending.entries, (tail.position, tail.chain))
-            self._writer.pending.clear()
-            self._index_checked = (tail.position, tail.chain)
-        except Exception as exc:  # derived data: conditions still see the records through `pending`
-            _log.warning("indexing %s failed (%s); it will be caught up", self.path, exc)
-
-    def _acknowledge(self, fd: int | None, tail: Tail, result: int) -> int:
-        """After the lock: fsync what was written, advance the synced position, return."""
-        self._sync_and_advance(fd, tail)
-        return result
-
-    def _sync_and_advance(self, fd: int | None, tail: Tail) -> None:
-        state = self.synced.read()
-        if state is not None and state.position >= tail.position and self.synced.current(state):
-            return
-        try:
-            if fd is not None:
-                self.syncer.file(fd, "active segment")
-        except OSError as exc:
-            self._broken = exc
-            self.synced.poison()
-            raise DurabilityError(
-                f"fsync of the log of {self.path} failed ({exc}); the append may or may not be committed. "
-                f"The store refuses appends until you run: kroniko-ops recover {self.path}") from exc
-        try:
-            advanced = self.synced.advance(tail.position, tail.segment, tail.end, tail.chain)
-        except OSError as exc:
-            self._broken = exc
-            raise DurabilityError(
-                f"the append to {self.path} is durable, but recording the synced position failed ({exc}); readers "
-                f"may not see it until the next append or: kroniko-ops recover {self.path}") from exc
-        if not advanced:
-            raise DurabilityError(
-                f"an fsync failed in another process using {self.path}; this append may or may not be committed. "
-                f"Run: kroniko-ops recover {self.path}")
-
-    def _guard(self, fn, doing: str):  # type: ignore[no-untyped-def]
-        """Run a step under the lock whose I/O failure leaves this handle unusable."""
-        try:
-            return fn()
-        except OSError as exc:
-            self._broken = exc
-            raise DurabilityError(
-                f"{doing} in {self.path} failed: {exc}. Nothing new was committed by this append; this handle "
-                "is closed for writing: open a new EventStore and retry") from exc
-
-
-def _nothing_written(doing: str, exc: OSError) -> NothingWritten:
-    return NothingWritten(f"{doing} failed ({exc}); nothing was written: fix the cause (disk full, permissions, "
-                          "open-files limit) and retry")
 
 
 class _Held:

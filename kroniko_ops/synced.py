@@ -4,12 +4,22 @@ It lives in ``locks/synced``, one fixed-width line rewritten in place (``pwrite`
 one sector) and checked by a CRC-32, so a torn or stale read is detected and read again::
 
     synced <position:12> <segment first:12> <end offset:12> <chain:64> <boot id:36> <poison:1> <crc:8>
+    logend <position:12> <segment first:12> <end offset:12> <chain:64> <boot id:36> - <crc:8>
 
 ``segment``/``end`` say where the record at ``position`` ends, ``chain`` is its chain hash,
 ``boot`` the Linux boot id of the writer (after a reboot the value is re-verified, never
 trusted), ``poison`` is ``P`` once an fsync failed in any process: then no process appends or
 advances it until ``recover`` has re-read the unsynced part. Updates take ``flock`` on the file
 itself, so the value only ever grows (a writer whose fsync finished late cannot lower it).
+
+The second line, ``logend``, is where the log's committed records end as last written: each
+writer puts its new tail there under the writer lock, after its ``write()`` returned (when
+other writers are about: an older value still names only written records). It makes
+group commit work: a writer reads it before its fsync and then advances the synced position to
+it (every write it names returned before that fsync began, so the fsync covers them), and the
+writers of those batches find them synced and return without an fsync of their own. A
+``logend`` of another boot, or in another segment, is ignored; recovery rewrites it with the
+synced position. Readers never use it.
 """
 
 from __future__ import annotations
@@ -19,13 +29,15 @@ import fcntl
 import os
 import stat
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import fileio
 from .format.record import GENESIS
 
-_LINE = b"synced %012d %012d %012d %s %-36s %c "
-SIZE = _SIZE = 159  # bytes of the one line; the file never holds more
+_LINE = b"%s %012d %012d %012d %s %-36s %c "
+SIZE = _SIZE = 159  # bytes of one line
+FILE_BYTES = 2 * SIZE  # the synced line, then the logend line: the file never holds more
 
 
 def boot_id() -> str:
@@ -48,17 +60,18 @@ class SyncedState:
     boot: str = ""
     poisoned: bool = False
 
-    def encode(self) -> bytes:
-        """The file's bytes for this value."""
-        head = _LINE % (self.position, self.segment, self.end, self.chain.hex().encode(),
+    def encode(self, word: bytes = b"synced") -> bytes:
+        """The file's line for this value (``word`` ``logend`` for the second line)."""
+        head = _LINE % (word, self.position, self.segment, self.end, self.chain.hex().encode(),
                         self.boot.encode("ascii"), ord("P") if self.poisoned else ord("-"))
         return b"%s%08x\n" % (head, zlib.crc32(head))
 
 
-def decode(data: bytes) -> SyncedState | None:
-    """Parse the file's bytes; None when they are missing, torn or damaged."""
+def decode(data: bytes, word: bytes = b"synced") -> SyncedState | None:
+    """Parse a line of the file (the first by default; ``word`` ``logend`` and the bytes from
+    :data:`SIZE` on for the second); None when it is missing, torn or damaged."""
     line = data[:_SIZE]
-    if len(line) != _SIZE or not line.startswith(b"synced ") or line[-1:] != b"\n":
+    if len(line) != _SIZE or not line.startswith(word + b" ") or line[-1:] != b"\n":
         return None
     try:
         if zlib.crc32(line[:-9]) != int(line[-9:-1], 16):
@@ -125,9 +138,6 @@ class SyncedFile:
     def advance(self, position: int, segment: int, end: int, chain: bytes) -> bool:
         """Raise the value to ``position`` unless it is already at or past it, or poisoned.
         Returns False when poisoned (the caller's append may not be reported durable)."""
-        cur = self.read()
-        if cur is not None and self.current(cur) and position <= cur.position:
-            return not cur.poisoned  # another writer's fsync covered ours and said so: nothing to raise
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             cur = self.read()
@@ -138,6 +148,43 @@ class SyncedFile:
             return True
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def publish_end(self, position: int, segment: int, end: int, chain: bytes) -> None:
+        """Under the writer lock, after the ``write()`` of a batch returned: the ``logend`` line."""
+        fileio.pwrite_all(self.fd, SyncedState(position, segment, end, chain, self.boot).encode(b"logend"), _SIZE,
+                          self.path)
+
+    def peek(self) -> tuple[SyncedState | None, SyncedState | None]:
+        """Both lines, read once without the lock: the synced position and the ``logend``."""
+        data = os.pread(self.fd, FILE_BYTES, 0)
+        return decode(data), decode(data[_SIZE:], b"logend")
+
+    def commit(self, position: int, segment: int, end: int, chain: bytes, sync: Callable[[], None],
+               others: bool) -> bool:
+        """Group commit: make ``position`` (ending at ``end`` of ``segment``) durable and visible.
+
+        When other writers are active (``others``), read both lines first: if the synced
+        position already covers ``position`` (another writer's fsync, begun after this batch
+        was written, did), return at once; else remember the ``logend``. Then call ``sync()``
+        (the fsync of ``segment``; a failure poisons the store before its error propagates) and
+        raise the synced position to the larger of ``position`` and that ``logend`` (same boot
+        and segment: every write it names returned before this fsync began), so that writers
+        behind find their batches synced. Fsyncs run in parallel (the kernel merges their
+        flushes). Returns False when the store is poisoned."""
+        target = (position, end, chain)
+        if others:
+            cur, ahead = self.peek()
+            if cur is not None and self.current(cur) and cur.position >= position and not cur.poisoned:
+                return True
+            if (ahead is not None and ahead.boot == self.boot and ahead.segment == segment
+                    and ahead.position > position):
+                target = (ahead.position, ahead.end, ahead.chain)
+        try:
+            sync()
+        except OSError:
+            self.poison()
+            raise
+        return self.advance(target[0], segment, target[1], target[2])
 
     def poison(self) -> None:
         """Mark the store: an fsync failed, so what was written since the last good one may be
@@ -151,9 +198,13 @@ class SyncedFile:
 
     def reset(self, state: SyncedState) -> None:
         """Set the value outright (recovery, after verifying and syncing the log); clears the
-        poison flag and stamps this boot."""
+        poison flag, stamps this boot, and sets the ``logend`` line to the same value (one it
+        held before may name records recovery has just cut)."""
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
-            self._write(SyncedState(state.position, state.segment, state.end, state.chain, self.boot, False))
+            fresh = SyncedState(state.position, state.segment, state.end, state.chain, self.boot, False)
+            data = fresh.encode()
+            fileio.pwrite_all(self.fd, data + fresh.encode(b"logend"), 0, self.path)
+            self._last = (data, fresh)
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)

@@ -92,32 +92,41 @@ def sqlite_append(db: sqlite3.Connection, events: list[tuple[str, list[str], Any
 
 # -- one appender ------------------------------------------------------------------------------
 
-def kroniko_loop(store: EventStore, prefix: str, deadline: float, new: bool) -> tuple[int, int]:
-    """Durable conditional appends of one event until ``deadline``: (appended, conflicts)."""
+def kroniko_loop(store: EventStore, prefix: str, deadline: float, new: bool,
+                 latencies: list[float] | None = None) -> tuple[int, int]:
+    """Durable conditional appends of one event until ``deadline``: (appended, conflicts); each
+    acknowledged append's seconds go to ``latencies`` when given."""
     heads: dict[str, int] = {}
     done = conflicts = 0
-    while time.perf_counter() < deadline:
+    clock = time.perf_counter
+    while (t0 := clock()) < deadline:
         tag = _tag(prefix, done + conflicts, new)
         query = Query([QueryItem(types=[TYPE], tags=[tag])])
         try:
             heads[tag] = store.append(Event(TYPE, payload(done), [tag]), AppendCondition(query, after=heads.get(tag)))
             done += 1
+            if latencies is not None:
+                latencies.append(clock() - t0)
         except AppendConditionFailed:
             conflicts += 1
             heads[tag] = store.read(query).head
     return done, conflicts
 
 
-def sqlite_loop(db: sqlite3.Connection, prefix: str, deadline: float, new: bool) -> tuple[int, int]:
+def sqlite_loop(db: sqlite3.Connection, prefix: str, deadline: float, new: bool,
+                latencies: list[float] | None = None) -> tuple[int, int]:
     """The same in SQLite: (appended, conflicts)."""
     heads: dict[str, int] = {}
     done = conflicts = 0
-    while time.perf_counter() < deadline:
+    clock = time.perf_counter
+    while (t0 := clock()) < deadline:
         tag = _tag(prefix, done + conflicts, new)
         pos = sqlite_append(db, [(TYPE, [tag], payload(done))], (tag, heads.get(tag, 0)))
         if pos:
             heads[tag] = pos
             done += 1
+            if latencies is not None:
+                latencies.append(clock() - t0)
         else:
             conflicts += 1
             heads[tag] = db.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
@@ -160,8 +169,9 @@ def _worker(kind: str, path: str, worker: int, seconds: float, start: Any, resul
         results.put(("ready", worker))
         start.wait(timeout=120)
         t0 = time.perf_counter()
-        done, conflicts = loop(handle, f"cart:{worker}-", t0 + seconds, False)
-        results.put((done, conflicts, time.perf_counter() - t0))
+        latencies: list[float] = []
+        done, conflicts = loop(handle, f"cart:{worker}-", t0 + seconds, False, latencies)
+        results.put((done, conflicts, time.perf_counter() - t0, latencies))
 
 
 def _gather(results: Any, procs: list[Any], timeout: float) -> list[Any]:
@@ -179,9 +189,12 @@ def _gather(results: Any, procs: list[Any], timeout: float) -> list[Any]:
     return got
 
 
-def parallel(kind: str, path: str, seconds: float) -> tuple[float, int]:
-    """(aggregate events/s, conflicts) of PROCS spawned processes, each with its own handle and
-    its own tags, doing durable conditional appends for ``seconds`` from a common start."""
+def parallel(kind: str, path: str, seconds: float) -> tuple[float, int, float, float, tuple[int, int]]:
+    """(aggregate events/s, conflicts, 99th-percentile and longest latency of one acknowledged
+    append in ms, fewest and most appends of one process) of PROCS spawned processes, each with
+    its own handle and its own tags, doing durable conditional appends for ``seconds`` from a
+    common start. The spread shows fairness: a lock that lets one process run alone gives a low
+    percentile over all appends while the others wait for seconds."""
     with closing(_open(kind, path)):
         pass  # create the store or database before the workers race to
     ctx = mp.get_context("spawn")
@@ -199,7 +212,11 @@ def parallel(kind: str, path: str, seconds: float) -> tuple[float, int]:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-    return sum(g[0] for g in got) / max(g[2] for g in got), sum(g[1] for g in got)
+    latencies = sorted(x for g in got for x in g[3])
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1e3 if latencies else 0.0
+    longest = latencies[-1] * 1e3 if latencies else 0.0
+    spread = (min(g[0] for g in got), max(g[0] for g in got))
+    return sum(g[0] for g in got) / max(g[2] for g in got), sum(g[1] for g in got), p99, longest, spread
 
 
 def raw_fsync_ms(folder: str, seconds: float) -> float:

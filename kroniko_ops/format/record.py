@@ -20,6 +20,7 @@ space before the JSON in version 1 and a digit of the commit time in version 2.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import zlib
 from collections.abc import Iterator, Sequence
@@ -85,19 +86,23 @@ def encode(first: int, previous: bytes, items: Sequence[tuple[str, bytes]],
     if not 0 <= time_us <= MAX_TIME_US:
         raise ValueError(f"commit time {time_us} is outside 0..{MAX_TIME_US} microseconds")
     out: list[bytes] = []
+    add = out.append
     sizes: list[int] = []
     chain = previous
     last = len(items) - 1
     stamp = b"%016d" % time_us
+    sha, hexlify, crc = hashlib.sha256, binascii.hexlify, zlib.crc32
     for i, (event_id, body) in enumerate(items):
-        digest = hashes[i] if hashes is not None else hashlib.sha256(body).digest()
-        chain = hashlib.sha256(chain + digest).digest()
+        digest = hashes[i] if hashes is not None else sha(body).digest()
+        chain = sha(chain + digest).digest()
         head = b"%012d %-64s %s %s %c %08d %s " % (
-            first + i, event_id.encode(), digest.hex().encode(), chain.hex().encode(),
-            COMMIT if i == last else MORE, len(body), stamp)
-        rec = b"%s%08x %s\n" % (head, zlib.crc32(head), body)
-        out.append(rec)
-        sizes.append(len(rec))
+            first + i, event_id.encode(), hexlify(digest), hexlify(chain), COMMIT if i == last else MORE,
+            len(body), stamp)
+        add(head)
+        add(b"%08x " % crc(head))
+        add(body)
+        add(b"\n")
+        sizes.append(HEADER + len(body) + 1)
     return b"".join(out), sizes, chain
 
 
@@ -130,6 +135,38 @@ def parse_at(buf: bytes | memoryview, offset: int = 0) -> Record:
         size=end - offset,
         time=int(head[219:235]) if size == HEADER else 0,
     )
+
+
+def walk(buf: bytes, offset: int, position: int) -> tuple[list[tuple[int, int, int]], int, bool]:
+    """The whole records of ``buf`` from ``offset`` on that hold positions ``position + 1``,
+    ``position + 2``... with a valid header checksum, framing only (no hash, no chain, no
+    objects): ``[(start, end, header size)]``, the offset where the walk stopped, and whether
+    it stopped because ``buf`` ends inside a record (read more and walk again from there)."""
+    out: list[tuple[int, int, int]] = []
+    n = len(buf)
+    crc = zlib.crc32
+    while offset < n:
+        if n < offset + HEADER:
+            if n < offset + HEADER_V1 or buf[offset + _V1_MARK] != 32:
+                return out, offset, buf[offset] != 0
+        size = HEADER_V1 if buf[offset + _V1_MARK] == 32 else HEADER
+        cut = _CRC_END_V1 if size == HEADER_V1 else _CRC_END
+        head = buf[offset:offset + size]
+        if head[cut:cut + 8] != b"%08x" % crc(head[:cut]) or head[size - 1] != 32:
+            return out, offset, False
+        try:
+            if int(head[:12]) != position + 1:
+                return out, offset, False
+            end = offset + size + int(head[210:218]) + 1
+        except ValueError:
+            return out, offset, False
+        if end > n:
+            return out, offset, True
+        if buf[end - 1] != 10:
+            return out, offset, False
+        out.append((offset, end, size))
+        offset, position = end, position + 1
+    return out, offset, False
 
 
 def _header_ok(head: bytes) -> bool:

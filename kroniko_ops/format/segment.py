@@ -1,7 +1,14 @@
 """Log segments: ``log/<first>.seg`` holds records ``first..`` and is appended to while it is the
 last one; sealing writes ``log/<first>.idx`` beside it (the offset index and the trailer) and
-makes the segment immutable. This is the only module that reads or writes ``.idx`` bytes and the
-only one that cuts a segment's bytes into records (through :mod:`.record`).
+makes the segment immutable.
+
+A segment is created at its full size with every byte written as zero (preallocated), so that an
+append overwrites space already written; the records end where the zeros begin (a record never
+holds a NUL byte: its header is ASCII and its JSON escapes control characters), never at the
+file's size. Sealing trims the file to its records. The next segment is made ahead of time as
+``log/next.prealloc`` (zeros, fsynced, no first position yet) and takes its name at the roll.
+This is the only module that reads or writes ``.idx`` bytes and the only one that cuts a
+segment's bytes into records (through :mod:`.record`).
 
 ``.idx`` layout (big-endian): ``count + 1`` unsigned 64-bit offsets (where each record starts,
 then the segment's size), then a 118-byte trailer: magic ``KSEAL3`` (6 bytes), first position
@@ -26,11 +33,13 @@ from .. import fileio
 from . import record
 
 SEG_SUFFIX, IDX_SUFFIX = ".seg", ".idx"
+SPARE_NAME = "next.prealloc"  # the preallocated next segment, before a roll gives it its first position
 _NAME_RE = re.compile(r"\A(\d{12})\.(seg|idx)\Z")
 _TRAILER = struct.Struct(">6sQQ32s32s32s")
 TRAILER_SIZE = _TRAILER.size
 _MAGIC = b"KSEAL3"
 READ_CHUNK = 1 << 20
+_ZEROS = bytes(READ_CHUNK)
 
 
 class SegmentError(ValueError):
@@ -179,6 +188,58 @@ def scan(fd: int, start: int, end: int, digest: hashlib._Hash | None = None) -> 
         carry = buf[off:]
         if not chunk and carry:
             raise record.RecordError(f"record at file offset {base + off} is cut short", torn=True)
+
+
+def data_end(fd: int, size: int | None = None, floor: int = 0) -> int:
+    """Where the bytes of a segment file that are not zero end (its records and any torn bytes
+    after them; the zeros of the preallocated tail follow): searched back from ``size`` (the
+    file's size by default) to ``floor``. Reads the zero tail once: for checks, not appends."""
+    end = os.fstat(fd).st_size if size is None else size
+    while end > floor:
+        n = min(READ_CHUNK, end - floor)
+        chunk = os.pread(fd, n, end - n)
+        if len(chunk) != n:
+            end = (end - n) + len(chunk)  # the file shrank under us: look again from its new end
+            continue
+        if chunk != (_ZEROS if n == READ_CHUNK else bytes(n)):  # a memcmp: the zero tail is long
+            return end - n + len(chunk.rstrip(b"\0"))
+        end -= n
+    return floor
+
+
+def first_zero(fd: int, start: int, limit: int) -> int:
+    """The offset of the first NUL byte in ``start..limit`` of ``fd``, or ``limit``: where bytes
+    written in this boot end (a dead writer's leftovers hold no NUL; zeros follow them)."""
+    pos = start
+    while pos < limit:
+        chunk = os.pread(fd, min(READ_CHUNK, limit - pos), pos)
+        if not chunk:
+            return pos
+        i = chunk.find(b"\0")
+        if i >= 0:
+            return pos + i
+        pos += len(chunk)
+    return limit
+
+
+def holds_no_record(path: str) -> bool:
+    """Whether the segment file at ``path`` is empty or starts with a zero byte (created or
+    preallocated, never written to: a record starts with a digit)."""
+    fd = fileio.open_read(path)
+    try:
+        return os.pread(fd, 1, 0) in (b"", b"\0")
+    finally:
+        os.close(fd)
+
+
+def only_zeros(path: str) -> bool:
+    """Whether the file at ``path`` holds nothing but zero bytes (a preallocated segment not yet
+    written to)."""
+    fd = fileio.open_read(path)
+    try:
+        return data_end(fd) == 0
+    finally:
+        os.close(fd)
 
 
 class SealedSegment:

@@ -71,8 +71,8 @@ class OpCounter:
 
 def call_site() -> str:
     """``module.py:line (function)`` of the nearest engine frame that asked for a file operation
-    (skipping ``fileio`` and this harness), e.g. ``store.py:326 (_sync_and_advance)`` for the
-    group-commit fsync of the active segment or ``writer.py:104 (_publish_idx)`` for a seal."""
+    (skipping ``fileio`` and this harness), e.g. ``store.py:430 (fsync_log)`` for the
+    group-commit fsync of the active segment or ``segments.py:125 (publish_idx)`` for a seal."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for frame in reversed(traceback.extract_stack(limit=24)[:-1]):
         name = os.path.basename(frame.filename)

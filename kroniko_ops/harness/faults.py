@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import fileio, layout, store, synced, writer
+from .. import committing, fileio, layout, store, synced, writer
 from ..errors import AppendConditionFailed, DurabilityError, KronikoError, NothingWritten
 from ..model import Event
 from ..store import EventStore
@@ -213,13 +213,14 @@ def _next_append(s: EventStore, op: hist.OpRecord, history: hist.History, must_r
 
 def engine_write_sites() -> set[str]:
     """``file.py:line`` of every ``fileio`` call (and ``syncer`` fsync) the append path can
-    make: all of ``store.py``, ``writer.py`` and ``synced.py`` but the functions of
+    make: all of ``store.py``, ``committing.py``, ``writer.py`` and ``synced.py`` but the functions of
     :data:`OFF_PATH`, and ``layout.set_aside`` with its ``_put_aside`` (cutting a dead writer's tail; the append passes
     it bytes, never files to move, so its rename is not on the path). An index rebuild
     (``rebuild.py``) is not on the append path: only an index describing another history leads
     there."""
     sites: set[str] = set()
-    for module, only in ((store, None), (writer, None), (synced, None), (layout, ("set_aside", "_put_aside"))):
+    for module, only in ((store, None), (committing, None), (writer, None), (synced, None),
+                         (layout, ("set_aside", "_put_aside"))):
         path = module.__file__
         assert path is not None
         name = os.path.basename(path)
@@ -240,7 +241,7 @@ def engine_write_sites() -> set[str]:
 # Functions no append reaches: ``recover``'s re-verification of the log, and rebuilding an
 # offset index that a power cut lost (a process kill cannot lose it: the crash sweep's kills
 # leave the interrupted-seal case instead, which appends do finish).
-OFF_PATH = {("store.py", "recover_log"), ("writer.py", "_restore_lost_seal")}
+OFF_PATH = {("store.py", "recover_log")}
 
 
 def _writes(func: ast.Attribute) -> bool:

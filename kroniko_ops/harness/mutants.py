@@ -218,10 +218,19 @@ def _pack_without_fsync(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _roll_without_folder_fsync(original: Callable[..., None]) -> Callable[..., None]:
-    def create_next(self: Any, first: int) -> None:
-        fd = fileio.open_write(os.path.join(self.layout.log_dir, segfmt.seg_name(first)), os.O_WRONLY | os.O_CREAT)
-        os.close(fd)  # neither the new segment nor log/ is fsynced
+    def create_next(self: Any, first: int, spare: str) -> None:
+        fileio.rename(spare, os.path.join(self.layout.log_dir, segfmt.seg_name(first)))  # log/ is not fsynced
     return create_next
+
+
+def _tail_from_file_size(original: Callable[..., Any]) -> Callable[..., Any]:
+    def quick_tail(self: Any) -> Any:
+        if self.tail is not None and self.fd is not None and self.tail.segment == self.first and not self.rolled():
+            # "The file is as long as when this handle last wrote, so nothing was written since":
+            # true of a growing file, false of a preallocated one, whose size never changes.
+            return self.tail
+        return original(self)
+    return quick_tail
 
 
 # -- the registry -----------------------------------------------------------------------------
@@ -246,13 +255,17 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
     Mutant("no-log-fsync", "an append is acknowledged without the fsync of the log", "append",
            "is missing", NoLogFsyncStore),
     Mutant("synced-before-fsync", "the synced position (what readers see) advances before the fsync "
-           "(EventStore._sync_and_advance)", "append", "shown to a reader",
-           patches=(("kroniko_ops.store:EventStore._sync_and_advance", _advance_first),)),
+           "(Committing._sync_and_advance)", "append", "shown to a reader",
+           patches=(("kroniko_ops.committing:Committing._sync_and_advance", _advance_first),)),
     Mutant("reader-past-synced", "readers read every committed record written, past the synced position "
            "(EventStore._state)", "append", "shown to a reader", ReadsPastSyncedStore),
-    Mutant("roll-no-dir-fsync", "a new segment is created without fsyncing it or log/ (Writer._create_next)",
-           "roll", "does not open|is missing",
-           patches=(("kroniko_ops.writer:Writer._create_next", _roll_without_folder_fsync),)),
+    Mutant("roll-no-dir-fsync", "a preallocated segment takes its name at a roll without fsyncing log/ "
+           "(SegmentFiles.create_next)", "roll", "does not open|is missing",
+           patches=(("kroniko_ops.segments:SegmentFiles.create_next", _roll_without_folder_fsync),)),
+    Mutant("tail-from-file-size", "a writer tells whether others appended from the file's size, not from the "
+           "bytes at its tail (a preallocated segment never grows: it writes over their records) "
+           "(Writer.quick_tail)", "concurrent", "acknowledged .* is|is missing|does not open",
+           patches=(("kroniko_ops.writer:Writer.quick_tail", _tail_from_file_size),)),
     Mutant("retry-ack-unsynced", "an idempotent retry is acknowledged without making the batch it found durable "
            "(EventStore._acknowledge after _check_ids)", "concurrent", "is missing", RetryAckUnsyncedStore),
     Mutant("reject-unsynced", "a condition failure is raised before the conflicting event is durable "

@@ -273,7 +273,8 @@ def _torn_tail(folder: str) -> None:
         path = s.view.active.path if s.view.active is not None else ""
     items = [encode_event(Event("A", {"op": f"ghost-{k}"}, ("cart:1",), id=f"ghost-{k}")) for k in range(2)]
     data, sizes, _chain = recfmt.encode(state.position + 1, state.chain, items)
-    with open(path, "ab") as f:
+    with open(path, "r+b") as f:  # where a writer writes: at the synced end, over the preallocated zeros
+        f.seek(state.end)
         f.write(data[: sizes[0] + sizes[1] // 2])
 
 

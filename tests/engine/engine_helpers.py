@@ -80,9 +80,15 @@ def as_other_boot(path: str, **changes: object) -> SyncedState:
     return state
 
 
+def active_bytes(path: str) -> bytes:
+    """The active segment's bytes up to its preallocated zeros (records, and whatever a dead
+    writer left after them)."""
+    return Path(active_path(path)).read_bytes().rstrip(b"\0")
+
+
 def last_record(path: str) -> record.Record | None:
     """The last whole record of the active segment (None when it is empty)."""
-    data = Path(active_path(path)).read_bytes()
+    data = active_bytes(path)
     last = None
     for rec in record.iter_records(data):
         last = rec
@@ -115,10 +121,12 @@ def hand_records(path: str, events: Sequence[Event], commit: bool = True,
 
 
 def append_raw(path: str, data: bytes) -> None:
-    """Append bytes to the active segment behind the engine's back, in one ``write()``."""
-    fd = os.open(active_path(path), os.O_WRONLY | os.O_APPEND)
+    """Write bytes after the active segment's last ones, over its preallocated zeros, behind the
+    engine's back, in one ``write()`` (where a writer would write its next batch)."""
+    end = len(active_bytes(path))
+    fd = os.open(active_path(path), os.O_WRONLY)
     try:
-        os.write(fd, data)
+        os.pwrite(fd, data, end)
     finally:
         os.close(fd)
 

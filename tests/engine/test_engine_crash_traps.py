@@ -64,7 +64,7 @@ def _power_cut_after_indexing(path: str) -> None:
     but the power cut took it back out of the log. The synced file is of the earlier boot."""
     with EventStore(path) as store:
         store.append([Event("Seed", i, ["cart:1"], None, f"seed-{i}") for i in range(3)])
-        keep = os.path.getsize(os.path.join(path, "log", segment.seg_name(1)))
+        keep = len(Path(path, "log", segment.seg_name(1)).read_bytes().rstrip(b"\0"))
         store.append(Event("Paid", {"amount": 10}, ["order:9"], None, "pay-1"))
         with store.locked():
             store.flush_index()
@@ -168,8 +168,8 @@ def _seal_interrupted(path: str) -> tuple[int, list[Event]]:
     position and every committed event."""
     events: list[Event] = []
     with EventStore(path, segment_bytes=4096) as store:
-        while len(segments(path)) < 3 or os.path.getsize(os.path.join(path, "log", segment.seg_name(
-                segments(path)[-1]))) < 3000:
+        while len(segments(path)) < 3 or len(Path(path, "log", segment.seg_name(
+                segments(path)[-1])).read_bytes().rstrip(b"\0")) < 3000:
             batch = [Event("A", {"n": len(events) + i, "pad": "x" * 300}, [f"n:{len(events) + i}"], None,
                            f"a-{len(events) + i}") for i in range(2)]
             store.append(batch)
@@ -178,7 +178,8 @@ def _seal_interrupted(path: str) -> tuple[int, list[Event]]:
         nxt = store.head() + 1
 
         def crash(op: str, where: str) -> None:
-            if op == "open" and where.endswith(segment.seg_name(nxt)):
+            # The preallocated next segment takes its name last: crash there.
+            if op == "rename" and where.endswith(segment.seg_name(nxt)):
                 raise OSError(errno.EIO, "injected: power cut while sealing", where)
 
         previous = fileio.set_fault_injector(crash)
@@ -457,7 +458,7 @@ def _acknowledged(store_path: str) -> bytes:
     with EventStore(store_path) as store:
         for i in range(5):
             store.append([Event("A", {"i": i, "k": k}, ["t"], None, f"e{i}-{k}") for k in range(2)])
-    return Path(store_path, "log", segment.seg_name(1)).read_bytes()
+    return Path(store_path, "log", segment.seg_name(1)).read_bytes().rstrip(b"\0")
 
 
 @pytest.mark.parametrize("where", ["body", "header"])

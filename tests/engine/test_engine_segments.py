@@ -40,7 +40,7 @@ def _segment_records(path: str) -> dict[int, list[record.Record]]:
     """Every segment's records, parsed from its file."""
     out = {}
     for first in segments(path):
-        data = Path(path, "log", segment.seg_name(first)).read_bytes()
+        data = Path(path, "log", segment.seg_name(first)).read_bytes().rstrip(b"\0")
         out[first] = list(record.iter_records(data))
     return out
 

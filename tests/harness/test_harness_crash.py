@@ -21,7 +21,7 @@ CI_SHAPES = scenarios.default_shapes()
 # Where a kill must land for the sweep to mean anything: the log write, the group-commit fsync,
 # advancing the synced position, sealing (offset index, rename, next segment) and cutting a
 # dead writer's tail.
-MUST_REACH = ("store.py", "(_write)", "(_sync_and_advance)", "synced.py", "(_publish_idx)", "(_create_next)",
+MUST_REACH = ("store.py", "(_write)", "(fsync_log)", "synced.py", "(publish_idx)", "(create_next)",
               "(seal_and_roll)", "(_cut)", "(set_aside)")
 
 

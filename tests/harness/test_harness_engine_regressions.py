@@ -82,7 +82,7 @@ def test_a_failed_roll_leaves_a_handle_that_closes_cleanly(tmp_path) -> None:
     def fail_second_open_of_the_new_segment(op: str, p: str) -> None:
         if op == "open" and p.endswith(new_segment):
             opens.append(p)
-            if len(opens) == 2:  # the first creates it, the second is the writer's descriptor
+            if len(opens) == 1:  # renamed from the preallocated file, then opened by the writer
                 raise OSError(errno.EIO, "injected", p)
 
     s = EventStore(path, durable=False)

@@ -37,7 +37,7 @@ def test_power_loss_catches_the_mutant(sweep_dir: str, name: str) -> None:
     assert res.exit_code == 4, f"{name} went unnoticed:\n{res.output}"
     assert re.search(mutant.caught_as, res.output), res.output
     assert f"mutant {name}" in res.output and f"  {mutant.operation} " in res.output
-    assert EventStore._sync_and_advance.__qualname__ == "EventStore._sync_and_advance"  # patches undone
+    assert EventStore._sync_and_advance.__qualname__ == "Committing._sync_and_advance"  # patches undone
 
 
 def test_the_printed_rebuild_command_replays_the_state_with_the_same_broken_engine(sweep_dir: str) -> None:

@@ -39,7 +39,7 @@ def test_no_acknowledged_or_shown_event_is_lost_in_any_crash_state(sweep_dir: st
 
 
 @pytest.mark.parametrize("name", ["no-log-fsync", "synced-before-fsync", "roll-no-dir-fsync", "compact-no-fsync",
-                                  "index-ahead-unchecked"])
+                                  "index-ahead-unchecked", "tail-from-file-size"])
 def test_a_broken_engine_is_caught_with_the_state_that_shows_it(sweep_dir: str, name: str) -> None:
     """Each state-level finding names the state, and replaying that state alone (with the same
     broken engine) shows the same damage."""

@@ -160,7 +160,8 @@ def _recover_prepare(root: str) -> None:
     data, _sizes, _chain = record.encode(tail.position + 1, tail.chain,
                                          [(f"dead-{i}", b'{"data":null,"id":"x","metadata":null,"tags":[],"type":"D"}')
                                           for i in range(3)])
-    with open(path, "ab") as f:
+    with open(path, "r+b") as f:  # where the next batch goes: over the preallocated zeros
+        f.seek(tail.end)
         f.write(data[: len(data) - 40])
 
 

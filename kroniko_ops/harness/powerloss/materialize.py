@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from ...synced import SyncedFile, decode
+from ...synced import SIZE, SyncedFile, decode
 from .model import CrashState, Model
 
 SNAPSHOT = "snapshot"
@@ -121,12 +121,17 @@ def as_rebooted(store: str) -> None:
         return
     if state is None:
         return
+    with open(path, "rb") as f:
+        logend = decode(f.read()[SIZE:], b"logend")
     sf = SyncedFile(path)
     try:
         from dataclasses import replace
 
         from ... import fileio
 
-        fileio.pwrite_all(sf.fd, replace(state, boot="before-the-power-cut").encode(), 0, path)
+        data = replace(state, boot="before-the-power-cut").encode()
+        if logend is not None:  # the log's end as last written: of the earlier boot too
+            data += replace(logend, boot="before-the-power-cut").encode(b"logend")
+        fileio.pwrite_all(sf.fd, data, 0, path)
     finally:
         sf.close()

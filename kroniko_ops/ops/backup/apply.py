@@ -179,7 +179,7 @@ def _records(chain: Chain, part: Part, upto: int) -> Iterator[tuple[recfmt.Recor
             return
         fd = fileio.open_read(path)
         try:
-            for rec in segfmt.scan(fd, 0, os.fstat(fd).st_size):
+            for rec in segfmt.scan(fd, 0, segfmt.data_end(fd)):
                 if rec.position > upto:
                     break
                 yield rec, b""

@@ -183,7 +183,7 @@ def _open_sealed(ctx: Context, pool: Pool, first: int, last_sealed: bool) -> Par
     path = os.path.join(log_dir, segfmt.seg_name(first))
     fd = fileio.open_read(path)  # FileNotFoundError: removed meanwhile (compaction): list again
     try:
-        size = os.fstat(fd).st_size
+        size = segfmt.data_end(fd)  # a seal a power cut interrupted may not have trimmed the zeros yet
         seal = segfmt.decode_idx(segfmt.build_seal(fd, first, size), first)
         head = _head(lambda: next(segfmt.scan(fd, 0, size)))
     except (segfmt.SegmentError, recfmt.RecordError) as exc:

@@ -141,7 +141,7 @@ def _reseal(root: str, first: int, syncer: fileio.Syncer) -> None:
     idx = os.path.join(log_dir, segfmt.idx_name(first))
     fd = fileio.open_read(os.path.join(log_dir, segfmt.seg_name(first)))
     try:
-        data = segfmt.build_seal(fd, first, os.fstat(fd).st_size)
+        data = segfmt.build_seal(fd, first, segfmt.data_end(fd))
     finally:
         os.close(fd)
     if os.path.lexists(idx):

@@ -3,9 +3,10 @@ the log (``synced-ahead``: the synced position names records the log no longer h
 damaged record under it) is stuck: recovery never cuts acknowledged records, so ``--repair``,
 ``recover`` and every append refuse it. Salvage, only when the operator accepts the loss (like
 ``e2fsck -y`` or ``borg check --repair``): keep the longest prefix of the log that verifies,
-copy the bytes after it into ``lost-found/``, cut the active segment there, reset the synced
-position to the kept head; the caller then runs recovery and rebuilds the index, and reports
-each lost position. Damage anywhere but the end of the log is never salvaged: it needs a backup.
+copy the bytes after it into ``lost-found/``, zero them in the active segment (preallocated, it
+keeps its size), reset the synced position to the kept head; the caller then runs recovery and
+rebuilds the index, and reports each lost position. Damage anywhere but the end of the log is
+never salvaged: it needs a backup.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ... import fileio, layout
 from ...errors import StoreCorrupted
 from ...format import segment as segfmt
 from ...report import Report
+from ...segments import take_back
 from ...store import EventStore
 from ...synced import SyncedState
 from .context import MAX_FINDINGS_PER_CODE, Context
@@ -77,7 +79,10 @@ def salvage(store: EventStore, loss: Loss, report: Report) -> str:
     fd = fileio.open_write(path, os.O_RDWR | os.O_NOFOLLOW)
     folder = ""
     try:
-        size = os.fstat(fd).st_size
+        # The segment is preallocated: what follows its records is zeros up to its size, so only
+        # the bytes up to the last one that is not zero are copied, then zeroed (the file keeps
+        # its size, and appends go on overwriting written space).
+        size = segfmt.data_end(fd, None, tail.end)
         if size > tail.end:
             folder = layout.set_aside(
                 root, "accepted-loss",
@@ -85,7 +90,7 @@ def salvage(store: EventStore, loss: Loss, report: Report) -> str:
                 f"positions {loss.positions()}, which had been acknowledged to writers (the synced position said so) "
                 f"but no longer verify. The store keeps positions 1..{tail.head}.",
                 copies={f"{name}.tail": (fd, tail.end, size)}, durable=store.durable)
-            fileio.truncate(fd, tail.end, name)
+            take_back(fd, tail.end, size, store.segment_bytes, name)
         store.syncer.file(fd, name)
     finally:
         os.close(fd)

@@ -21,7 +21,7 @@ from ...errors import StoreCorrupted
 from ...format import record as recfmt
 from ...format import segment as segfmt
 from ...logview import ActiveSegment
-from ...synced import SIZE as SYNCED_BYTES
+from ...synced import FILE_BYTES as SYNCED_BYTES
 from ...synced import SyncedState, decode
 from ...writer import MAX_TAIL_SLACK
 from .context import RECOVER, Context
@@ -87,7 +87,7 @@ def read_synced(ctx: Context) -> SyncedState | None:
         ctx.add("synced-damaged", "warning", "locks/synced", "the synced position does not parse (fails its "
                 "CRC); the next writer re-verifies the unsynced part of the log and rewrites it", action=RECOVER)
     if state is not None and len(raw) > SYNCED_BYTES:
-        ctx.add("synced-damaged", "warning", "locks/synced", f"{len(raw) - SYNCED_BYTES} bytes after its one line "
+        ctx.add("synced-damaged", "warning", "locks/synced", f"{len(raw) - SYNCED_BYTES} bytes after its two lines "
                 "(written in place, it never grows): remove locks/synced by hand; the next writer re-verifies the "
                 "log's unsynced part and writes it again")
     if state is not None and state.poisoned:
@@ -96,10 +96,24 @@ def read_synced(ctx: Context) -> SyncedState | None:
     return state
 
 
+def check_spare(ctx: Context) -> None:
+    """``log/next.prealloc``, the next segment made ahead of time, must hold only zeros."""
+    path = os.path.join(ctx.layout.log_dir, segfmt.SPARE_NAME)
+    try:
+        if os.path.islink(path) or not os.path.isfile(path) or segfmt.only_zeros(path):
+            return
+    except OSError:
+        return  # gone meanwhile (a roll renamed it), or reported by the layout walk
+    ctx.add("segment-spare-dirty", "warning", f"log/{segfmt.SPARE_NAME}", "the preallocated next segment holds "
+            "bytes that are not zero (it never held a record); recover removes it and the next roll makes a new one",
+            action=RECOVER)
+
+
 def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailState:
     """Check the synced position (read with :func:`read_synced` before the log's files were
     listed, so that it names no file the listing missed) against the log and classify the active
     segment's tail; add the active segment (up to its committed end) to ``plan.parts``."""
+    check_spare(ctx)
     if plan.active_path is None:
         state = TailState(synced, plan.sealed_head, plan.sealed_chain)
         if synced is not None and synced.position > plan.sealed_head:
@@ -117,13 +131,13 @@ def check_tail(ctx: Context, plan: Plan, synced: SyncedState | None) -> TailStat
             ahead = True
     fd = fileio.open_read(plan.active_path)
     try:
-        size = os.fstat(fd).st_size
+        size = _extent(fd, start[0])
         end, pos, chain, stop = _scan(fd, start, size)
         for _ in range(SETTLE_CHECKS if end < size else 0):
             time.sleep(SETTLE_SECONDS)
-            if os.fstat(fd).st_size != size:
+            if _extent(fd, start[0]) != size:
                 break
-        now = os.fstat(fd).st_size
+        now = _extent(fd, start[0])
         acked = synced.position if synced is not None else 0
         if ahead or acked > pos:
             # Reported with the log's real end, once the scan has found it.
@@ -162,6 +176,14 @@ def _synced_past(ctx: Context, before: SyncedState | None, pos: int) -> bool:
     except OSError:
         return False
     return state is not None and state != before and state.position > pos
+
+
+def _extent(fd: int, start: int) -> int:
+    """Where the active segment's bytes end: it is preallocated, so where its zeros begin, not at
+    its size; a file grown past any tail a writer leaves is taken whole (reported as oversized,
+    never read through)."""
+    size = os.fstat(fd).st_size
+    return size if size - start > MAX_TAIL_SLACK else segfmt.data_end(fd, size, start)
 
 
 def _ahead(ctx: Context, synced: SyncedState, head: int) -> None:

@@ -65,7 +65,7 @@ def check_format(ctx: Context) -> str:
 def _known(folder: str, name: str) -> bool:
     """Whether ``name`` belongs in the store folder ``folder`` (temp names aside)."""
     if folder == "log":
-        return segfmt.parse_name(name) is not None
+        return segfmt.parse_name(name) is not None or name == segfmt.SPARE_NAME
     if folder == "packs":
         return packfmt.parse_name(name) is not None
     if folder == "index":

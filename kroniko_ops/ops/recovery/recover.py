@@ -24,7 +24,7 @@ from ..fsck.tail import plan_and_tail
 from .common import index_write_failed, open_store, require_store, set_aside_temps
 
 RECOVERED = {"log-torn-tail", "log-uncommitted-tail", "store-poisoned", "synced-damaged",
-             "segment-seal-unfinished"}
+             "segment-seal-unfinished", "segment-spare-dirty"}
 
 
 def recover(path: str | os.PathLike[str], *, lock_timeout: float = 30.0, progress: bool = False) -> Report:
@@ -84,6 +84,7 @@ def recover_locked(store: EventStore, report: Report, progress: bool = False) ->
     if behind > 0:
         report.add("index-behind", "info", "index", f"the index was {behind} position(s) behind the log; caught up")
     set_aside_temps(root, report, store.durable)
+    store.drop_dirty_spare()
     after, head = tail_findings(root)
     still = {(f.code, f.path) for f in after}
     for f in before:

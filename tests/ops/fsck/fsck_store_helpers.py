@@ -75,3 +75,27 @@ def dead_pid() -> int:
 def lost_found(path: str) -> list[str]:
     """The folders of ``lost-found/``."""
     return sorted(os.listdir(Path(path, "lost-found")))
+
+
+def write_after_records(segment: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` where the segment's next batch would go: right after its last non-zero byte,
+    over the preallocated zeros (what a writer killed mid-write leaves)."""
+    end = len(Path(segment).read_bytes().rstrip(b"\0"))
+    fd = os.open(segment, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, end)
+    finally:
+        os.close(fd)
+
+
+def lose_last_bytes(segment: str | os.PathLike[str], n: int) -> bytes:
+    """What a disk that ignored fsync does to the last ``n`` bytes of a preallocated segment's
+    records: the write never reached it, so they read as the zeros that were there before.
+    Returns the records as they were."""
+    records = Path(segment).read_bytes().rstrip(b"\0")
+    fd = os.open(segment, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(n), len(records) - n)
+    finally:
+        os.close(fd)
+    return records

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fsck_store_helpers import build, flip, seg_path, segments
+from fsck_store_helpers import build, flip, lose_last_bytes, seg_path, segments
 
 from kroniko_ops import Event, EventStore, InvalidArgument, fsck
 
@@ -32,17 +32,21 @@ def _tree(root: str) -> dict[str, bytes]:
     return out
 
 
-def _store_with_a_cut_tail(path: str, cut: int = 7) -> tuple[int, bytes]:
-    """A durable store of 5 batches of 2 events in one segment whose last ``cut`` bytes the disk
-    lost (the synced position still names position 10); returns the head and the bytes lost."""
+def _store_with_a_cut_tail(path: str, cut: int = 7, truncate: bool = False) -> tuple[int, bytes]:
+    """A durable store of 5 batches of 2 events in one segment whose records' last ``cut`` bytes
+    the disk lost (zeros again in the preallocated segment, or a file cut short with
+    ``truncate``); the synced position still names position 10. Returns the head and the
+    records as they were."""
     with EventStore(path) as store:
         for b in range(5):
             store.append([Event("T", {"b": b, "k": k}, ["t"]) for k in range(2)])
         assert store.head() == 10
     seg = seg_path(path, segments(path)[-1])
-    data = seg.read_bytes()
-    os.truncate(seg, len(data) - cut)
-    return 10, data
+    if truncate:
+        data = seg.read_bytes().rstrip(b"\0")
+        os.truncate(seg, len(data) - cut)
+        return 10, data
+    return 10, lose_last_bytes(seg, cut)
 
 
 def _codes(report) -> set[str]:  # type: ignore[no-untyped-def]
@@ -64,16 +68,21 @@ def test_repair_alone_refuses_and_names_the_flag_and_the_positions(tmp_path: Pat
     assert _tree(path) == before, "a refused repair changed the store"
 
 
-def test_accept_loss_keeps_what_verifies_and_unsticks_the_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("truncate", [False, True], ids=["zeroed", "file-cut-short"])
+def test_accept_loss_keeps_what_verifies_and_unsticks_the_store(tmp_path: Path, truncate: bool) -> None:
     path = str(tmp_path / "s")
-    _, original = _store_with_a_cut_tail(path)
+    _, original = _store_with_a_cut_tail(path, truncate=truncate)
+    size = seg_path(path, segments(path)[-1]).stat().st_size
     report = fsck(path, repair=True, accept_loss=True)
     assert report.exit_code == 1, report.findings
     lost = sorted(f.position for f in report.findings if f.code == "acknowledged-lost")
     assert lost == [9, 10] and all(f.repaired for f in report.findings if f.severity != "info")
     assert fsck(path).exit_code == 0
-    # Nothing deleted: the bytes after position 8 are in lost-found/, as they were on disk.
-    kept = seg_path(path, segments(path)[-1]).read_bytes()
+    # Nothing deleted: the bytes after position 8 are in lost-found/, as they were on disk; the
+    # segment keeps its size (the preallocated zeros), zeros where the cut bytes were.
+    seg = seg_path(path, segments(path)[-1]).read_bytes()
+    kept = seg.rstrip(b"\0")
+    assert len(seg) == size and not any(seg[len(kept):])
     [folder] = [d for d in os.listdir(Path(path, "lost-found")) if d.endswith("accepted-loss")]
     tail = next(Path(path, "lost-found", folder).glob("*.tail")).read_bytes()
     assert kept + tail == original[:len(original) - 7]
@@ -113,10 +122,24 @@ def test_damage_elsewhere_is_never_salvaged(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
     build(path, batches=12, durable=True)
     flip(seg_path(path, segments(path)[0]), 300)
-    seg = seg_path(path, segments(path)[-1])
-    os.truncate(seg, os.path.getsize(seg) - 7)
+    lose_last_bytes(seg_path(path, segments(path)[-1]), 7)
     before = _tree(path)
     report = fsck(path, repair=True, accept_loss=True)
     assert report.exit_code == 4
     assert "accept-loss-refused" in _codes(report) and "acknowledged-lost" not in _codes(report)
     assert _tree(path) == before
+
+
+@pytest.mark.parametrize("truncate", [False, True], ids=["zeroed", "file-cut-short"])
+def test_head_never_names_a_position_the_log_lost(tmp_path: Path, truncate: bool) -> None:
+    # The synced position says 10, the log holds 8: `head` refuses (exit 4, naming the way out)
+    # rather than print a position no read returns; once the loss is accepted it prints 8.
+    path = str(tmp_path / "s")
+    _store_with_a_cut_tail(path, truncate=truncate)
+    done = subprocess.run([*CLI, "head", path], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4 and done.stdout == ""
+    assert "fsck" in done.stderr and "--accept-loss" in done.stderr
+    assert subprocess.run([*CLI, "fsck", path, "--repair", "--accept-loss"], capture_output=True,
+                          timeout=120).returncode == 1
+    done = subprocess.run([*CLI, "head", path], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "8"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
-from fsck_store_helpers import build, dead_pid, flip, seg_path, segments
+from fsck_store_helpers import build, dead_pid, flip, seg_path, segments, write_after_records
 
 from kroniko_ops.cli import cli
 from kroniko_ops.format import record as recfmt
@@ -121,8 +121,7 @@ def test_refs_options(tmp_path: Path) -> None:
 def test_recover_and_reindex_commands(tmp_path: Path) -> None:
     store = str(tmp_path / "s")
     build(store)
-    with open(seg_path(store, segments(store)[-1]), "ab") as f:
-        f.write(b"half a record")
+    write_after_records(seg_path(store, segments(store)[-1]), b"half a record")
     code, out = run("recover", store)
     assert code == 1 and "log-torn-tail" in out
     assert run("recover", store)[0] == 0

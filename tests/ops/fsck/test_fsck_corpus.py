@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from fsck_store_helpers import build, dead_pid, flip, lost_found, pack_first_segment, problems, seg_path, segments
+from fsck_store_helpers import (
+    build,
+    dead_pid,
+    flip,
+    lost_found,
+    pack_first_segment,
+    problems,
+    seg_path,
+    segments,
+    write_after_records,
+)
 
 from kroniko_ops import Event, EventStore, InvalidArgument, fsck
 from kroniko_ops.format import record as recfmt
@@ -84,9 +94,7 @@ def test_flipped_header_byte_is_a_bad_line(store: str) -> None:
 
 def test_torn_active_tail_is_cut_into_lost_found_by_repair(store: str) -> None:
     active = seg_path(store, segments(store)[-1])
-    fd = os.open(active, os.O_WRONLY | os.O_APPEND)
-    os.write(fd, b"000000000037 half a record")  # a writer killed mid-write
-    os.close(fd)
+    write_after_records(active, b"000000000037 half a record")  # a writer killed mid-write
     for quick in (True, False):
         report = fsck(store, quick=quick)
         assert problems(report) == {"log-torn-tail"}
@@ -105,9 +113,8 @@ def test_uncommitted_records_are_an_uncommitted_tail(store: str) -> None:
     items = [(eid, b'{"data":1,"id":"%s","metadata":null,"tags":[],"type":"T"}' % eid.encode())
              for eid in ("late-1", "late-2")]
     data, sizes, _ = recfmt.encode(37, chain, items)
-    fd = os.open(seg_path(store, segments(store)[-1]), os.O_WRONLY | os.O_APPEND)
-    os.write(fd, data[:sizes[0]])  # the first record of a batch of two: no commit mark yet
-    os.close(fd)
+    # The first record of a batch of two: no commit mark yet.
+    write_after_records(seg_path(store, segments(store)[-1]), data[:sizes[0]])
     assert problems(fsck(store)) == {"log-uncommitted-tail"}
     assert fsck(store, repair=True).exit_code == 1
     assert fsck(store).exit_code == 0

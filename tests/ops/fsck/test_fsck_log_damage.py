@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fsck_store_helpers import build, pack_first_segment, problems, seg_path, segments
+from fsck_store_helpers import build, pack_first_segment, problems, seg_path, segments, write_after_records
 
 from kroniko_ops import EventStore, fsck, reindex
 from kroniko_ops.format import pack as packfmt
@@ -28,9 +28,7 @@ def _append_raw(path: str, items: list[tuple[str, bytes]]) -> None:
     with EventStore(path) as s:
         state = s.synced_state()
     data, _sizes, chain = recfmt.encode(state.position + 1, state.chain, items)
-    fd = os.open(seg_path(path, segments(path)[-1]), os.O_WRONLY | os.O_APPEND)
-    os.write(fd, data)
-    os.close(fd)
+    write_after_records(seg_path(path, segments(path)[-1]), data)
     synced = SyncedFile(os.path.join(path, "locks", "synced"))
     synced.advance(state.position + len(items), state.segment, state.end + len(data), chain)
     synced.close()
@@ -80,9 +78,7 @@ def test_a_record_of_another_chain_is_a_chain_mismatch(store: str) -> None:
     with EventStore(store) as s:
         state = s.synced_state()
     data, _sizes, chain = recfmt.encode(state.position + 1, b"\x01" * 32, [("stranger", _body("stranger"))])
-    fd = os.open(seg_path(store, segments(store)[-1]), os.O_WRONLY | os.O_APPEND)
-    os.write(fd, data)
-    os.close(fd)
+    write_after_records(seg_path(store, segments(store)[-1]), data)
     synced = SyncedFile(os.path.join(store, "locks", "synced"))
     synced.advance(state.position + 1, state.segment, state.end + len(data), chain)
     synced.close()

@@ -43,8 +43,9 @@ def test_interrupted_seal_is_finished_by_repair(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
     head = build(path)
     active = segments(path)[-1]
-    fd = os.open(seg_path(path, active), os.O_RDONLY)
+    fd = os.open(seg_path(path, active), os.O_RDWR)
     try:
+        os.ftruncate(fd, segfmt.data_end(fd))  # sealing trims the preallocated zeros first
         data = segfmt.build_seal(fd, active, os.fstat(fd).st_size)
     finally:
         os.close(fd)

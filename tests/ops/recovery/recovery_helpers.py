@@ -28,3 +28,14 @@ def append_batches(path: str, batches: int) -> None:
     with EventStore(path, durable=False, segment_bytes=4096) as store:
         for b in range(batches):
             store.append([Event("Online", {"b": b, "k": k}, [f"online:{b % 5}"]) for k in range(3)])
+
+
+def write_after_records(segment: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` where the segment's next batch would go: right after its last non-zero byte,
+    over the preallocated zeros (what a writer killed mid-write leaves)."""
+    end = len(Path(segment).read_bytes().rstrip(b"\0"))
+    fd = os.open(segment, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, end)
+    finally:
+        os.close(fd)

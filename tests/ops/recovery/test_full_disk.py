@@ -54,7 +54,8 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_full_disk_exits_8_with_a_message(small_disk: Path) -> None:
     store = str(small_disk / "store")
-    with EventStore(store, durable=False) as s:
+    # Segments small enough that the preallocated ones (each written at its full size) fit the disk.
+    with EventStore(store, durable=False, segment_bytes=256 * 1024) as s:
         for b in range(40):
             s.append([Event("T", {"b": b, "pad": "x" * 200}, [f"t:{b}-{k}", f"u:{k % 7}"]) for k in range(50)])
     filler = _fill(small_disk)

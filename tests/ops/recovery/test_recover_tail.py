@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from recovery_helpers import active_segment, build
+from recovery_helpers import active_segment, build, write_after_records
 
 from kroniko_ops import DurabilityError, Event, EventStore, InvalidArgument, fsck, recover
 from kroniko_ops.synced import SyncedFile
@@ -25,16 +25,14 @@ def test_recover_cuts_a_dead_writers_half_record(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
     head = build(path)
     seg = active_segment(path)
-    before = seg.read_bytes()
-    fd = os.open(seg, os.O_WRONLY | os.O_APPEND)
-    os.write(fd, before[: len(before) // 3 or 100])  # a crash in the middle of a write()
-    os.close(fd)
+    before = seg.read_bytes().rstrip(b"\0")
+    write_after_records(seg, before[: len(before) // 3 or 100])  # a crash in the middle of a write()
     report = recover(path)
     assert report.exit_code == 1, report.findings
     assert [(f.code, f.repaired) for f in report.problems + [f for f in report.findings if f.repaired]] == [
         ("log-torn-tail", True)]
     assert report.head == head
-    assert seg.read_bytes() == before
+    assert seg.read_bytes().rstrip(b"\0") == before
     tails = list(Path(path, "lost-found").glob("*-log-tail/*.tail"))
     assert len(tails) == 1
     assert recover(path).exit_code == 0  # idempotent

@@ -1,0 +1,199 @@
+"""The committed records past the index checkpoint, which every append's condition and idempotency
+checks must still see: kept in memory by the writer, with what a condition needs of each record
+(position, id, type and tags) and nothing more."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+
+import orjson
+
+from .format import record as recfmt
+from .index import Entry
+from .model import Query
+
+_TAGS = b',"tags":'  # canonical JSON sorts its keys: "tags" and "type" close every event
+
+
+def entry_of(rec: recfmt.Record) -> Entry:
+    """``(position, id, type, tags)`` of a record, for the index and condition checks."""
+    return entries_of([rec])[0]
+
+
+def entries_of(records: Sequence[recfmt.Record]) -> list[Entry]:
+    """The entries of ``records`` with one JSON parse for all of them, of each body's last two
+    keys only (``tags`` and ``type``; the id is in the header): a condition needs nothing else,
+    and the data may be large. Within a JSON string a quote is escaped, so the last ``,"tags":``
+    of a body is its key. A body that does not end so is parsed whole."""
+    tails = []
+    for rec in records:
+        body = rec.body
+        i = body.rfind(_TAGS)
+        tails.append(b"{" + body[i + 1:] if i > 0 else body)
+    try:
+        docs = orjson.loads(b"[" + b",".join(tails) + b"]")
+        return [(rec.position, rec.event_id, doc["type"], tuple(doc.get("tags") or ()))
+                for rec, doc in zip(records, docs, strict=True)]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        out = []
+        for rec in records:
+            doc = orjson.loads(rec.body)
+            out.append((rec.position, rec.event_id, doc["type"], tuple(doc.get("tags") or ())))
+        return out
+
+
+def entries_from(buf: bytes, spans: Sequence[tuple[int, int, int]], first: int) -> list[Entry]:
+    """The entries of whole records at ``spans`` (start, end, header size) of ``buf``, holding
+    positions ``first, first + 1...``: ids from the headers, type and tags from each body's last
+    two keys, parsed together."""
+    tails = []
+    ids = []
+    for start, end, size in spans:
+        body = buf[start + size:end - 1]
+        i = body.rfind(_TAGS)
+        tails.append(b"{" + body[i + 1:] if i > 0 else body)
+        ids.append(buf[start + 13:start + 77].rstrip().decode("ascii"))
+    docs = orjson.loads(b"[" + b",".join(tails) + b"]")
+    if len(docs) != len(spans):
+        raise ValueError("a record's event is not one JSON object")
+    return [(first + k, ids[k], doc["type"], tuple(doc.get("tags") or ())) for k, doc in enumerate(docs)]
+
+
+class Pending:
+    """The committed records past the index checkpoint, in position order: every append's
+    condition and idempotency checks look at them. Parsed entries (ids and terms looked up in
+    O(1)), followed by records kept as their raw bytes (other writers' batches, this handle's
+    single events) that are parsed only when a check could match them: a condition on a tag
+    that none of their bytes spell, as JSON, is answered by a substring search."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries) + len(self._spans)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries) or bool(self._spans)
+
+    @property
+    def first(self) -> int:
+        """The first pending position (only when not empty)."""
+        return self._entries[0][0] if self._entries else self._raw_first
+
+    @property
+    def last(self) -> int:
+        """The last pending position (only when not empty)."""
+        return self._raw_first + len(self._spans) - 1 if self._spans else self._entries[-1][0]
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every pending entry, parsed (for the index)."""
+        self._absorb()
+        return self._entries
+
+    @property
+    def ids(self) -> dict[str, int]:
+        """Event id -> position of every pending record."""
+        self._absorb()
+        return self._ids
+
+    def clear(self) -> None:
+        """Forget everything (indexed, or to be re-read from the log)."""
+        self._entries: list[Entry] = []
+        self._ids: dict[str, int] = {}
+        self._terms: dict[tuple[int, str], list[int]] = {}
+        self._raw = bytearray()
+        self._spans: list[tuple[int, int, int]] = []
+        self._raw_first = 0
+
+    def add_raw(self, first: int, buf: bytes, spans: Sequence[tuple[int, int, int]]) -> None:
+        """Add whole records (``spans`` of ``buf``: start, end, header size) holding positions
+        ``first, first + 1...``, right after the last one; parsed when needed."""
+        if not spans:
+            return
+        if not self._spans:
+            self._raw_first = first
+        base = len(self._raw) - spans[0][0]
+        self._raw += buf[spans[0][0]:spans[-1][1]]
+        self._spans += [(a + base, b + base, h) for a, b, h in spans]
+
+    def _absorb(self) -> None:
+        """Parse the raw records into entries."""
+        if self._spans:
+            raw, spans, first = bytes(self._raw), self._spans, self._raw_first
+            self._raw, self._spans = bytearray(), []
+            self._add(entries_from(raw, spans, first))
+
+    def extend(self, entries: Iterable[Entry]) -> None:
+        """Add parsed entries that follow the last one."""
+        self._absorb()
+        self._add(entries)
+
+    def _add(self, entries: Iterable[Entry]) -> None:
+        terms = self._terms
+        add = self._entries.append
+        ids = self._ids
+        for e in entries:
+            add(e)
+            pos = e[0]
+            ids[e[1]] = pos
+            key = (0, e[2])
+            got = terms.get(key)
+            if got is None:
+                terms[key] = [pos]
+            else:
+                got.append(pos)
+            for t in e[3]:
+                key = (1, t)
+                got = terms.get(key)
+                if got is None:
+                    terms[key] = [pos]
+                else:
+                    got.append(pos)
+
+    def drop_through(self, position: int) -> None:
+        """Forget the entries up to ``position`` (another writer indexed them)."""
+        keep = [e for e in self.entries if e[0] > position]
+        self.clear()
+        self._add(keep)
+
+    def _raw_may_match(self, query: Query, after: int) -> bool:
+        """False only when no raw record after ``after`` can match ``query``: for some item,
+        every tag and one of the types appear in their bytes as JSON strings (canonical JSON
+        writes a tag and a type exactly as ``orjson.dumps`` does)."""
+        if not self._spans or after >= self.last:
+            return False
+        raw = self._raw
+        start = self._spans[max(0, after + 1 - self._raw_first)][0]
+        for item in query.items:
+            if all(raw.find(orjson.dumps(t), start) >= 0 for t in item.tags) and (
+                    not item.types or any(raw.find(b'"type":' + orjson.dumps(t), start) >= 0 for t in item.types)):
+                return True
+        return False
+
+    def first_match(self, query: Query, after: int) -> int | None:
+        """The first pending position after ``after`` matching ``query``."""
+        if not self or after >= self.last:
+            return None
+        if query.is_all:
+            return max(after + 1, self.first)
+        if self._raw_may_match(query, after):
+            self._absorb()
+        if not self._entries or after >= self._entries[-1][0]:
+            return None
+        first = self._entries[0][0]
+        best: int | None = None
+        for item in query.items:
+            if item.tags:
+                candidates = self._terms.get((1, item.tags[0]), ())
+            else:
+                candidates = sorted(p for t in item.types for p in self._terms.get((0, t), ()))
+            for pos in candidates[bisect.bisect_right(candidates, after):]:
+                if best is not None and pos >= best:
+                    break
+                e = self._entries[pos - first]
+                if item.matches(e[2], e[3]):
+                    best = pos
+                    break
+        return best
