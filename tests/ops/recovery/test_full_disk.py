@@ -23,12 +23,12 @@ CLI = [sys.executable, "-c", "from kroniko_ops.cli import main; main()"]
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs, unmounted afterwards."""
+    """A 4 MiB tmpfs, unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
         pytest.skip("this machine does not let the tests mount a tmpfs")
     try:
         yield mnt
@@ -54,9 +54,10 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_full_disk_exits_8_with_a_message(small_disk: Path) -> None:
     store = str(small_disk / "store")
-    # Segments small enough that the preallocated ones (each written at its full size) fit the disk.
+    # Segments small enough that the preallocated ones (each written at its full size) fit the disk,
+    # with room to spare: a store that itself fills the disk leaves no room for the filler file.
     with EventStore(store, durable=False, segment_bytes=256 * 1024) as s:
-        for b in range(40):
+        for b in range(20):
             s.append([Event("T", {"b": b, "pad": "x" * 200}, [f"t:{b}-{k}", f"u:{k % 7}"]) for k in range(50)])
     filler = _fill(small_disk)
     for args in (["reindex", store], ["recover", store], ["backup", store, str(small_disk / "b.tar"), "--archive"]):
