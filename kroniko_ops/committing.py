@@ -122,6 +122,14 @@ class Committing:
             return fn()
         except OSError as exc:
             self._broken = exc
+            state = None
+            try:
+                state = self.synced.read()
+            except OSError:
+                pass
+            if state is not None and state.poisoned:  # an fsync failed: only recover may go on
+                then = f"the store refuses appends until you run: kroniko-ops recover {self.path}"
+            else:
+                then = "this handle is closed for writing: open a new EventStore and retry"
             raise DurabilityError(
-                f"{doing} in {self.path} failed: {exc}. Nothing new was committed by this append; this handle "
-                "is closed for writing: open a new EventStore and retry") from exc
+                f"{doing} in {self.path} failed: {exc}. Nothing new was committed by this append; {then}") from exc

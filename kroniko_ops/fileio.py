@@ -316,33 +316,52 @@ class Syncer:
     no-op (tests and bulk loads); macOS gets ``F_FULLFSYNC``, whose plain fsync leaves data in
     the disk's cache."""
 
-    def __init__(self, durable: bool) -> None:
+    def __init__(self, durable: bool, on_failure: Callable[[OSError], None] | None = None) -> None:
         self.durable = durable
+        self.on_failure = on_failure
+
+    def _failed(self, exc: OSError) -> None:
+        # Linux may mark the pages clean after a failed fsync: a later fsync, here or in another
+        # process, would then succeed without the data. The store's hook poisons it for all.
+        if self.on_failure is not None:
+            self.on_failure(exc)
 
     def file(self, fd: int, path: str = "") -> None:
         """Make a file's written bytes (and its size) durable."""
         if not self.durable:
             return
-        _hook("fsync", path)
-        t0 = _t0()
-        if _FULLFSYNC is not None:
-            fcntl.fcntl(fd, _FULLFSYNC)
-        elif hasattr(os, "fdatasync"):
-            os.fdatasync(fd)  # flushes the data and the size, skips the timestamps: all a reader needs
-        else:
-            os.fsync(fd)
+        try:
+            _hook("fsync", path)
+            t0 = _t0()
+            if _FULLFSYNC is not None:
+                fcntl.fcntl(fd, _FULLFSYNC)
+            elif hasattr(os, "fdatasync"):
+                os.fdatasync(fd)  # flushes the data and the size, skips the timestamps: all a reader needs
+            else:
+                os.fsync(fd)
+        except OSError as exc:
+            self._failed(exc)
+            raise
         if _recorder is not None:
             _record("fdatasync", t0, fd=fd)
 
     def dir(self, path: str) -> None:
         """Make the names created, renamed or removed in a folder durable."""
         if self.durable:
-            fsync_dir(path)
+            try:
+                fsync_dir(path)
+            except OSError as exc:
+                self._failed(exc)
+                raise
 
     def fs(self, path: str) -> None:
         """Flush the whole file system holding ``path`` (after writing many files at once)."""
         if self.durable:
-            syncfs(path)
+            try:
+                syncfs(path)
+            except OSError as exc:
+                self._failed(exc)
+                raise
 
 
 def make_durable(root: str) -> None:

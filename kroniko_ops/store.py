@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from . import fileio, layout
 from .codec import encode_batch, encode_event
 from .committing import INDEX_EVERY, Committing
-from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent, NothingWritten
+from .errors import AppendConditionFailed, DurabilityError, InvalidArgument, InvalidEvent
 from .format import record as recfmt
 from .handle import Handle, nothing_written
 from .index import Index
@@ -59,6 +59,7 @@ class EventStore(Committing, Handle):
         except OSError as exc:
             self.view.close()
             raise nothing_written(f"opening {self.layout.synced_file}", exc) from exc
+        self.syncer.on_failure = self._fsync_failed
         self.index = Index(self.layout.index)
         self._writer = Writer(self.layout, self.view, self.syncer, self.segment_bytes)
         self._lock: AppendLock | None = None
@@ -71,6 +72,15 @@ class EventStore(Committing, Handle):
         self._track()
 
     # -- life cycle ------------------------------------------------------------------------
+
+    def _fsync_failed(self, exc: OSError) -> None:
+        """Any fsync of this handle failed (the log's, a folder's, a seal's): this handle is done
+        for writing, and the store is poisoned for every process until ``recover``."""
+        self._broken = exc
+        try:
+            self.synced.poison()
+        except OSError:
+            pass  # the flag could not be set: this handle still refuses, recover still checks
 
     def close(self) -> None:
         """Index what this handle left unindexed if the lock is free, then release every file.
@@ -253,7 +263,7 @@ class EventStore(Committing, Handle):
                 if condition is not None:
                     self._check_condition(condition, tail)
                 stamp = writer.commit_time(tail, self._stamp)
-                data, _sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes, stamp)
+                data, sizes, chain = recfmt.encode(tail.position + 1, tail.chain, encoded, hashes, stamp)
                 if len(data) > MAX_BATCH_BYTES:
                     raise InvalidEvent(f"the batch is {len(data)} bytes, over the {MAX_BATCH_BYTES} one append may "
                                        "write; split it into several appends")
@@ -265,7 +275,8 @@ class EventStore(Committing, Handle):
                 assert fd is not None
                 self._write(fd, data, tail)
                 base = tail.position + 1
-                new_tail = Tail(base - 1 + len(batch), chain, writer.first, tail.end + len(data), stamp)
+                end = tail.end + len(data)
+                new_tail = Tail(base - 1 + len(batch), chain, writer.first, end, stamp, end - sizes[-1])
                 writer.tail = new_tail
                 if writer.others:  # a writer alone has no one to cover with its fsync
                     self._publish_end(new_tail)
@@ -284,15 +295,7 @@ class EventStore(Committing, Handle):
     def _roll(self) -> None:
         """Seal the full segment and start the next; a full disk found while making the next
         segment's file (before anything changed) leaves this handle usable."""
-        try:
-            self._writer.seal_and_roll()
-        except NothingWritten:
-            raise
-        except OSError as exc:
-            self._broken = exc
-            raise DurabilityError(
-                f"sealing the full segment in {self.path} failed: {exc}. Nothing new was committed by this append; "
-                "this handle is closed for writing: open a new EventStore and retry") from exc
+        self._guard(self._writer.seal_and_roll, "sealing the full segment")
 
     def import_batch(self, events: Iterable[Event], commit_us: int) -> int:
         """For tools copying a store (``migrate URL STORE``): append ``events`` as one batch

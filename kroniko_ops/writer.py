@@ -44,6 +44,7 @@ class Tail:
     segment: int
     end: int
     time: int = 0  # the last record's commit time (microseconds), 0 when not yet looked up
+    start: int = -1  # where that record begins in ``segment``; -1: unknown, or none in this segment
 
 
 class Writer(SegmentFiles):
@@ -65,7 +66,21 @@ class Writer(SegmentFiles):
         fd = self.fd
         if tail is None or fd is None or tail.segment != self.first:
             return None
-        buf = os.pread(fd, PEEK, tail.end)
+        # The remembered last record is read with what follows it: a repair (fsck --accept-loss)
+        # may have cut it since, and appending after it would leave a gap or a broken chain.
+        lead = tail.end - tail.start
+        if not tail.end:
+            buf = os.pread(fd, PEEK, 0)
+        elif tail.start < 0 or lead > PEEK:
+            if not self.holds(tail):
+                return None
+            buf = os.pread(fd, PEEK, tail.end)
+        else:
+            buf = os.pread(fd, lead + PEEK, tail.start)
+            if not recfmt.is_commit_point(buf, tail.position, tail.chain, lead):
+                self.forget()
+                return None
+            buf = buf[lead:]
         if buf[:1] == b"\0" or (not buf and not self.rolled()):
             # Zeros: nothing was written since. The end of the file: nothing either, unless the
             # segment was sealed (trimmed to its records) by another writer.
@@ -107,7 +122,7 @@ class Writer(SegmentFiles):
             return tail
         start, end, size = spans[-1]
         head = recfmt.parse_header(buf[start:start + size])
-        committed = Tail(pos, head.chain, self.first, base + end, head.time)
+        committed = Tail(pos, head.chain, self.first, base + end, head.time, base + start)
         self.pending.add_raw(tail.position + 1, buf, spans)
         self.others = True
         self.tail = committed
@@ -178,8 +193,22 @@ class Writer(SegmentFiles):
         if self.view.active is not None and self.view.active.first == self.first == tail.segment:
             self.view.active.extend(tail.end)
 
+    def holds(self, tail: Tail) -> bool:
+        """Whether the record ``tail`` names is still the last of a batch where it says (else
+        :meth:`forget` it): nothing but a repair cuts committed records, but one may have run."""
+        if tail.end and (tail.start < 0 or self.fd is None or not recfmt.is_commit_point(
+                os.pread(self.fd, recfmt.HEADER, tail.start), tail.position, tail.chain, tail.end - tail.start)):
+            self.forget()
+            return False
+        return True
+
+    def forget(self) -> None:
+        """Drop the remembered tail and the records before it: the slow path finds them again."""
+        self.tail = None
+        self.pending.clear()
+
     def _start_point(self, state: SyncedState | None, verify_all: bool) -> Tail:
-        if self.tail is not None and self.tail.segment == self.first and not verify_all:
+        if self.tail is not None and self.tail.segment == self.first and not verify_all and self.holds(self.tail):
             return self.tail
         if state is not None and state.segment == self.first and not state.poisoned:
             return Tail(state.position, state.chain, state.segment, state.end)
@@ -215,7 +244,7 @@ class Writer(SegmentFiles):
                 records.append(rec)
                 pos, chain, stop = rec.position, rec.chain, rec.end
                 if rec.commit:
-                    committed = Tail(pos, chain, self.first, rec.end, rec.time)
+                    committed = Tail(pos, chain, self.first, rec.end, rec.time, rec.offset)
                     good.extend(records)
                     records = []
         except recfmt.RecordError:

@@ -169,6 +169,21 @@ def walk(buf: bytes, offset: int, position: int) -> tuple[list[tuple[int, int, i
     return out, offset, False
 
 
+def is_commit_point(head: bytes, position: int, chain: bytes, size: int) -> bool:
+    """Whether ``head`` (at least the header of one record) starts the record at ``position``
+    whose chain hash is ``chain``, ``size`` bytes long with its newline, the last of its batch.
+    Equal chains mean equal histories: a writer that finds its remembered tail so knows the log
+    up to there is what it remembers, whatever was cut and rewritten meanwhile."""
+    head = bytes(head[:header_size(head)])
+    if not _header_ok(head):
+        return False
+    try:
+        return (int(head[:12]) == position and head[208] == COMMIT and head[143:207] == binascii.hexlify(chain)
+                and len(head) + int(head[210:218]) + 1 == size)
+    except ValueError:
+        return False
+
+
 def _header_ok(head: bytes) -> bool:
     """Whether a raw header (either version, by its length) carries a valid checksum."""
     # The field must be exactly what encode() writes: int(x, 16) would also take "ABCD", " abc"

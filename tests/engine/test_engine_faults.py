@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 from engine_helpers import segments
 
+import kroniko_ops
 from kroniko_ops import DurabilityError, Event, EventStore, fileio
 from kroniko_ops.format import record, segment
 
@@ -91,3 +92,33 @@ def test_the_failed_fsync_batch_is_neither_lost_silently_nor_doubled(store_path:
         ids = [r.event_id for r in record.iter_records(open(os.path.join(store_path, "log", segment.seg_name(1)),
                                                              "rb").read().rstrip(b"\0"))]
         assert sorted(ids[1:]) == sorted(e.id for e in _batch())  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("where", ["seal", "log-folder"])
+def test_a_failed_fsync_while_rolling_poisons_the_store_for_every_handle(tmp_path: str, where: str) -> None:
+    # Not only the commit's fsync: a failed fsync of the sealed segment or of the log folder may
+    # have dropped pages the next fsync would report clean, so no handle may append past it.
+    path = os.path.join(tmp_path, "store")
+    log_dir = os.path.join(path, "log")
+    with EventStore(path, segment_bytes=4096) as store:
+        for i in range(8):
+            store.append(Event("Fill", {"i": i, "pad": "f" * 400}, [], None, f"fill-{i}"))
+        full = segments(path)[-1]
+        target = segment.seg_name(full) if where == "seal" else log_dir
+        previous = fileio.set_fault_injector(_failing("fsync", lambda p: p == target))
+        try:
+            with pytest.raises(DurabilityError, match="kroniko-ops recover"):
+                store.append([Event("Big", {"pad": "b" * 2000}, [], None, f"big-{i}") for i in range(2)])
+        finally:
+            fileio.set_fault_injector(previous)
+        with pytest.raises(DurabilityError):
+            store.append(Event("After", 0))
+    with EventStore(path) as other:
+        assert other.head() == 8  # readers go on
+        with pytest.raises(DurabilityError, match="recover"):
+            other.append(Event("Other", 0))
+    report = kroniko_ops.recover(path)
+    assert "store-poisoned" in {f.code for f in report.findings}
+    with EventStore(path) as fresh:
+        assert fresh.append([Event("Big", {"pad": "b" * 2000}, [], None, f"big-{i}") for i in range(2)]) == 10
+    assert kroniko_ops.fsck(path).exit_code == 0

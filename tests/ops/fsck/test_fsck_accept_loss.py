@@ -143,3 +143,21 @@ def test_head_never_names_a_position_the_log_lost(tmp_path: Path, truncate: bool
                           timeout=120).returncode == 1
     done = subprocess.run([*CLI, "head", path], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "8"
+
+
+def test_a_handle_open_across_the_cut_appends_after_what_was_kept(tmp_path: Path) -> None:
+    # A server keeps its handle open while an operator salvages the store: the tail that handle
+    # remembers (position 10) no longer exists. Its next append must follow position 8, not
+    # land past the zeros, and a retry of a lost event's id must write it again.
+    path = str(tmp_path / "s")
+    with EventStore(path) as server:
+        for b in range(5):
+            server.append([Event("T", {"b": b, "k": k}, ["t"], None, f"t-{b}-{k}") for k in range(2)])
+        lose_last_bytes(seg_path(path, segments(path)[-1]), 7)
+        assert fsck(path, repair=True, accept_loss=True).exit_code == 1
+        assert server.append(Event("T", {"b": 4, "k": 1}, ["t"], None, "t-4-1")) == 9
+        assert server.append(Event("After", 1, ["t"])) == 10
+        assert [e.position for e in server.read()] == list(range(1, 11))
+        assert [e.id for e in server.read(start=9)][0] == "t-4-1"
+    report = fsck(path)
+    assert report.exit_code == 0, report.findings
