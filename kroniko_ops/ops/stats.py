@@ -9,6 +9,7 @@ from ..format import pack as packfmt
 from ..format import segment as segfmt
 from ..layout import TMP_PREFIX, Layout
 from ..store import EventStore
+from .compact.plan import Container, live_packs
 
 
 @dataclass
@@ -69,27 +70,33 @@ def stats(path: str) -> StatsReport:
         head = store.head()
         checkpoint = store.index.checkpoint()[0]
         terms = store.index.counts()["terms"]
-    segments = sealed = seg_bytes = temps = 0
+    segments = seg_bytes = temps = 0
+    idx: set[int] = set()
+    segs: set[int] = set()
     for name in os.listdir(lay.log_dir):
         parsed = segfmt.parse_name(name)
         if parsed is None:
             temps += name.startswith(TMP_PREFIX)
             continue
+        (segs if parsed[1] == "seg" else idx).add(parsed[0])
         segments += parsed[1] == "seg"
-        sealed += parsed[1] == "idx"
         seg_bytes += _size(os.path.join(lay.log_dir, name)) if parsed[1] == "seg" else 0
-    packs = packed = pack_bytes = 0
+    pack_bytes = 0
     details: list[PackStats] = []
+    listed: list[Container] = []
     for name in sorted(os.listdir(lay.packs)) if os.path.isdir(lay.packs) else ():
         rng = packfmt.parse_name(name)
         if rng is None:
             temps += name.startswith(TMP_PREFIX)
             continue
-        packs += 1
-        packed += rng[1] - rng[0] + 1
         size = _size(os.path.join(lay.packs, name))
         pack_bytes += size
+        listed.append(Container(rng[0], rng[1], size, name))
         details.append(_pack_stats(os.path.join(lay.packs, name), name, rng, size))
+    # A compaction that died before removing its inputs leaves packs another pack holds whole
+    # (and offset indexes of segments already packed): counted on disk, not as events twice.
+    live, _held = live_packs(listed)
+    packs, packed, sealed = len(live), sum(p.last - p.first + 1 for p in live), len(idx & segs)
     index_bytes = sum(_size(os.path.join(lay.index, n)) for n in os.listdir(lay.index))
     lost = len(os.listdir(lay.lost_found)) if os.path.isdir(lay.lost_found) else 0
     return StatsReport(store.path, head, segments, sealed, seg_bytes, max(0, head - packed), packs, packed,

@@ -148,7 +148,10 @@ class Compaction:
                 chain = None  # a damaged copy: the holder verifying whole is enough
             ok = self._holder_ok(holder, old.last, chain)
             if ok:
-                _unlink_quiet(os.path.join(self.lay.packs, old.name))
+                if chain is None:
+                    msg = self._set_aside_damaged(os.path.join(self.lay.packs, old.name), holder.name, old.first)
+                else:
+                    _unlink_quiet(os.path.join(self.lay.packs, old.name))
                 self.note("pack-superseded", f"packs/{old.name}", msg, old.first)
                 self.counts["leftovers_removed"] += 1
                 removed_packs = True
@@ -176,10 +179,25 @@ class Compaction:
             return False
         if not self._holder_ok(holder, last, chain):
             return False
-        _unlink_quiet(os.path.join(self.lay.log_dir, name))
+        if chain is None:
+            msg = self._set_aside_damaged(os.path.join(self.lay.log_dir, name), holder.name, first)
+        else:
+            _unlink_quiet(os.path.join(self.lay.log_dir, name))
         self.note("segment-orphan-index", f"log/{name}", msg, first)
         self.counts["leftovers_removed"] += 1
         return True
+
+    def _set_aside_damaged(self, path: str, holder: str, first: int) -> str:
+        """A leftover that does not read whole is not provably a copy of what ``holder`` holds:
+        it goes into ``lost-found/``, never deleted. Returns what was done."""
+        folder = layout.set_aside(
+            self.lay.root, "compact-leftover",
+            f"{os.path.relpath(path, self.lay.root)}: a compaction's leftover from position {first} on that does not "
+            f"read whole (damaged), set aside by compact. Pack {holder}, which verified, holds its positions; "
+            "keep this copy until you are sure nothing is missing.",
+            move=[path], durable=self.syncer.durable)
+        return (f"set aside damaged {os.path.basename(path)} into {os.path.relpath(folder, self.lay.root)} "
+                f"(pack {holder} holds its positions)")
 
     def _remove_segment(self, first: int) -> None:
         # .seg first: a reader opens the .idx, then the .seg, and on a missing file lists again.

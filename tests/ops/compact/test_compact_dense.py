@@ -5,6 +5,7 @@ power-loss simulation of a compaction that rewrites old packs."""
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from compact_helpers import SMALL, files, fill, fsck_problems, reads, soundness
 
-from kroniko_ops import EventStore, StoreCorrupted, fsck
+from kroniko_ops import EventStore, StoreCorrupted, fileio, fsck
 from kroniko_ops.format import pack as packfmt
 from kroniko_ops.format import packwrite
 from kroniko_ops.format import record as recfmt
@@ -93,6 +94,29 @@ def test_stats_show_each_pack(store_path: str) -> None:
     assert (pack.first, pack.events, pack.version) == (1, pack.last, 4)
     assert pack.bytes == os.path.getsize(os.path.join(store_path, "packs", pack.name))
     assert 0 < pack.ratio < 0.5 and report.packed_events == pack.events
+
+
+def test_stats_count_the_events_of_leftover_packs_once(store_path: str) -> None:
+    # A merge published before its inputs were removed: three pack files on disk, 300 events.
+    fill(store_path, 150)
+    compact(store_path)
+    fill(store_path, 150, start=150)
+
+    def no_pack_removal(op: str, path: str) -> None:
+        if op == "unlink" and path.endswith(".pack") and ".tmp-" not in path:
+            raise OSError(errno.EIO, "injected", path)
+
+    previous = fileio.set_fault_injector(no_pack_removal)
+    try:
+        with pytest.raises(OSError):
+            compact(store_path)
+    finally:
+        fileio.set_fault_injector(previous)
+    report = stats(store_path)
+    assert len(report.pack_files) == 2 and report.packs == 1
+    assert report.packed_events + report.segment_events == report.head
+    assert report.packed_events == max(p.last for p in report.pack_files)
+    assert report.pack_bytes == sum(p.bytes for p in report.pack_files)  # the disk they take, all of them
 
 
 # -- damage ------------------------------------------------------------------------------------

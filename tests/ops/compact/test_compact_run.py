@@ -218,6 +218,40 @@ def test_the_inputs_of_a_published_merge_are_removed_by_the_next_run(store_path:
     assert len(files(store_path, "packs")) == 1 and reads(store_path) == before and soundness(store_path) == []
 
 
+def test_a_damaged_superseded_pack_is_set_aside_not_deleted(store_path: str) -> None:
+    # A leftover whose last chain hash cannot be read cannot be proven a copy of the merged
+    # pack: it goes into lost-found/ as it was, and the run still ends clean.
+    fill(store_path, 150)
+    compact(store_path)
+    [old] = files(store_path, "packs")
+    fill(store_path, 150, start=150)
+    before = reads(store_path)
+
+    def no_pack_removal(op: str, path: str) -> None:
+        if op == "unlink" and path.endswith(".pack") and ".tmp-" not in path:
+            raise OSError(errno.EIO, "injected", path)
+
+    previous = fileio.set_fault_injector(no_pack_removal)
+    try:
+        with pytest.raises(OSError):
+            compact(store_path)
+    finally:
+        fileio.set_fault_injector(previous)
+    old_path = Path(store_path, "packs", old)
+    damaged = bytearray(old_path.read_bytes())
+    for at in range(len(damaged) - 40, len(damaged)):  # its trailer: it no longer says its chain
+        damaged[at] ^= 0xFF
+    old_path.write_bytes(bytes(damaged))
+    report = compact(store_path)
+    assert report.exit_code == 0, report.findings
+    [note] = [f for f in report.findings if f.code == "pack-superseded"]
+    assert "lost-found" in note.message
+    kept = list(Path(store_path, "lost-found").glob(f"*-compact-leftover/{old}"))
+    assert len(kept) == 1 and kept[0].read_bytes() == bytes(damaged)
+    assert files(store_path, "packs") != [old] and len(files(store_path, "packs")) == 1
+    assert reads(store_path) == before and soundness(store_path) == []
+
+
 def test_a_packed_segment_left_beside_a_damaged_pack_is_kept(store_path: str) -> None:
     fill(store_path, 100)
 
