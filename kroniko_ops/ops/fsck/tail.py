@@ -100,8 +100,18 @@ def check_spare(ctx: Context) -> None:
     """``log/next.prealloc``, the next segment made ahead of time, must hold only zeros."""
     path = os.path.join(ctx.layout.log_dir, segfmt.SPARE_NAME)
     try:
-        if os.path.islink(path) or not os.path.isfile(path) or segfmt.only_zeros(path):
+        if os.path.islink(path) or not os.path.isfile(path):
             return
+        fd = fileio.open_read(path)
+        try:
+            if segfmt.data_end(fd) == 0:
+                return
+            # A roll may have renamed it into the new active segment after we opened it, and a
+            # writer filled it with records: only the file still named the spare is judged.
+            if os.fstat(fd).st_ino != os.lstat(path).st_ino:
+                return
+        finally:
+            os.close(fd)
     except OSError:
         return  # gone meanwhile (a roll renamed it), or reported by the layout walk
     ctx.add("segment-spare-dirty", "warning", f"log/{segfmt.SPARE_NAME}", "the preallocated next segment holds "

@@ -158,6 +158,6 @@ def test_a_handle_open_across_the_cut_appends_after_what_was_kept(tmp_path: Path
         assert server.append(Event("T", {"b": 4, "k": 1}, ["t"], None, "t-4-1")) == 9
         assert server.append(Event("After", 1, ["t"])) == 10
         assert [e.position for e in server.read()] == list(range(1, 11))
-        assert [e.id for e in server.read(start=9)][0] == "t-4-1"
+        assert next(iter(server.read(start=9))).id == "t-4-1"
     report = fsck(path)
     assert report.exit_code == 0, report.findings

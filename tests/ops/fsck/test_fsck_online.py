@@ -12,7 +12,7 @@ import pytest
 from fsck_store_helpers import build, problems, seg_path, segments
 from fsck_workers import append_and_compact, append_batches
 
-from kroniko_ops import EventStore, compact, fsck, reindex
+from kroniko_ops import Event, EventStore, compact, fsck, reindex
 from kroniko_ops.format import segment as segfmt
 from kroniko_ops.index import generations
 from kroniko_ops.ops.fsck import check, coverage, index_check, parallel, tail
@@ -299,3 +299,29 @@ def test_index_rows_past_its_checkpoint_are_not_judged(tmp_path: Path) -> None:
     report = fsck(path, jobs=1)
     assert report.problems == [], report.findings
     assert "index-behind" in {f.code for f in report.findings}
+
+
+def test_a_roll_during_the_spare_check_is_not_a_dirty_spare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The interleaving that made a busy store report segment-spare-dirty: fsck opens
+    # log/next.prealloc, then a writer's roll renames it into the new active segment and fills
+    # it with records, then fsck reads it. Played in that order here, with a real roll.
+    path = str(tmp_path / "s")
+    with EventStore(path, segment_bytes=4096) as store:
+        store.append(Event("Seed", {"pad": "s" * 3000}))
+        spare = os.path.join(path, "log", segfmt.SPARE_NAME)
+        assert os.path.exists(spare) and segfmt.only_zeros(spare)
+        real = segfmt.data_end
+        rolled: list[int] = []
+
+        def roll_first(fd: int, *args: int) -> int:
+            if not rolled:
+                rolled.append(0)  # the roll itself looks at segment ends too
+                rolled[0] = store.append(Event("Roll", {"pad": "r" * 3000}))
+            return real(fd, *args)
+
+        monkeypatch.setattr(segfmt, "data_end", roll_first)
+        report = fsck(path, quick=True)
+        monkeypatch.undo()
+    assert rolled == [2] and len(segments(path)) == 2
+    assert "segment-spare-dirty" not in {f.code for f in report.findings}, report.findings
+    assert report.problems == []
