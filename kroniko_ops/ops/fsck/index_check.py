@@ -24,7 +24,7 @@ from ...format import record as recfmt
 from ...index import TAG, TYPE, check_files, db_name, generations, may_write
 from .context import MAX_FINDINGS_PER_CODE, REINDEX, Context
 from .coverage import Plan
-from .records import iter_docs
+from .reread import iter_docs
 from .spill import Spill
 
 # The index vouches for positions up to its checkpoint only (readers use it no further), so only
