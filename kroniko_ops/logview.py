@@ -80,12 +80,12 @@ class ActiveSegment:
         if end <= have:
             return
         data = os.pread(self.fd, end - have, have)
-        if len(data) != end - have or data[-1:] == b"\0":
-            # Cut short, or zeros where records should end (a preallocated segment whose last
-            # writes the disk lost): either way the log no longer holds what was synced.
+        if len(data) != end - have or b"\0" in data:
+            # Cut short, or zeros where records should be (a preallocated segment whose writes
+            # the disk lost, at the end or in between): the log no longer holds what was synced.
             root = os.path.dirname(os.path.dirname(self.path))
-            raise StoreCorrupted(f"{self.path} holds records up to byte {have + len(data.rstrip(bytes(1)))}, short of "
-                                 f"its synced end {end}: acknowledged records are missing; run: kroniko-ops fsck "
+            raise StoreCorrupted(f"{self.path} holds records up to byte {have + len(data.split(bytes(1))[0])}, short "
+                                 f"of its synced end {end}: acknowledged records are missing; run: kroniko-ops fsck "
                                  f"{root} (then restore from a backup, or keep what remains with fsck --repair "
                                  "--accept-loss)")
         lines = data.split(b"\n")

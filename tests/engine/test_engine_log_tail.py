@@ -158,3 +158,24 @@ def test_a_torn_tail_in_a_rolled_segment_is_cut_there(tmp_path: Path) -> None:
         (folder,) = lost_found(store.path, "log-tail")
         assert (folder / f"{segment.seg_name(active[0])}.tail").read_bytes() == cut
         assert [e.position for e in store.read(Query([QueryItem(tags=["t"])]))] == list(range(1, 32))
+
+
+@pytest.mark.parametrize("read", [{"start": 9, "limit": 1}, {"start": 1, "limit": 2}, {"backwards": True}])
+def test_zeros_inside_the_synced_records_are_damage_never_another_event(tmp_path: Path, read: dict) -> None:
+    # A disk that lost a page in the middle of the active segment: the records after the hole
+    # must not be shown under the positions of those before it.
+    path = str(tmp_path / "s")
+    with EventStore(path) as store:
+        for i in range(10):
+            store.append(Event("T", {"i": i, "pad": "x" * 100}, ["t"]))
+    seg = os.path.join(path, "log", segment.seg_name(1))
+    fd = os.open(seg, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(400), 600)
+    finally:
+        os.close(fd)
+    with EventStore(path) as store:
+        with pytest.raises(StoreCorrupted, match="acknowledged records are missing"):
+            list(store.read(**read))
+        with pytest.raises(StoreCorrupted, match="fsck"):
+            store.append(Event("After", 1))
