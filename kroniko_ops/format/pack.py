@@ -1,7 +1,8 @@
 """Pack files: ``packs/<first:012d>-<last:012d>.pack`` holds the events of positions
 ``first..last`` in blocks compressed independently, so that reading one event decompresses one
-block. This is the only module that writes or reads pack bytes (the inside of a block is laid
-out by :mod:`.packblock`; raw records are cut and rebuilt through :mod:`.record`).
+block. The format is defined here, with its reader; :mod:`.packwrite` writes it (one owner, two
+files for size), the inside of a block is laid out by :mod:`.packblock`, and raw records are cut
+and rebuilt through :mod:`.record`; nothing else slices pack bytes.
 
 Version 4 (dense, written since issue 19) keeps only what cannot be recomputed: each event's
 canonical JSON (its id is in it), its batch's commit mark and time, and the chain hash at each

@@ -42,7 +42,7 @@ def compact(path: str | os.PathLike[str], *, prune_age: float = DEFAULT_PRUNE_DA
 
     1. remove what an interrupted compaction left: temp packs of dead processes, segments and
        packs a published pack already holds (after verifying that pack);
-    2. pack each run of consecutive sealed segments into zlib-compressed blocks of at most
+    2. pack each run of consecutive sealed segments into Zstandard-compressed blocks of at most
        ``block_bytes`` uncompressed bytes, together with the small packs it joins: packs are
        merged geometrically, like ``git repack --geometric=2`` (from the newest pack back, small
        packs are merged until each pack is at least twice the size of the next newer one), in
