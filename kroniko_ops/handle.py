@@ -4,12 +4,14 @@ its own in a process forked after it was opened (the pre-fork pattern of Python 
 A ``flock`` belongs to the open file, which ``fork()`` shares: a child using its parent's
 descriptors would hold the writer lock whenever the parent does (and unlocking would release the
 parent's). So a child's first call reopens every descriptor, the SQLite connection (SQLite
-forbids using a connection across ``fork``), the writer lock and its waiter thread.
+forbids using a connection across ``fork``: it is closed before the fork, see
+:func:`_before_fork`), the writer lock and its waiter thread.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import weakref
 from typing import TYPE_CHECKING
@@ -31,15 +33,41 @@ _LIVE: weakref.WeakSet[Handle] = weakref.WeakSet()  # open handles, told when th
 _INHERITED: list[object] = []  # a forked child's copies of its parent's SQLite connections: never used, never closed
 
 
+FORK_WAIT = 5.0  # seconds fork() waits for a handle's append in another thread before going on
+_HELD: list[threading.RLock] = []  # the handles' mutexes held across a fork by the forking thread
+
+
+def _before_fork() -> None:
+    """Close every live handle's SQLite connection (reopened on next use, in parent and child
+    alike): SQLite forbids carrying one across ``fork()``. An append in another thread is waited
+    for; one that takes longer keeps its connection (the child then opens its own beside it)."""
+    for store in list(_LIVE):
+        if store._closed or store._forked:
+            continue
+        mutex = store._mutex
+        if mutex.acquire(timeout=FORK_WAIT):
+            _HELD.append(mutex)
+            try:
+                store.index.suspend()
+            except sqlite3.Error:
+                pass  # a failed close must not fail the user's fork()
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD:
+        _HELD.pop().release()
+
+
 def _forked() -> None:
     """In a forked child: every handle the parent had open must take its files as its own
     before its next call (see :meth:`Handle._after_fork`)."""
+    _HELD.clear()  # the child's handles get new mutexes
     for store in list(_LIVE):
         store._forked = True
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_forked)
 
 
 def nothing_written(doing: str, exc: OSError) -> NothingWritten:
@@ -90,7 +118,9 @@ class Handle(ReadPath):
         self.synced.fd = -1
         self._lock = None
         self.view.close()  # read-only descriptors, no locks
-        _INHERITED.append(self.index.con)
+        if self.index._conn is not None:  # not suspended before the fork (see _before_fork)
+            _INHERITED.append(self.index._conn)
+            self.index._conn = None
 
     def _after_fork(self) -> None:
         """A handle opened before ``fork()`` and used in the child takes the store as its own:

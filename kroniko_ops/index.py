@@ -182,6 +182,32 @@ class Index:
 
     _complete = False  # whether ``_terms`` holds every term of the database (see :meth:`at`)
     read_only = False  # opened by a user who may not write the index (see :func:`open_read_only`)
+    _conn: sqlite3.Connection | None = None
+
+    @property
+    def con(self) -> sqlite3.Connection:
+        """The connection; opened again on first use after :meth:`suspend`."""
+        con = self._conn
+        if con is None:
+            if self.generation == 0:  # a rebuild's database (see :meth:`at`), not a generation
+                self._conn = connect(self.path)
+            else:
+                self.__init__(self.folder)  # type: ignore[misc]
+            con = self._conn
+            assert con is not None
+        return con
+
+    @con.setter
+    def con(self, value: sqlite3.Connection) -> None:
+        self._conn = value
+
+    def suspend(self) -> None:
+        """Close the connection until its next use. Before ``fork()``: SQLite keeps per-process
+        lock state that a child inherits, so a connection the child opens beside an inherited
+        one takes no real locks, and the parent's last close then deletes the WAL under it."""
+        con, self._conn = self._conn, None
+        if con is not None:
+            con.close()
 
     @classmethod
     def at(cls, path: str) -> Index:
@@ -197,7 +223,7 @@ class Index:
 
     def close(self) -> None:
         """Close the connection."""
-        self.con.close()
+        self.suspend()
 
     def stale(self) -> bool:
         """Whether a rebuild has published a newer generation (reopen before writing)."""
@@ -205,7 +231,7 @@ class Index:
 
     def reopen(self) -> None:
         """Switch to the newest generation."""
-        self.con.close()
+        self.suspend()
         self.__init__(self.folder)  # type: ignore[misc]
 
     def _writable(self) -> None:

@@ -6,6 +6,7 @@ handle says so clearly, whatever is called on it."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import threading
 from typing import Any
@@ -147,3 +148,51 @@ def test_a_read_result_of_a_closed_handle_says_it_is_closed(tmp_path) -> None:
     store.close()
     with pytest.raises(StoreClosed):
         list(result)
+
+
+def _index_after_parent_closes(store: EventStore, ready: Any, parent_closed: Any, results: Any) -> None:
+    """In the child: index with the inherited handle, wait for the parent to close its own,
+    index more; report the index files seen then."""
+    try:
+        store.append([Event("Child", {"i": i}, ["child"]) for i in range(300)])
+        store.flush_index()
+        ready.set()
+        if not parent_closed.wait(JOIN_TIMEOUT):
+            raise TimeoutError("the parent did not close its handle")
+        store.append([Event("Later", {"i": i}, ["child"]) for i in range(300)])
+        store.flush_index()
+        results.put(sorted(os.listdir(os.path.join(store.path, "index"))))
+        store.close()
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_the_parent_closing_its_handle_keeps_the_childs_index_writes(tmp_path) -> None:
+    # SQLite's per-process lock state crosses fork(): a connection the child opened beside the
+    # inherited one took no real locks, so the parent's close deleted the WAL the child was
+    # writing, and the child's index rows were lost.
+    path = str(tmp_path / "store")
+    store = EventStore(path)
+    store.append([Event("Parent", {"i": i}, ["parent"]) for i in range(300)])
+    store.flush_index()
+    ctx = multiprocessing.get_context("fork")
+    ready, parent_closed, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    child = ctx.Process(target=_index_after_parent_closes, args=(store, ready, parent_closed, results))
+    child.start()
+    try:
+        assert ready.wait(JOIN_TIMEOUT), "the child did not index"
+        store.close()
+        parent_closed.set()
+        seen = results.get(timeout=JOIN_TIMEOUT)
+    finally:
+        child.join(JOIN_TIMEOUT)
+        if child.is_alive():
+            child.kill()
+            child.join(10)
+    assert not isinstance(seen, str), seen
+    assert any(name.endswith("-wal") for name in seen), f"the child's WAL was deleted under it: {seen}"
+    with EventStore(path, create=False) as fresh:
+        assert fresh.head() == 900
+        assert fresh.index.checkpoint()[0] == 900, "the child's index writes were lost"
+    report = kroniko_ops.fsck(path)
+    assert report.exit_code == 0 and "index-behind" not in {f.code for f in report.findings}, report.findings
