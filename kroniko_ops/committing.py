@@ -90,6 +90,7 @@ class Committing:
         covers this batch, then advance the synced position past every batch written before
         this fsync began."""
         failed: list[OSError] = []
+        synced: list[bool] = []
 
         def fsync_log() -> None:
             if fd is not None:
@@ -98,6 +99,7 @@ class Committing:
                 except OSError as exc:
                     failed.append(exc)
                     raise
+            synced.append(True)
 
         try:
             advanced = self.synced.commit(tail.position, tail.segment, tail.end, tail.chain, fsync_log,
@@ -108,6 +110,11 @@ class Committing:
                 raise DurabilityError(
                     f"fsync of the log of {self.path} failed ({failed[0]}); the append may or may not be committed. "
                     f"The store refuses appends until you run: kroniko-ops recover {self.path}") from exc
+            if not synced:  # reading the synced position failed before any fsync
+                raise DurabilityError(
+                    f"the append to {self.path} was written but not yet made durable: reading the synced position "
+                    f"failed ({exc}); it may or may not be committed. Retry it with the same event ids on a new "
+                    "EventStore (a retry of a committed batch is acknowledged, not written twice)") from exc
             raise DurabilityError(
                 f"the append to {self.path} is durable, but recording the synced position failed ({exc}); readers "
                 f"may not see it until the next append or: kroniko-ops recover {self.path}") from exc

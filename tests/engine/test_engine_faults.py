@@ -122,3 +122,24 @@ def test_a_failed_fsync_while_rolling_poisons_the_store_for_every_handle(tmp_pat
     with EventStore(path) as fresh:
         assert fresh.append([Event("Big", {"pad": "b" * 2000}, [], None, f"big-{i}") for i in range(2)]) == 10
     assert kroniko_ops.fsck(path).exit_code == 0
+
+
+def test_a_failed_read_of_the_synced_position_before_the_fsync_is_not_called_durable(
+        store_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With other writers about, the commit reads the synced position before its fsync; an I/O
+    # error there leaves the batch written but not fsynced: the caller must not be told durable.
+    with EventStore(store_path) as store, EventStore(store_path) as other:
+        store.append(Event("Seed", 0))
+        other.append(Event("Other", 0))  # seen by `store` at its next append: writers are about
+
+        def eio() -> None:
+            raise OSError(errno.EIO, "injected read failure", "locks/synced")
+
+        monkeypatch.setattr(store.synced, "peek", eio)
+        with pytest.raises(DurabilityError, match="not yet made durable") as err:
+            store.append(_batch())
+        assert "is durable" not in str(err.value)
+    with EventStore(store_path) as fresh:
+        assert fresh.append(_batch()) == 5  # the retry with the same ids: committed once
+        assert fresh.append(_batch()) == 5
+        assert fresh.head() == 5
