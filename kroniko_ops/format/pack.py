@@ -36,10 +36,8 @@ import hashlib
 import os
 import re
 import struct
-import sys
 import threading
 import zlib
-from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import add, eq
@@ -51,6 +49,7 @@ import zstandard
 from .. import fileio, gcpause
 from . import packblock, record
 from .packblock import BlockError, Commits, Decoded
+from .packtable import Block, Table, decode_columns
 
 VERSION = 4
 BLOCK_BYTES = 1 << 16
@@ -59,8 +58,6 @@ HEADS = {v: struct.pack(">6sH", b"KRPACK", v) for v in (3, 4)}
 HEAD_SIZE = 8
 ENTRY_V3 = struct.Struct(">QIQIII")
 ENTRY_SIZE = 64  # bytes of one block's entry in a version 4 table (its columns' widths added up)
-_COLUMN_CODES = ("Q", "I", "Q", "I", "I", "I")  # first, count, offset, clen, ulen, crc: u64 or u32
-assert [array(c).itemsize for c in _COLUMN_CODES] == [8, 4, 8, 4, 4, 4]
 TRAILER = struct.Struct(">6sQQQIQI32s32sI")
 TRAILER_SIZE = TRAILER.size
 TRAILER_MAGIC = b"KRPEND"
@@ -99,79 +96,6 @@ def parse_name(name: str) -> tuple[int, int] | None:
         return None
     first, last = int(m.group(1)), int(m.group(2))
     return (first, last) if 1 <= first <= last else None
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    """One entry of the block table (``chain``: after its last event; empty in version 3)."""
-
-    first: int
-    count: int
-    offset: int
-    clen: int
-    ulen: int
-    crc: int
-    chain: bytes = b""
-
-    @property
-    def last(self) -> int:
-        """Its last position."""
-        return self.first + self.count - 1
-
-
-class Table(Sequence[Block]):
-    """A pack's block table, kept as its columns (first, count, offset, clen, ulen, crc; and the
-    chains, 32 bytes each, in version 4) and handed out as :class:`Block` entries on demand."""
-
-    __slots__ = ("_chains", "_columns")
-
-    def __init__(self, columns: Sequence[Sequence[int]], chains: bytes = b"") -> None:
-        self._columns, self._chains = columns, chains
-
-    def __len__(self) -> int:
-        return len(self._columns[0])
-
-    def chain(self, i: int) -> bytes:
-        """The chain after block ``i``'s last event (empty in version 3)."""
-        return self._chains[32 * i:32 * i + 32]
-
-    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        c = self._columns
-        return Block(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i], c[5][i], self.chain(i))
-
-    def __iter__(self) -> Iterator[Block]:
-        return map(Block, *self._columns, map(self.chain, range(len(self))))
-
-
-def encode_table(before: bytes, blocks: Sequence[Block]) -> bytes:
-    """A version 4 block table: the chain before the first event, then the entries column by
-    column (all firsts, all counts, ... all chains), so that a reader loads each column in one call."""
-    out = [before]
-    for name, code in zip(("first", "count", "offset", "clen", "ulen", "crc"), _COLUMN_CODES, strict=True):
-        column = array(code, [getattr(b, name) for b in blocks])
-        if sys.byteorder == "little":
-            column.byteswap()
-        out.append(column.tobytes())
-    out.extend(b.chain for b in blocks)
-    return b"".join(out)
-
-
-def _decode_columns(table: bytes, n: int) -> tuple[list[array], bytes]:  # type: ignore[type-arg]
-    """The columns and the chains of a version 4 table's entries (after its leading chain)."""
-    columns, at = [], 0
-    for code in _COLUMN_CODES:
-        column = array(code)
-        size = column.itemsize * n
-        column.frombytes(table[at:at + size])
-        if sys.byteorder == "little":
-            column.byteswap()
-        columns.append(column)
-        at += size
-    return columns, table[at:at + 32 * n]
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +199,7 @@ class PackReader(Closing):
             raise self._fail("the block table fails its CRC")
         self.chain_before = table[:pre] or None
         if pre:
-            columns, chains = _decode_columns(table[pre:], nblocks)
+            columns, chains = decode_columns(table[pre:], nblocks)
         else:
             columns, chains = [list(c) for c in zip(*ENTRY_V3.iter_unpack(table), strict=True)] or [[]] * 6, b""
         self.blocks = Table(columns, chains)

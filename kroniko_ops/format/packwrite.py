@@ -22,14 +22,13 @@ from .pack import (
     TRAILER,
     TRAILER_MAGIC,
     VERSION,
-    Block,
     Closing,
     PackError,
     PackInfo,
-    encode_table,
     parse_ids,
 )
 from .packblock import Commits
+from .packtable import Block, encode_table
 
 
 class PackWriter(Closing):
