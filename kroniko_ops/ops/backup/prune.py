@@ -4,8 +4,9 @@ The policy is restic's ``forget``: ``keep_last`` newest backups, and the newest 
 of the last ``keep_daily`` days, ``keep_weekly`` ISO weeks and ``keep_monthly`` months that have
 one (UTC, from the backups' names). A backup the policy keeps keeps its whole chain down to its
 full backup: an incremental is useless without its bases. Every policy keeps the newest backup,
-so ``latest`` never dangles. A backup whose manifest does not read is never deleted (it is
-reported: a person decides). Each backup is deleted by renaming it to a temp name first, newest
+so ``latest`` never dangles. A backup whose manifest does not read, or whose chain is broken (a
+base damaged or missing), is never deleted, nor is the base it names (it is reported: a person
+decides). Each backup is deleted by renaming it to a temp name first, newest
 first, so a killed prune leaves every remaining backup restorable and its leftovers are removed
 by the next run. The set's lock is held throughout: no backup picks a base that prune deletes.
 """
@@ -45,9 +46,22 @@ def keep_reasons(entries: list[Entry], *, keep_last: int = 0, keep_daily: int = 
             if bucket not in seen:
                 seen.append(bucket)
                 reasons.setdefault(e.name, []).append(f"{label} {bucket}")
+    if entries:  # whatever the policy: the newest backup (``latest`` names it) stays
+        reasons.setdefault(entries[-1].name, []).append("newest")
+    names = {e.name for e in entries}
+    for e in entries:
+        if e.manifest is not None and not e.restorable:
+            # Its chain is broken (a base damaged or moved away): restoring that base, or putting
+            # it back, makes it restorable again. A person decides; prune never does.
+            reasons.setdefault(e.name, []).append(f"not restorable, left for a person: {e.problem}")
+            oldest = next(x for x in entries if x.name == e.chain[0])
+            ref = oldest.manifest.base if oldest.manifest is not None else None
+            wanted = os.path.basename(os.path.normpath(ref.path)) if ref is not None else None
+            if wanted in names and wanted != oldest.name:
+                reasons.setdefault(wanted, []).append(f"named as base by {oldest.name}")
+    by_name = {e.name: e for e in entries}
     for name in list(reasons):
-        chain = next(e.chain for e in good if e.name == name)
-        for base in chain[:-1]:
+        for base in by_name[name].chain[:-1]:
             reasons.setdefault(base, []).append(f"base of {name}")
     return reasons
 

@@ -174,6 +174,33 @@ def test_prune_leaves_what_it_cannot_read_and_refuses_without_a_policy(tmp_path:
     assert got.exit_code == 2 and (plain / "notes").exists()
 
 
+@pytest.mark.parametrize("damage", ["full-manifest", "full-moved-away"])
+def test_prune_never_deletes_backups_whose_chain_is_broken(tmp_path: Path, damage: str) -> None:
+    # The incrementals are not restorable only because their full backup is damaged or was
+    # moved away; putting it back makes them restorable again, so prune must leave them.
+    store, root = str(tmp_path / "s"), str(tmp_path / "set")
+    for i in range(3):
+        fill(store, 10, start=10 * i)
+        backup_into(store, root, durable=False)
+    full, *incrementals = scan(root)
+    assert [e.kind for e in scan(root)] == ["full", "incremental", "incremental"]
+    if damage == "full-manifest":
+        manifest = Path(full.path, "MANIFEST.json")
+        text = manifest.read_text()
+        assert '"created_at": "2' in text
+        manifest.write_text(text.replace('"created_at": "2', '"created_at": "3', 1))
+    else:
+        os.rename(full.path, tmp_path / "moved")
+    report = prune(root, keep_last=3)
+    assert report.exit_code == 0 and report.figures["removed"] == 0, report.findings
+    assert all(os.path.isdir(e.path) for e in incrementals)
+    assert os.path.exists(os.path.join(root, os.readlink(os.path.join(root, "latest"))))
+    if damage == "full-moved-away":
+        os.rename(tmp_path / "moved", full.path)
+        restored = restore(root, str(tmp_path / "r"), durable=False)
+        assert restored.exit_code == 0 and contents(str(tmp_path / "r")) == contents(store)
+
+
 def test_a_bad_backup_fails_verify_all_and_the_listing_says_so(tmp_path: Path) -> None:
     store, root = str(tmp_path / "s"), str(tmp_path / "set")
     fill(store, 40)
