@@ -30,6 +30,7 @@ from ...layout import Layout
 from ...objstore import Conflict, ObjectStore, ObjectStoreError, Region
 from ...store import EventStore
 from ..backup import snapshot
+from . import merge
 from .manifest import (
     MAX_MANIFEST_BYTES,
     Obj,
@@ -186,6 +187,10 @@ class Replicator:
         m = ReplicaManifest(seq, head, chain.hex(), active, self._head_time(head, cur), now_us(), files,
                             os.path.abspath(self.root), f"kroniko-ops {__version__}")
         raw = m.render()
+        if len(raw) > MAX_MANIFEST_BYTES:  # readers would refuse it: fail here, loudly, instead
+            raise ObjectStoreError(f"{self.remote.url}: manifest {seq} would be {len(raw)} bytes, over the "
+                                   f"{MAX_MANIFEST_BYTES} a reader accepts; compact the store (kroniko-ops compact) "
+                                   "so that packs replace its many segments, then replicate again")
         try:
             self.remote.put(manifest_key(seq), raw, len(raw), hashlib.sha256(raw).hexdigest(), exclusive=True)
         except Conflict:
@@ -270,29 +275,39 @@ class Replicator:
             start = covered
             adopted = self._orphan(rel, fd, start, end)
             stop = adopted or end
-            size = stop - start
-            if size <= IN_MEMORY:
-                data = os.pread(fd, size, start)
-                if len(data) != size:
-                    raise OSError(f"{rel}: unexpected end of file at byte {start + len(data)}")
-                h.update(data)
-                sha = hashlib.sha256(data).hexdigest()
-                source: bytes | Region = data
-            else:
-                sha = sha_of(fd, start, size)
-                for chunk in Region(fd, start, size).chunks():
-                    h.update(chunk)
-                source = Region(fd, start, size)
-            key = part_key(rel, start, stop)
-            if not adopted:
-                self._ensure(key, source, size, sha)
-            objs.append(Obj(key, start, size, sha))
+            objs.append(self._range(rel, fd, start, stop, h, upload=not adopted))
             covered = stop
         if seal and h.hexdigest() != seal:
             raise StoreCorrupted(f"{self.root}/{rel} does not match the SHA-256 its .idx records (segment-corrupt); "
                                  f"run: kroniko-ops fsck {self.root}")
+        while span := merge.to_merge([o.size for o in objs], bool(seal)):
+            first, last = objs[span[0]], objs[span[1] - 1]
+            objs[span[0]:span[1]] = [self._range(rel, fd, first.offset, last.offset + last.size, None, upload=True)]
         staged[rel] = (covered, h.copy())
         return RFile(end, h.hexdigest(), objs, seal)
+
+    def _range(self, rel: str, fd: int, start: int, stop: int, h: hashlib._Hash | None, upload: bool) -> Obj:
+        """The object of bytes ``start..stop`` of the segment ``rel`` (uploaded unless ``upload``
+        is False: adopted), its bytes fed to the segment's hasher ``h`` when given."""
+        size = stop - start
+        if size <= IN_MEMORY:
+            data = os.pread(fd, size, start)
+            if len(data) != size:
+                raise OSError(f"{rel}: unexpected end of file at byte {start + len(data)}")
+            if h is not None:
+                h.update(data)
+            sha = hashlib.sha256(data).hexdigest()
+            source: bytes | Region = data
+        else:
+            sha = sha_of(fd, start, size)
+            if h is not None:
+                for chunk in Region(fd, start, size).chunks():
+                    h.update(chunk)
+            source = Region(fd, start, size)
+        key = part_key(rel, start, stop)
+        if upload:
+            self._ensure(key, source, size, sha)
+        return Obj(key, start, size, sha)
 
     def _hasher(self, rel: str, fd: int, objs: list[Obj], covered: int) -> hashlib._Hash:
         """The SHA-256 of the segment's first ``covered`` bytes, so far: kept from the last
