@@ -224,8 +224,9 @@ class _Check:
 
 def _check_head(snap: snapshot.Snapshot, file: tuple[str, int, int]) -> None:
     """The head's segment, up to the synced end, must end with the record at the head, carrying
-    a commit mark and the head's chain (else the synced position and the log disagree). Only the
-    last record is read: a record holds no raw newline, so it starts after the one before it."""
+    a commit mark and the head's chain (else the synced position and the log disagree; the last
+    record is found first: a record holds no raw newline, so it starts after the one before it),
+    and every record of it must check (a backup never carries damage)."""
     _rel, fd, end = file
     state = snap.state
     if end == 0:
@@ -248,3 +249,4 @@ def _check_head(snap: snapshot.Snapshot, file: tuple[str, int, int]) -> None:
     if not ok:
         raise StoreCorrupted(f"the head segment of {snap.root} does not end at the synced position "
                              f"{state.position} on a commit mark; run: kroniko-ops fsck {snap.root}")
+    snapshot.check_records(snap.root, _rel, fd, 0, end, state.chain)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from ... import fileio
 from ...errors import StoreCorrupted
 from ...format import pack as packfmt
+from ...format import record as recfmt
 from ...format import segment as segfmt
 from ...layout import Layout
 from ...store import EventStore
@@ -284,3 +285,39 @@ def _active(lay: Layout, state: SyncedState) -> Part:
         raise StoreCorrupted(f"{path} is shorter than its synced end {state.end}; run: kroniko-ops fsck {lay.root}")
     return Part("active", state.segment, state.position,
                 [_file(f"log/{segfmt.seg_name(state.segment)}", path, fd, state.end)])
+
+
+CHECK_CHUNK = 4 << 20  # bytes of records checked at once
+
+
+def check_records(root: str, rel: str, fd: int, start: int, end: int, last_chain: bytes | None = None) -> None:
+    """Check the records in bytes ``start..end`` of the head's segment before a copy carries them
+    (sealed segments and packs are checked against the checksums their own files record; these
+    bytes have none): every header, position, event hash and chain link from the first of them
+    on, and, given ``last_chain``, that the last one's chain is the head's. Raises
+    :class:`StoreCorrupted` naming the first bad position."""
+    chain: bytes | None = None
+    pos = 0
+    at = start
+    while at < end:
+        data = os.pread(fd, min(CHECK_CHUNK, end - at), at)
+        cut = data.rfind(b"\n") + 1 if at + len(data) < end else len(data)
+        if cut <= 0:  # one record longer than a chunk
+            data = os.pread(fd, end - at, at)
+            cut = data.rfind(b"\n") + 1 or len(data)
+        run = data[:cut]
+        try:
+            first = pos + 1 if pos else recfmt.parse_header(recfmt.leading_header(run)).position
+        except (recfmt.RecordError, ValueError, IndexError):
+            first, problems = pos + 1, [(pos + 1, "header")]
+        else:
+            _ids, _bodies, chain, problems = recfmt.check_run(run, first, chain)
+            pos = first + run.count(b"\n") - 1
+        if problems:
+            where, kind = problems[0]
+            raise StoreCorrupted(f"{root}/{rel}: the record at position {where} is damaged ({kind}); nothing damaged "
+                                 f"is copied: run kroniko-ops fsck {root}")
+        at += cut
+    if last_chain is not None and start < end and chain != last_chain:
+        raise StoreCorrupted(f"{root}/{rel}: the records end on a chain other than the synced position's; run "
+                             f"kroniko-ops fsck {root}")

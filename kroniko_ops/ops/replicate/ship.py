@@ -236,7 +236,8 @@ class Replicator:
                         files[rel] = self._whole(rel, fd, size, part.seg_sha256.hex())
                     else:
                         seal = part.seg_sha256.hex() if part.kind == "sealed" and part.seg_sha256 else ""
-                        files[rel] = self._segment(rel, fd, size, seal, staged)
+                        head = snap.state.chain if part.kind == "active" else None
+                        files[rel] = self._segment(rel, fd, size, seal, staged, head)
         return files
 
     def _format(self, data: bytes) -> RFile:
@@ -259,9 +260,11 @@ class Replicator:
         self._ensure(key, _source(fd, 0, size), size, sha, pack=rel.startswith("packs/"))
         return RFile(size, sha, [Obj(key, 0, size, sha)], seal)
 
-    def _segment(self, rel: str, fd: int, end: int, seal: str,
-                 staged: dict[str, tuple[int, hashlib._Hash]]) -> RFile:
-        """A segment up to ``end``: the replica's ranges, then the bytes past them."""
+    def _segment(self, rel: str, fd: int, end: int, seal: str, staged: dict[str, tuple[int, hashlib._Hash]],
+                 head: bytes | None = None) -> RFile:
+        """A segment up to ``end``: the replica's ranges, then the bytes past them (checked
+        record by record first when it is the head's segment, whose chain at ``end`` is
+        ``head``: it has no checksum of its own)."""
         prev = self.current.files.get(rel) if self.current is not None else None
         objs = list(prev.objects) if prev is not None else []
         covered = prev.size if prev is not None else 0
@@ -270,6 +273,8 @@ class Replicator:
                                  f"lost synced records; run: kroniko-ops fsck {self.root}")
         if covered == end and prev is not None and prev.seal == seal:
             return prev
+        if head is not None:
+            snapshot.check_records(self.root, rel, fd, covered, end, head)
         h = self._hasher(rel, fd, objs, covered)
         while covered < end:
             start = covered

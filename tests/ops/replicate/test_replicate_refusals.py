@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from replica_helpers import cli, contents, fill, objects
 
-from kroniko_ops.errors import InvalidArgument
+from kroniko_ops import Event, EventStore
+from kroniko_ops.errors import InvalidArgument, StoreCorrupted
 from kroniko_ops.objstore import open_url
 from kroniko_ops.ops.replicate import replicate, restore, verify_backup
 
@@ -140,3 +141,35 @@ def test_folder_replica_and_store_inside_one_another_are_refused(tmp_path: Path,
         replicate(src, url, once=True)
     assert sorted(os.listdir(os.path.dirname(src))) == before
     assert not os.path.exists(os.path.join(src, "lost-found", "replica"))
+
+
+def _rot_a_body(store: str, events: int) -> None:
+    """A store of ``events`` durable events, then one byte of an event's JSON in the middle of
+    the head's segment changed (bit rot: the checksums no longer match)."""
+    with EventStore(store) as s:
+        for i in range(events):
+            s.append(Event("T", {"i": i, "note": "hello world"}))
+    seg = os.path.join(store, "log", "000000000001.seg")
+    data = Path(seg).read_bytes()
+    at = data.index(b'"note":"hello world"', len(data.rstrip(b"\0")) // 2) + 9
+    fd = os.open(seg, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"J", at)
+    finally:
+        os.close(fd)
+
+
+def test_damage_in_the_head_segment_is_never_shipped(url: str, tmp_path: Path) -> None:
+    src = str(tmp_path / "src")
+    _rot_a_body(src, 20)
+    with pytest.raises(StoreCorrupted, match="damaged"):
+        replicate(src, url, once=True)
+    assert not [k for k in objects(url) if k.startswith("manifests/")]
+
+
+def test_damage_in_the_head_segment_is_never_backed_up(tmp_path: Path) -> None:
+    src = str(tmp_path / "src")
+    _rot_a_body(src, 20)
+    done = cli("backup", src, str(tmp_path / "bk"))
+    assert done.returncode == 4 and "damaged" in done.stderr, done.stdout + done.stderr
+    assert not os.path.exists(tmp_path / "bk")
