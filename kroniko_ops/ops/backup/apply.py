@@ -66,6 +66,7 @@ def restore(backup: str | os.PathLike[str], target: str | os.PathLike[str], *, t
     backup, target = os.fspath(backup), os.fspath(target)
     from .sets import resolve  # a backup set's folder (backup --into) means its newest backup
 
+    refuse_overlap(backup, target, "backup", "restore target")  # a set's folder as given, too
     backup = resolve(backup)
     report = Report("restore", target)
     refuse_overlap(backup, target, "backup", "restore target")

@@ -22,10 +22,11 @@ from ... import fileio
 from ...errors import InvalidArgument, StoreNotFound
 from ...objstore import Missing, ObjectStore, Retry, open_url
 from ...report import Report
+from ..backup import pit, verify
 from ..backup import restore as restore_backup
-from ..backup import verify
 from ..backup.container import Container
 from ..backup.manifest import DIRS, MANIFEST
+from ..backup.places import refuse_overlap
 from ..backup.sink import remove_tree, sweep_stale, temp_path
 from .manifest import (
     MAX_MANIFEST_BYTES,
@@ -219,9 +220,16 @@ def restore_replica(url: str, target: str | os.PathLike[str], *, to_position: in
     restore it like a backup folder (verified, cut, indexed, fsck'd, renamed into place)."""
     target = os.fspath(target)
     report = Report("restore", target)
+    # Every check of the arguments before anything is written or downloaded.
+    refuse_overlap(url, target, "replica", "restore target")
     if os.path.lexists(target) and (not os.path.isdir(target) or os.path.islink(target) or os.listdir(target)):
         raise InvalidArgument(f"{target} exists and is not an empty folder; restore into a new or empty folder "
                               "(a restore never overwrites anything)")
+    if to_position is not None and (isinstance(to_position, bool) or not isinstance(to_position, int)
+                                    or to_position < 0):
+        raise InvalidArgument(f"--to-position must be an integer >= 0, got {to_position!r}")
+    if to_time is not None:
+        pit.parse_time(to_time)
     parent = os.path.dirname(os.path.abspath(target)) or "."
     fileio.makedirs(parent)
     for path in sweep_stale(parent, "fetch", os.path.basename(target)):

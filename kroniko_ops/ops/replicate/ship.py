@@ -30,6 +30,7 @@ from ...layout import Layout
 from ...objstore import Conflict, ObjectStore, ObjectStoreError, Region
 from ...store import EventStore
 from ..backup import snapshot
+from ..backup.places import refuse_overlap
 from . import merge
 from .manifest import (
     MAX_MANIFEST_BYTES,
@@ -147,6 +148,7 @@ class Replicator:
         if a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep):
             raise InvalidArgument(f"{self.remote.url} and the store {self.root} must not be inside one another: "
                                   "replicate to a folder elsewhere (ideally another disk); nothing was written")
+        refuse_overlap(self.root, root, "store", "replica")  # nor inside another store, backup or replica
 
     def _check_same_store(self, m: ReplicaManifest) -> None:
         fmt = _format_bytes(self.root)

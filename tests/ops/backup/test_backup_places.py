@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from kroniko_ops import Event, EventStore, InvalidArgument, backup, fsck, restore
+from kroniko_ops import Event, EventStore, InvalidArgument, backup, fsck
+from kroniko_ops.ops import replicate as replicas
+from kroniko_ops.ops.backup import backup_into
+from kroniko_ops.ops.replicate import replicate
 
 CLI = [sys.executable, "-c", "from kroniko_ops.cli import main; main()"]
 
@@ -37,6 +40,8 @@ def place(tmp_path: Path) -> Path:
     EventStore(str(tmp_path / "T"), durable=False).close()
     (tmp_path / "L").symlink_to(tmp_path / "S")
     (tmp_path / "LB").symlink_to(tmp_path / "B")
+    backup_into(str(tmp_path / "S"), str(tmp_path / "SET"), durable=False)
+    assert replicate(str(tmp_path / "S"), str(tmp_path / "R"), once=True).exit_code == 0
     return tmp_path
 
 
@@ -55,6 +60,12 @@ CASES = [
     ("restore", "B", "LB/r", False),
     ("restore", "LB", "B/log/r", False),
     ("restore", "B", "T/index/r", False),
+    ("restore", "SET", "SET/r", False),  # a backup set's folder, as given
+    ("restore", "R", "R/r", False),  # a folder replica
+    ("restore", "R", "S/r", False),
+    ("restore", "B", "R/r", False),  # inside a folder replica
+    ("replicate", "S", "T/rep", False),
+    ("replicate", "S", "B/rep", False),
 ]
 
 
@@ -66,8 +77,10 @@ def test_a_destination_inside_a_source_or_store_is_refused(place: Path, op: str,
     with pytest.raises(InvalidArgument, match="nothing was written"):
         if op == "backup":
             backup(src, dst, archive=archive, durable=False)
+        elif op == "replicate":
+            replicate(src, dst, once=True)
         else:
-            restore(src, dst, durable=False)
+            replicas.restore(src, dst, durable=False)
     assert _tree(place) == before
     for store in ("S", "T"):
         assert fsck(str(place / store)).exit_code == 0

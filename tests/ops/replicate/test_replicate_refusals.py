@@ -173,3 +173,16 @@ def test_damage_in_the_head_segment_is_never_backed_up(tmp_path: Path) -> None:
     done = cli("backup", src, str(tmp_path / "bk"))
     assert done.returncode == 4 and "damaged" in done.stderr, done.stdout + done.stderr
     assert not os.path.exists(tmp_path / "bk")
+
+
+def test_a_bad_restore_is_refused_before_anything_is_downloaded_or_made(url: str, tmp_path: Path) -> None:
+    src = str(tmp_path / "src")
+    fill(src, 10)
+    replicate(src, url, once=True)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(InvalidArgument, match="--to-time"):
+        restore(url, str(tmp_path / "deep" / "a" / "b"), to_time="not-a-time")
+    with pytest.raises(InvalidArgument, match="inside the store"):
+        restore(url, os.path.join(src, "restored"))
+    assert sorted(os.listdir(tmp_path)) == before
+    assert not [n for n in os.listdir(src) if n.startswith(".tmp") or n == "restored"]
