@@ -1,6 +1,7 @@
 """kroniko-ops: a file-based, append-only DCB event store and the tools that keep it healthy."""
 
 from .errors import (
+    AccessDenied,
     AppendConditionFailed,
     DurabilityError,
     InvalidArgument,
@@ -40,6 +41,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AccessDenied",
     "AppendCondition",
     "AppendConditionFailed",
     "DurabilityError",

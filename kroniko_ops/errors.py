@@ -110,6 +110,23 @@ class NothingWritten(KronikoError):
     :class:`DurabilityError`."""
 
 
+class AccessDenied(KronikoError):
+    """A file of the store may not be read (or written) by this user: the check or the operation
+    could not run (exit 8); nothing says the store is damaged."""
+
+
+def denied(exc: OSError) -> bool:
+    """True when ``exc`` is a permission refusal (EACCES, EPERM): the caller's rights, never
+    damage to the file."""
+    return exc.errno in (errno.EACCES, errno.EPERM)
+
+
+def access_denied(path: str, exc: OSError) -> AccessDenied:
+    """The error for a file of the store this user may not open."""
+    return AccessDenied(f"cannot open {path}: {exc.strerror or exc}; run as a user who may read the whole store "
+                        "(its owner, or one of its group); this says nothing about damage")
+
+
 def out_of_files(exc: OSError) -> bool:
     """True when ``exc`` says the process or the system ran out of file descriptors (EMFILE,
     ENFILE): a limit of the caller, never damage to the file it was opening."""

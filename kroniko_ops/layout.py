@@ -11,7 +11,17 @@ from dataclasses import dataclass
 
 from . import fileio
 from .codec import DEFAULT_MAX_EVENT_BYTES
-from .errors import InvalidArgument, LegacyStore, NotAStore, NothingWritten, StoreCorrupted, StoreNotFound, out_of_files
+from .errors import (
+    InvalidArgument,
+    LegacyStore,
+    NotAStore,
+    NothingWritten,
+    StoreCorrupted,
+    StoreNotFound,
+    access_denied,
+    denied,
+    out_of_files,
+)
 
 FORMAT_LINE = "kroniko-ops format 3"
 TMP_PREFIX = ".tmp-"
@@ -309,6 +319,8 @@ def open_store(root: str, create_missing: bool, max_event_bytes: int | None, dur
         if out_of_files(exc):  # the process's limit, not the store's fault
             raise NothingWritten(f"could not open {lay.format_file} ({exc}); nothing was written: raise the "
                                  "open-files limit (ulimit -n) or close files, and retry") from exc
+        if denied(exc):
+            raise access_denied(lay.format_file, exc) from None
         raise StoreCorrupted(f"{lay.format_file} is unreadable ({exc}); run: kroniko-ops fsck {root}") from None
     try:
         return parse_format(raw)

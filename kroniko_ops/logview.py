@@ -22,7 +22,7 @@ from itertools import accumulate, repeat
 from operator import add
 
 from . import fileio
-from .errors import NothingWritten, StoreCorrupted, out_of_files
+from .errors import NothingWritten, StoreCorrupted, access_denied, denied, out_of_files
 from .format import pack as packfmt
 from .format import record as recfmt
 from .format import segment as segfmt
@@ -54,6 +54,8 @@ class ActiveSegment:
             if out_of_files(exc):  # the process's limit, not the segment's fault
                 raise NothingWritten(f"could not open {self.path} ({exc}); nothing was written: raise the "
                                      "open-files limit (ulimit -n) or close files, and retry") from exc
+            if denied(exc):
+                raise access_denied(self.path, exc) from None
             root = os.path.dirname(os.path.dirname(self.path))
             raise StoreCorrupted(f"{self.path} cannot be used as a log segment ({exc.strerror}); "
                                  f"run: kroniko-ops fsck {root}") from None

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from ..errors import EXIT_OPERATIONAL, KronikoError
+from ..errors import EXIT_OPERATIONAL, KronikoError, access_denied, denied
 from . import contract
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a command stopped by Ctrl-C
@@ -89,8 +89,9 @@ class _Group(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except OSError as exc:
-            contract.close(ctx, raw, EXIT_OPERATIONAL, str(exc))
-            raise _Failed(str(exc), EXIT_OPERATIONAL) from exc
+            message = str(access_denied(exc.filename, exc)) if denied(exc) and exc.filename else str(exc)
+            contract.close(ctx, raw, EXIT_OPERATIONAL, message)
+            raise _Failed(message, EXIT_OPERATIONAL) from exc
         except sqlite3.Error as exc:  # an index database that failed where no finding could say so
             contract.close(ctx, raw, EXIT_OPERATIONAL, f"SQLite: {exc}")
             raise _Failed(f"SQLite: {exc}", EXIT_OPERATIONAL) from exc

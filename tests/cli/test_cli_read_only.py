@@ -109,3 +109,30 @@ def test_with_a_writer_holding_the_store_open_the_index_is_checked_too(world: Pa
             os.chmod(Path(path, "index", n), 0o644)
         findings = _check_reads(path, outbox)
     assert "index-unchecked" not in {f["code"] for f in findings}
+
+
+@pytest.mark.parametrize("unreadable", ["FORMAT", "active segment", "sealed segment", "pack"])
+def test_a_file_this_user_may_not_read_is_exit_8_never_damage(world: Path, unreadable: str) -> None:
+    # A monitoring account with the wrong rights must hear "could not run" (8), not "the store
+    # is damaged" (4) with advice to run the very fsck that says it.
+    path = _store(world)
+    if unreadable == "pack":
+        assert fsck(path).exit_code == 0
+        from kroniko_ops import compact
+        assert compact(path).exit_code == 0
+        for folder, _dirs, names in os.walk(path):
+            os.chmod(folder, 0o755)
+            for n in names:
+                os.chmod(os.path.join(folder, n), 0o644)
+    log = sorted(n for n in os.listdir(os.path.join(path, "log")) if n.endswith(".seg"))
+    target = {"FORMAT": os.path.join(path, "FORMAT"),
+              "active segment": os.path.join(path, "log", log[-1]),
+              "sealed segment": os.path.join(path, "log", log[0]),
+              "pack": os.path.join(path, "packs", next(iter(os.listdir(os.path.join(path, "packs"))), "none"))
+              if unreadable == "pack" else ""}[unreadable]
+    os.chmod(target, 0o600)
+    for args in (["fsck", path, "--json"], ["fsck", path, "--quick", "--json"], ["read", path]):
+        done = _as_nobody(*args)
+        assert done.returncode == 8, (args, done.returncode, done.stdout[-500:], done.stderr)
+        assert "Permission denied" in done.stderr + done.stdout, done.stderr
+        assert "fsck" not in done.stderr.split("Permission denied", 1)[1], done.stderr

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ... import fileio
+from ...errors import access_denied, denied
 from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
@@ -206,6 +207,8 @@ def _open_pack(ctx: Context, pool: Pool, first: int, last: int, path: str) -> Pa
     except FileNotFoundError:
         raise  # removed meanwhile (a compaction merged it into a bigger pack): list again
     except (packfmt.PackError, OSError) as exc:
+        if isinstance(exc, OSError) and denied(exc):  # the check cannot run: exit 8, no verdict
+            raise access_denied(path, exc) from None
         ctx.add("pack-corrupt", "error", rel, f"the pack does not open ({exc}); restore it from a backup", first)
         return None
     try:

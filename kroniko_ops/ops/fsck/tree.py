@@ -10,6 +10,7 @@ import stat
 import time
 
 from ... import fileio
+from ...errors import access_denied, denied
 from ...format import pack as packfmt
 from ...format import segment as segfmt
 from ...layout import FORMAT_LINE, parse_format, stale_temp
@@ -41,6 +42,8 @@ def check_format(ctx: Context) -> str:
                 "does not say which format it is; restore FORMAT from a backup (never written by --repair)")
         return FORMAT_MISSING
     except OSError as exc:
+        if denied(exc):  # the check cannot run: exit 8, not a verdict on the store
+            raise access_denied(path, exc) from None
         ctx.add("format-unknown", "error", "FORMAT", f"the FORMAT file is unreadable ({exc})")
         return FORMAT_BAD
     try:
