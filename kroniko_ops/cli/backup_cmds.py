@@ -13,6 +13,7 @@ from ..ops.replicate import verify_backup as run_verify
 from . import cli
 from .contract import Run, command
 from .output import emit_json
+from .params import FileStore
 
 PATH = click.Path(file_okay=True, dir_okay=True)
 LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=-1), default=30.0, show_default=True,
@@ -23,7 +24,7 @@ LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=-1), def
     "kroniko-ops backup /srv/events --into /backup/events   # full or incremental, named by time, latest -> it",
     "kroniko-ops backup /srv/events s3://acme-dr/snapshots/2026-12-06   # one snapshot into an empty prefix",
     "kroniko-ops backup /srv/events /backup/events-inc --incremental-from /backup/events-full --json"))
-@click.argument("store", type=PATH)
+@click.argument("store", type=FileStore())
 @click.argument("dest", type=PATH, required=False)
 @click.option("--into", "root", type=click.Path(file_okay=False), default=None,
               help="Add a backup to the backup set ROOT instead of writing DEST: an incremental on its newest "

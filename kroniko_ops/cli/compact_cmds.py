@@ -8,13 +8,14 @@ from ..ops.compact import DEFAULT_PRUNE_DAYS
 from ..ops.compact import compact as compact_store
 from . import cli
 from .contract import Run, command
+from .params import FileStore
 
 
 @command(cli, "compact", path="store", metrics_file=True, examples_=(
     "kroniko-ops compact /srv/events --dry-run",
     "kroniko-ops compact /srv/events --quiet --metrics-file /var/lib/node_exporter/kroniko-compact.prom",
     "kroniko-ops compact /srv/events --prune-age 0 --json"))
-@click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+@click.argument("store", type=FileStore())
 @click.option("--prune-age", "prune_age", type=click.FloatRange(min=0), default=DEFAULT_PRUNE_DAYS,
               show_default=True, metavar="DAYS",
               help="Delete lost-found/ entries set aside more than DAYS days ago (each one is named in the "

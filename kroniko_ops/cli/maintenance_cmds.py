@@ -9,8 +9,10 @@ from ..ops.recovery import recover as run_recover
 from ..ops.recovery import reindex as run_reindex
 from . import cli
 from .contract import Run, command
+from .params import FileStore
 
 STORE = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
+FILE_STORE = click.argument("store", type=FileStore())
 LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
                             help="Seconds to wait for a lock held by another process before giving up (exit 8).")
 
@@ -52,7 +54,7 @@ def fsck(run: Run, store: str, quick: bool, repair: bool, accept_loss: bool, dry
 @command(cli, "recover", path="store", metrics_file=True, examples_=(
     "kroniko-ops recover /srv/events",
     "kroniko-ops recover /srv/events --json --metrics-file /var/lib/node_exporter/kroniko-recover.prom"))
-@STORE
+@FILE_STORE
 @LOCK_TIMEOUT
 def recover(run: Run, store: str, lock_timeout: float) -> None:
     """Crash recovery: re-read the unsynced part of the log, cut a torn or uncommitted tail into
@@ -67,7 +69,7 @@ def recover(run: Run, store: str, lock_timeout: float) -> None:
 @command(cli, "reindex", path="store", metrics_file=True, examples_=(
     "kroniko-ops reindex /srv/events",
     "kroniko-ops reindex /srv/events --json --metrics-file /var/lib/node_exporter/kroniko-reindex.prom"))
-@STORE
+@FILE_STORE
 @LOCK_TIMEOUT
 def reindex(run: Run, store: str, lock_timeout: float) -> None:
     """Build a new index generation of STORE from the log, online, and publish it.

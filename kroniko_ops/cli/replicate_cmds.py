@@ -12,13 +12,14 @@ from ..ops.replicate import parse_duration
 from ..ops.replicate import replicate as run_replicate
 from . import cli
 from .contract import Run, command
+from .params import FileStore
 
 
 @command(cli, "replicate", path="url", subject="url", metrics_file=True, examples_=(
     "kroniko-ops replicate /srv/events s3://acme-dr/events --once --retain 7d        # from cron",
     "kroniko-ops replicate /srv/events s3://acme-dr/events --interval 1 --metrics-file /var/lib/node_exporter/r.prom",
     "kroniko-ops replicate /srv/events /mnt/other-disk/events-replica --once --json"))
-@click.argument("store", type=click.Path(file_okay=False, dir_okay=True))
+@click.argument("store", type=FileStore(file_okay=False))
 @click.argument("url")
 @click.option("--once", is_flag=True, help="Ship what the store holds now, then exit (for cron).")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True, metavar="SECONDS",

@@ -44,3 +44,13 @@ def test_power_loss_torture_of_a_url_is_refused(tmp_path, monkeypatch) -> None: 
 def test_a_bad_schema_name_is_refused_with_the_password_hidden() -> None:
     res = run("read", URL + "?schema=Robert';DROP")
     assert res.exit_code == 2 and "schema name" in res.output
+
+
+def test_file_only_commands_refuse_a_postgres_store_without_showing_its_password(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    keywords = "host=127.0.0.1 port=1 dbname=db password=hunter2-secret"
+    for args in (("recover", URL), ("reindex", URL), ("compact", URL), ("backup", URL, "bk"),
+                 ("replicate", URL, "rep", "--once"), ("compact", keywords), ("recover", URL, "--json")):
+        res = run(*args)
+        assert res.exit_code == 2 and "works on store folders only" in res.output, (args, res.output)
+    assert os.listdir(tmp_path) == []
