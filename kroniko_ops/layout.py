@@ -380,13 +380,20 @@ def set_aside(root: str, label: str, note: str, files: dict[str, bytes] | None =
 def init_refs(root: str, ref_fields: tuple[str, ...], max_event_bytes: int | None = None,
               segment_bytes: int | None = None, durable: bool = True) -> FormatInfo:
     """Create the store at ``root`` recording ``ref_fields`` in its FORMAT (the fields ``fsck``
-    then checks as references to event ids), or confirm that the existing store records the same
-    ones; :class:`InvalidArgument` (nothing written) otherwise: FORMAT is fixed at creation."""
+    then checks as references to event ids) and the given sizes, or confirm that the existing
+    store records the same (each one given); :class:`InvalidArgument` (nothing written)
+    otherwise: FORMAT is fixed at creation."""
     wanted = tuple(dict.fromkeys(check_ref_field(r) for r in ref_fields))
     info = open_store(root, True, max_event_bytes, durable, segment_bytes, wanted)
-    if set(info.ref_fields) != set(wanted):
+    if wanted and set(info.ref_fields) != set(wanted):
         raise InvalidArgument(f"{root} already exists with reference fields {','.join(info.ref_fields) or '(none)'}; "
                               "they are fixed when a store is created: pass --ref-field to fsck instead; nothing "
                               "was written")
+    for option, given, recorded in (("--segment-bytes", segment_bytes, info.segment_bytes),
+                                    ("--max-event-bytes", max_event_bytes, info.max_event_bytes)):
+        if given is not None and given != recorded:
+            raise InvalidArgument(f"{root} already exists with {option.lstrip('-').replace('-', '_')}={recorded}; "
+                                  f"it is fixed when a store is created ({option} {given} applies to a new store "
+                                  "only); nothing was written")
     return info
 

@@ -53,10 +53,10 @@ def _event_json(e: Any) -> dict[str, Any]:
 def init(run: Run, store: str, max_event_bytes: int | None, segment_bytes: int | None,
          ref_fields: tuple[str, ...]) -> None:
     """Create an empty store in STORE (a new or empty folder, or a postgresql:// URL)."""
-    if ref_fields:
-        if is_url(store):
-            raise InvalidArgument("--ref-field is recorded in a file store's FORMAT; for a PostgreSQL store pass "
-                                  "--ref-field to fsck; nothing was written")
+    if ref_fields and is_url(store):
+        raise InvalidArgument("--ref-field is recorded in a file store's FORMAT; for a PostgreSQL store pass "
+                              "--ref-field to fsck; nothing was written")
+    if not is_url(store):  # creates it, or checks that the existing one records these options
         init_refs(store, ref_fields, max_event_bytes, segment_bytes)
     with open_store(store, max_event_bytes=max_event_bytes, segment_bytes=segment_bytes) as s:
         head = s.head()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-from ..errors import AppendConditionFailed
+from ..errors import AppendConditionFailed, InvalidArgument
 from ..model import AppendCondition, Event, Query, QueryItem
 from ..store import EventStore
 
@@ -34,6 +34,12 @@ def _add_item(store: EventStore, cart: str, sku: str) -> str:
 def run_demo(folder: str) -> Iterator[str]:
     """Create (or reuse) a store in ``folder`` and exercise it; yield a line per step."""
     with EventStore(folder) as store:
+        first = next(iter(store.read(limit=1)), None)
+        if first is not None and not (first.type == "UserRegistered" and first.data == {"name": "Ada"}
+                                      and all(t.startswith("user:u-") for t in first.event.tags)):
+            raise InvalidArgument(f"{store.path} holds events the demo did not write; the demo appends sample "
+                                  "events that cannot be taken back, so give it a new folder (or one an earlier "
+                                  "demo used); nothing was written")
         yield f"store: {store.path} (head {store.head()} before the demo)"
         run = uuid.uuid4().hex[:6]
         cart, user = f"c-{run}", f"u-{run}"

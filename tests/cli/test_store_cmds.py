@@ -375,3 +375,25 @@ def test_console_script_help_lists_the_commands() -> None:
     assert res.returncode == 0
     for command in ("init", "append", "read", "head", "stats", "demo"):
         assert command in res.stdout
+
+
+def test_demo_refuses_a_store_it_did_not_write(tmp_path: Path) -> None:
+    # The demo's events cannot be taken back: a real store given by mistake must stay as it was.
+    folder = str(tmp_path / "real")
+    assert run("init", folder).exit_code == 0
+    assert run("append", folder, input='{"type":"OrderPlaced","data":{"n":1}}\n').exit_code == 0
+    before = files(folder)
+    done = run("demo", folder)
+    assert done.exit_code == 2 and "did not write" in done.output
+    assert files(folder) == before and int(run("head", folder).stdout) == 1
+
+
+@pytest.mark.parametrize("option", [("--segment-bytes", "8192"), ("--max-event-bytes", "1000")])
+def test_init_of_an_existing_store_refuses_other_sizes(tmp_path: Path, option: tuple[str, str]) -> None:
+    folder = str(tmp_path / "s")
+    assert run("init", folder).exit_code == 0
+    before = files(folder)
+    done = run("init", folder, *option)
+    assert done.exit_code == 2 and "fixed when a store is created" in done.output, done.output
+    assert files(folder) == before
+    assert run("init", folder).exit_code == 0  # the same options (none given) still confirm it
