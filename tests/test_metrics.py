@@ -126,6 +126,25 @@ def test_a_file_that_is_not_ours_is_replaced_and_an_unwritable_one_is_an_error(s
     assert res.exit_code == 8 and "could not write the metrics file" in res.output
 
 
+def test_an_unwritable_metrics_file_still_leaves_the_verdict_printed(store: str, tmp_path: Path) -> None:
+    # The report is what the operator needs most: damage found must be shown even when the
+    # metrics file cannot be written, with one error and exit 8.
+    seg = sorted(Path(store, "log").glob("*.seg"))[0]
+    data = bytearray(seg.read_bytes())
+    data[300] ^= 1
+    seg.write_bytes(bytes(data))
+    bad = str(tmp_path / "x.prom" / "y.prom")
+    (tmp_path / "x.prom").write_text("a file where a folder should be")
+    res = CliRunner().invoke(cli, ["fsck", store, "--json", "--metrics-file", bad])
+    lines = [orjson.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert res.exit_code == 8 and any(x["kind"] == "finding" and x["severity"] == "error" for x in lines)
+    assert lines[-1]["kind"] == "summary" and lines[-1]["exit_code"] == 8 and lines[-1]["verdict_exit_code"] == 4
+    assert "could not write the metrics file" in lines[-1]["error"]
+    res = CliRunner().invoke(cli, ["fsck", store, "--metrics-file", bad])
+    assert res.exit_code == 8 and "problem(s) remain" in res.stdout
+    assert res.stderr.count("error:") == 1, res.stderr
+
+
 def test_every_code_a_module_reports_is_known_and_documented() -> None:
     """The catalogue behind the ``code`` label names every code the source reports, and the docs
     explain every code in it."""

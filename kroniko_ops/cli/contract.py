@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from ..errors import EXIT_OPERATIONAL, KronikoError
 from ..postgres.url import display
 from ..report import safe_text
 from .output import emit_json, print_report
@@ -47,13 +48,21 @@ class Run:
         return not self.quiet and sys.stderr.isatty()
 
     def finish(self, report: Any) -> None:
-        """End with a :class:`~kroniko_ops.report.Report`: metrics, the report, its exit code."""
+        """End with a :class:`~kroniko_ops.report.Report`: metrics, the report, its exit code. A
+        metrics file that cannot be written still leaves the report printed, then exit 8."""
         self.path = report.path
-        self._metrics(report.exit_code, report)
+        failed = None
+        try:
+            self._metrics(report.exit_code, report)
+        except KronikoError as exc:
+            failed = str(exc)
         self.ended = True
-        print_report(report, self.as_json, self.quiet)
-        if report.exit_code:
-            click.get_current_context().exit(report.exit_code)
+        print_report(report, self.as_json, self.quiet, error=failed)
+        if failed is not None and not self.as_json:
+            click.echo(f"error: {failed}", err=True)
+        code = EXIT_OPERATIONAL if failed is not None else report.exit_code
+        if code:
+            click.get_current_context().exit(code)
 
     def done(self, exit_code: int = 0, **fields: Any) -> None:
         """End a command that has no report: the summary line (``--json``) with ``fields``."""

@@ -32,15 +32,20 @@ def emit_json(obj: dict[str, Any]) -> None:
     click.echo(line.decode())
 
 
-def print_report(report: Any, as_json: bool, quiet: bool = False) -> None:
+def print_report(report: Any, as_json: bool, quiet: bool = False, error: str | None = None) -> None:
     """Print a :class:`~kroniko_ops.report.Report`: one JSON line per finding and a summary with
-    ``--json``; otherwise findings grouped by code and a one-line verdict."""
+    ``--json``; otherwise findings grouped by code and a one-line verdict. ``error``: the run
+    then failed after its report (its metrics file): the summary says exit 8 and why, and keeps
+    the report's own code as ``verdict_exit_code``."""
     # Kept before printing: the verdict outlives a reader that closes stdout early.
-    click.get_current_context().meta["kroniko_verdict"] = report.exit_code
+    click.get_current_context().meta["kroniko_verdict"] = report.exit_code if error is None else 8
     if as_json:
         for f in report.findings:
             emit_json(f.as_json())
-        emit_json(report.summary())
+        summary = report.summary()
+        if error is not None:
+            summary.update(exit_code=8, verdict_exit_code=report.exit_code, error=safe_text(error))
+        emit_json(summary)
         return
     by_code: dict[str, list[Any]] = {}
     for f in report.findings:
