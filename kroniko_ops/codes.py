@@ -51,7 +51,7 @@ BY_OPERATION: dict[str, tuple[str, ...]] = {
     "backup": BACKUP + BACKUP_TEMP + ("segment-corrupt", "pack-corrupt"),
     "verify-backup": BACKUP + REPLICA,
     "restore": BACKUP + RESTORE + tuple(f"restore-{c}" for c in FSCK),
-    "replicate": (),
+    "replicate": ("backup-stale-temp",),
     "prune": BACKUP + PRUNE,
     "migrate": FSCK + LEGACY + MIGRATE,
 }

@@ -119,6 +119,8 @@ def _metrics(rep: Replicator | None, path: str, url: str, exit_code: int, second
 def _finish(report: Report, rep: Replicator, **more: int) -> Report:
     m = rep.current
     report.head = m.head if m is not None else 0
+    for path in rep.swept:
+        report.add("backup-stale-temp", "info", path, "removed a temp file an interrupted upload left")
     report.finish()
     c = rep.count
     report.figures.update(manifest=m.seq if m is not None else 0, chain=m.chain if m is not None else "",

@@ -99,6 +99,7 @@ class Replicator:
         self.hashers: dict[str, tuple[int, hashlib._Hash]] = {}  # segment -> (bytes covered, hash so far)
         self.seals: dict[tuple[int, ...], tuple[int, bytes]] = {}  # sealed segments decoded once (snapshot)
         self.count = Counters()
+        self.swept: list[str] = []  # temp files of killed uploads removed from a folder replica
         self.pool = ThreadPoolExecutor(UPLOADS, thread_name_prefix="kroniko-upload")
         self.inflight: list[tuple[Future[bool], str, int, bool]] = []  # (future, key, size, is a pack)
         self.store = EventStore(root, create=False, lock_timeout=lock_timeout)
@@ -116,6 +117,9 @@ class Replicator:
         holding anything but a replica, a replica of another store (or of another history of
         this one), or with ``empty_only`` anything at all."""
         self._check_apart()
+        sweep = getattr(self.remote, "sweep", None)  # a folder replica: temp files of killed uploads
+        if sweep is not None and not empty_only:
+            self.swept = sweep()
         listing = self.remote.list()
         if empty_only and listing:
             raise InvalidArgument(f"{self.remote.url} is not empty ({len(listing)} objects, e.g. {min(listing)}): "
@@ -196,8 +200,10 @@ class Replicator:
         try:
             self.remote.put(manifest_key(seq), raw, len(raw), hashlib.sha256(raw).hexdigest(), exclusive=True)
         except Conflict:
-            raise ObjectStoreError(f"{self.remote.url}: manifest {seq} was written by another process meanwhile; "
-                                   "run one replicate per URL") from None
+            # A retried upload whose first answer was lost finds its own manifest: that is success.
+            if not self._same(manifest_key(seq), hashlib.sha256(raw).hexdigest()):
+                raise ObjectStoreError(f"{self.remote.url}: manifest {seq} was written by another process meanwhile; "
+                                       "run one replicate per URL") from None
         self.count.manifest_bytes += len(raw)
         self.count.manifests += 1
         self.history[seq] = History(m.created_us, m.keys())

@@ -182,3 +182,55 @@ def _refused(server: S3Server, client: object, bucket: str) -> bool:
     except Exception:
         return True
     return False
+
+
+def test_a_lost_answer_to_the_manifest_upload_is_not_another_writer(s3_env: dict[str, str], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The manifest reached the server but its answer was lost (a dropped connection): the retry
+    # finds its own manifest (412 to If-None-Match) and must take that as success.
+    from botocore.exceptions import ReadTimeoutError
+
+    import kroniko_ops.objstore.s3 as s3mod
+
+    src = str(tmp_path / "src")
+    fill(src, 10)
+    real_init = s3mod.S3Store.__init__
+    dropped: list[bool] = []
+
+    def init(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        real_init(self, *args, **kwargs)
+        put = self.client.put_object
+
+        def put_object(**kw):  # type: ignore[no-untyped-def]
+            answer = put(**kw)
+            if "IfNoneMatch" in kw and not dropped:
+                dropped.append(True)
+                raise ReadTimeoutError(endpoint_url="http://127.0.0.1")
+            return answer
+
+        self.client.put_object = put_object
+
+    monkeypatch.setattr(s3mod.S3Store, "__init__", init)
+    url = f"s3://{BUCKET}/lost-answer-{uuid.uuid4().hex[:8]}"
+    report = replicate(src, url, once=True)
+    assert dropped and report.exit_code == 0 and report.head == contents(src)[-1][0]
+    monkeypatch.setattr(s3mod.S3Store, "__init__", real_init)  # (undo() would drop the credentials too)
+    assert verify_backup(url).exit_code == 0
+
+
+def test_temp_files_of_a_killed_upload_are_swept_from_a_folder_replica(tmp_path: Path) -> None:
+    src, rep = str(tmp_path / "src"), tmp_path / "rep"
+    fill(src, 10)
+    assert replicate(src, str(rep), once=True).exit_code == 0
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: a dead uploader's pid
+        os._exit(0)
+    os.waitpid(pid, 0)
+    left = [rep / f".tmp-{pid}-0123abcd-FORMAT", rep / "log" / f".tmp-{pid}-89abcdef-000000000001.idx"]
+    for f in left:
+        f.write_bytes(b"half an upload")
+    fill(src, 3, start=10)
+    report = replicate(src, str(rep), once=True)
+    assert report.exit_code == 0 and not any(f.exists() for f in left)
+    assert sorted(f.path for f in report.findings if f.code == "backup-stale-temp") == sorted(map(str, left))
+    assert verify_backup(str(rep)).exit_code == 0
