@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..ops.backup import backup_into, scan
+from ..ops.backup import backup_into
 from ..ops.backup import prune as run_prune
-from ..ops.backup.sets import DEFAULT_FULL_EVERY_DAYS
+from ..ops.backup.sets import DEFAULT_FULL_EVERY_DAYS, listing
 from ..ops.replicate import backup as run_backup
 from ..ops.replicate import restore as run_restore
 from ..ops.replicate import verify_backup as run_verify
@@ -112,9 +112,10 @@ def backups(run: Run, root: str) -> None:
     """List the backups of the set ROOT (backup --into), oldest first: when each was started,
     its head, its chain down to a full backup, its size, its base, and whether it can be restored.
 
-    Exit 0 listed (even when some cannot be restored: they say why), 8 ROOT missing.
+    Exit 0 listed (even when some cannot be restored: they say why), 2 ROOT is not a backup set,
+    8 ROOT missing.
     """
-    entries = scan(root)
+    entries = listing(root)
     for e in entries:
         if run.as_json:
             emit_json(e.as_json())

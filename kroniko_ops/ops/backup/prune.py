@@ -83,7 +83,7 @@ def prune(root: str | os.PathLike[str], *, keep_last: int = 0, keep_daily: int =
                               "(without one, prune would delete every backup); nothing was deleted")
     if not os.path.isdir(root):
         raise StoreNotFound(f"no backup set at {root}")
-    if not is_set(root) and os.listdir(root):
+    if not is_set(root):  # an empty folder too: nothing is written there, not even a lock file
         raise InvalidArgument(f"{root} is not a backup set (backups made by backup --into); nothing was deleted")
     report = Report("prune", root)
     with lock(root, lock_timeout):

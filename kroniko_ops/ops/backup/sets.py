@@ -96,6 +96,15 @@ def is_set(path: str) -> bool:
     return os.path.islink(os.path.join(path, LATEST)) or any(NAME_RE.match(n) for n in os.listdir(path))
 
 
+def listing(root: str) -> list[Entry]:
+    """``backups ROOT``: the set's backups (:func:`scan`), after refusing a folder that holds
+    something else (a store, a backup, other files) with exit 2."""
+    if os.path.isdir(root) and not is_set(root) and [n for n in os.listdir(root) if n != LOCK]:
+        raise InvalidArgument(f"{root} is not a backup set (backup STORE --into ROOT makes one); give the folder "
+                              "holding the backups")
+    return scan(root)
+
+
 def scan(root: str) -> list[Entry]:
     """The set's backups, oldest first, with their manifests and chains."""
     if not os.path.isdir(root):
@@ -188,6 +197,7 @@ def backup_into(store: str | os.PathLike[str], root: str | os.PathLike[str], *, 
         raise InvalidArgument(f"--into {root}: that is a backup, not a set of backups; give the folder holding them")
     if not os.path.exists(store):
         raise StoreNotFound(f"no store at {store}")
+    EventStore(store, create=False).close()  # not a store (or a legacy one): refused before ROOT is made
     fileio.makedirs(root)
     with lock(root, lock_timeout):
         stale = sweep(root)

@@ -278,3 +278,20 @@ def test_leftovers_of_killed_runs_are_swept_and_never_listed(tmp_path: Path) -> 
     Path(root, alive).mkdir()
     prune(root, keep_last=1)
     assert os.path.isdir(os.path.join(root, alive))
+
+
+def test_set_commands_pointed_at_the_wrong_folder_write_nothing(tmp_path: Path) -> None:
+    store, runner = str(tmp_path / "s"), CliRunner()
+    fill(store, 5)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    got = runner.invoke(cli, ["prune", str(empty), "--keep-last", "1"])
+    assert got.exit_code == 2 and os.listdir(empty) == []  # not even a lock file
+    got = runner.invoke(cli, ["backups", store])
+    assert got.exit_code == 2 and "not a backup set" in got.output
+    notastore = tmp_path / "notastore"
+    notastore.mkdir()
+    (notastore / "notes.txt").write_text("mine")
+    got = runner.invoke(cli, ["backup", str(notastore), "--into", str(tmp_path / "newroot")])
+    assert got.exit_code == 2, got.output
+    assert not (tmp_path / "newroot").exists()
