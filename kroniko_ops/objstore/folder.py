@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 
 from .. import fileio
+from ..errors import InvalidArgument
 from ..layout import pid_alive
 from . import CHUNK, Conflict, Fatal, Missing, ObjectStore, Region, Retry, Source
 
@@ -26,6 +27,10 @@ class FolderStore(ObjectStore):
     """Objects as files under ``root`` (created on the first write)."""
 
     def __init__(self, root: str, retry: Retry, durable: bool = True) -> None:
+        # A path that cannot become a folder is bad usage, found now: not a fault to retry.
+        if os.path.lexists(root) and not os.path.isdir(root):
+            raise InvalidArgument(f"{root} exists and is not a folder; give a folder (new or holding a replica) or an "
+                                  "s3:// URL; nothing was written")
         self.root = os.path.abspath(root)
         self.url = root
         self.retry = retry

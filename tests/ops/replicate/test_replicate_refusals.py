@@ -186,3 +186,12 @@ def test_a_bad_restore_is_refused_before_anything_is_downloaded_or_made(url: str
         restore(url, os.path.join(src, "restored"))
     assert sorted(os.listdir(tmp_path)) == before
     assert not [n for n in os.listdir(src) if n.startswith(".tmp") or n == "restored"]
+
+
+def test_a_regular_file_as_the_replica_is_refused_at_once(tmp_path: Path) -> None:
+    src, afile = str(tmp_path / "src"), tmp_path / "afile"
+    fill(src, 3)
+    afile.write_bytes(b"mine")
+    done = cli("replicate", src, str(afile), "--once", timeout=30)  # was: retried for two minutes, then exit 8
+    assert done.returncode == 2 and "not a folder" in done.stderr, done.stderr
+    assert afile.read_bytes() == b"mine"
