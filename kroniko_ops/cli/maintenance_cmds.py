@@ -13,8 +13,9 @@ from .params import FileStore
 
 STORE = click.argument("store", type=click.Path(file_okay=True, dir_okay=True))
 FILE_STORE = click.argument("store", type=FileStore())
-LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
-                            help="Seconds to wait for a lock held by another process before giving up (exit 8).")
+LOCK_TIMEOUT = click.option("--lock-timeout", type=click.FloatRange(min=-1), default=30.0, show_default=True,
+                            help="Seconds to wait for a lock held by another process before giving up (exit 8); "
+                            "-1: forever, as for compact, backup and prune.")
 
 
 @command(cli, "fsck", path="store", metrics_file=True, examples_=(

@@ -79,6 +79,13 @@ def torture_cmd(run: Run, store: str | None, workers: int, duration: float | Non
         raise click.UsageError("missing argument STORE (a new or scratch folder)")
     if mutant is not None and mutant not in MUTANTS:
         raise click.UsageError(f"no mutant {mutant!r}; --mutant list prints them")
+    if not power_loss:  # options of the simulator alone would be ignored silently: refuse them
+        ctx = click.get_current_context()
+        only = ("operations", "states", "samples", "io_stride", "replay", "state_text")
+        given = [p.opts[0] for p in ctx.command.params if p.name in only
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} {'goes' if len(given) == 1 else 'go'} with --power-loss only")
     if power_loss:
         if store is not None and is_url(store):
             raise click.UsageError("--power-loss simulates a file store's disk; give it a scratch folder")

@@ -53,7 +53,10 @@ def test_torture_refuses_a_store_with_other_events(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--kill-rate", "1.5"], ["--workers", "0"], ["--duration", "0"], ["--seed", "-1"],
-                                  ["--rounds", "0"], ["--segment-bytes", "100"]])
+                                  ["--rounds", "0"], ["--segment-bytes", "100"],
+                                  # the simulator's options without --power-loss, silently ignored before
+                                  ["--operation", "append", "--rounds", "1"], ["--states", "5", "--rounds", "1"],
+                                  ["--state", "foo", "--rounds", "1"]])
 def test_torture_bad_options_exit_2(tmp_path, args) -> None:
     res = CliRunner().invoke(cli, ["torture", str(tmp_path / "t"), *args])
     assert res.exit_code == 2
