@@ -93,8 +93,11 @@ def _parse_events(stream: IO[bytes]) -> list[Event]:
         if type(doc) is not dict:
             raise InvalidEvent(f"line {n}: expected a JSON object with a 'type'")
         unknown = set(doc) - {"type", "data", "tags", "metadata", "id"}
-        if unknown or "type" not in doc:
-            raise InvalidEvent(f"line {n}: needs 'type'; unknown fields {sorted(unknown)}")
+        if unknown:
+            raise InvalidEvent(f"line {n}: unknown field(s) {', '.join(map(repr, sorted(unknown)))}; an event has "
+                               "'type' and optionally 'data', 'tags', 'metadata', 'id'")
+        if "type" not in doc:
+            raise InvalidEvent(f"line {n}: the event has no 'type'")
         tags = doc.get("tags", [])
         if type(tags) is not list:
             raise InvalidEvent(f"line {n}: 'tags' must be a list of strings")
