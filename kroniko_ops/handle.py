@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -33,20 +34,25 @@ _LIVE: weakref.WeakSet[Handle] = weakref.WeakSet()  # open handles, told when th
 _INHERITED: list[object] = []  # a forked child's copies of its parent's SQLite connections: never used, never closed
 
 
-FORK_WAIT = 5.0  # seconds fork() waits for a handle's append in another thread before going on
-_HELD: list[threading.RLock] = []  # the handles' mutexes held across a fork by the forking thread
+FORK_WAIT = 5.0  # seconds fork() waits, in all, for appends and index queries of other threads
+_HELD: list[threading.RLock] = []  # locks the forking thread holds across the fork
 
 
 def _before_fork() -> None:
     """Close every live handle's SQLite connection (reopened on next use, in parent and child
-    alike): SQLite forbids carrying one across ``fork()``. An append in another thread is waited
-    for; one that takes longer keeps its connection (the child then opens its own beside it)."""
+    alike): SQLite forbids carrying one across ``fork()``. The handle's append mutex and its
+    index's connection lock are taken first (and held across the fork), so that no other thread
+    is inside a query when its connection closes; a handle still busy after ``FORK_WAIT``
+    seconds in all keeps its connection (the child then opens its own beside it)."""
+    deadline = time.monotonic() + FORK_WAIT
     for store in list(_LIVE):
         if store._closed or store._forked:
             continue
-        mutex = store._mutex
-        if mutex.acquire(timeout=FORK_WAIT):
-            _HELD.append(mutex)
+        for lock in (store._mutex, store.index._use):
+            if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            _HELD.append(lock)
+        else:
             try:
                 store.index.suspend()
             except sqlite3.Error:

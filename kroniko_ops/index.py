@@ -9,13 +9,16 @@ consistent (if old) database and notices N+1 before it next writes (:meth:`Index
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
 import stat
+import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from . import fileio
 from .errors import NothingWritten, StoreCorrupted
@@ -23,6 +26,7 @@ from .format.record import GENESIS
 from .model import Query
 
 Entry = tuple[int, str, str, Sequence[str]]  # position, id, type, tags
+T = TypeVar("T")
 TYPE, TAG = 0, 1
 SCHEMA_VERSION = 1
 _NAME_RE = re.compile(r"\A(\d{6})\.sqlite3\Z")
@@ -141,10 +145,22 @@ def open_read_only(path: str) -> sqlite3.Connection:
         return con
 
 
+def _using(method: Callable[..., T]) -> Callable[..., T]:
+    """Run ``method`` holding the index's connection lock (see :meth:`Index.suspend`)."""
+    @functools.wraps(method)
+    def held(self: Index, *args: Any, **kwargs: Any) -> T:
+        with self._use:
+            return method(self, *args, **kwargs)
+    return held
+
+
 class Index:
     """One handle's connection to the current index generation of a store."""
 
     def __init__(self, folder: str) -> None:
+        # Held around every use of the connection: a fork closes it (see :meth:`suspend`) and must
+        # never do so under a query of another thread. Kept when the connection is reopened.
+        self.__dict__.setdefault("_use", threading.RLock())
         self.folder = folder
         gens = generations(folder)
         self.generation = gens[-1] if gens else 1
@@ -183,18 +199,21 @@ class Index:
     _complete = False  # whether ``_terms`` holds every term of the database (see :meth:`at`)
     read_only = False  # opened by a user who may not write the index (see :func:`open_read_only`)
     _conn: sqlite3.Connection | None = None
+    _use: threading.RLock  # see __init__
 
     @property
     def con(self) -> sqlite3.Connection:
         """The connection; opened again on first use after :meth:`suspend`."""
         con = self._conn
         if con is None:
-            if self.generation == 0:  # a rebuild's database (see :meth:`at`), not a generation
-                self._conn = connect(self.path)
-            else:
-                self.__init__(self.folder)  # type: ignore[misc]
-            con = self._conn
-            assert con is not None
+            with self._use:
+                if self._conn is None:
+                    if self.generation == 0:  # a rebuild's database (see :meth:`at`), not a generation
+                        self._conn = connect(self.path)
+                    else:
+                        self.__init__(self.folder)  # type: ignore[misc]
+                con = self._conn
+                assert con is not None
         return con
 
     @con.setter
@@ -205,15 +224,17 @@ class Index:
         """Close the connection until its next use. Before ``fork()``: SQLite keeps per-process
         lock state that a child inherits, so a connection the child opens beside an inherited
         one takes no real locks, and the parent's last close then deletes the WAL under it."""
-        con, self._conn = self._conn, None
-        if con is not None:
-            con.close()
+        with self._use:
+            con, self._conn = self._conn, None
+            if con is not None:
+                con.close()
 
     @classmethod
     def at(cls, path: str) -> Index:
         """A handle on the database at ``path`` that a rebuild is writing (a temp name in the
         index folder, not a generation: never :meth:`stale`); created empty when missing."""
         self = cls.__new__(cls)
+        self._use = threading.RLock()
         self.folder, self.generation, self.path = os.path.dirname(path), 0, path
         self._complete = not os.path.exists(path)  # the cache holds every term of a database it creates
         self.con = create_db(path) if self._complete else connect(path)
@@ -231,8 +252,9 @@ class Index:
 
     def reopen(self) -> None:
         """Switch to the newest generation."""
-        self.suspend()
-        self.__init__(self.folder)  # type: ignore[misc]
+        with self._use:
+            self.suspend()
+            self.__init__(self.folder)  # type: ignore[misc]
 
     def _writable(self) -> None:
         if self.read_only:
@@ -241,6 +263,7 @@ class Index:
 
     # -- the checkpoint --------------------------------------------------------------------
 
+    @_using
     def checkpoint(self) -> tuple[int, bytes]:
         """``(position, chain)`` the index is valid up to."""
         row = self.con.execute("SELECT position, chain FROM checkpoint WHERE k = 0").fetchone()
@@ -280,6 +303,7 @@ class Index:
         terms.update(zip([(kind, name) for name in missing], map(out.__getitem__, missing), strict=True))
         return out
 
+    @_using
     def add(self, entries: Sequence[Entry], checkpoint: tuple[int, bytes], wait: bool = True) -> bool:
         """Index ``entries`` (positions right after the current checkpoint) and move the
         checkpoint to ``checkpoint``, in one transaction. With ``wait=False``, return False at
@@ -329,6 +353,7 @@ class Index:
                 cur.execute("ROLLBACK")
             raise
 
+    @_using
     def truncate(self, position: int, chain: bytes) -> None:
         """Drop every row past ``position`` and set the checkpoint there (the log was found
         shorter than the index: a power cut took back records the index had already seen)."""
@@ -347,6 +372,7 @@ class Index:
 
     # -- reading ---------------------------------------------------------------------------
 
+    @_using
     def id_positions(self, ids: Sequence[str]) -> dict[str, int]:
         """The indexed positions of those ``ids`` that are indexed."""
         out: dict[str, int] = {}
@@ -356,6 +382,7 @@ class Index:
             out.update(self.con.execute(f"SELECT eid, position FROM ids WHERE eid IN ({marks})", chunk))
         return out
 
+    @_using
     def _term(self, kind: int, name: str) -> int | None:
         key = (kind, name)
         tid = self._terms.get(key)
@@ -402,7 +429,8 @@ class Index:
         sql = " UNION ".join(selects) + f" ORDER BY position {order} LIMIT :page"
         size = PAGE if limit is None else max(1, min(PAGE, limit))
         while lo <= hi:
-            page = [r[0] for r in self.con.execute(sql, {"lo": lo, "hi": hi, "page": size})]
+            with self._use:
+                page = [r[0] for r in self.con.execute(sql, {"lo": lo, "hi": hi, "page": size})]
             yield from page
             if len(page) < size:
                 return
@@ -416,6 +444,7 @@ class Index:
         """The first position in ``lo..hi`` matching ``query``, or None."""
         return next(self.positions(query, lo, hi, limit=1), None)
 
+    @_using
     def counts(self) -> dict[str, int]:
         """Row counts, for ``stats``."""
         return {

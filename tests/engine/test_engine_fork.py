@@ -8,6 +8,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -196,3 +198,42 @@ def test_the_parent_closing_its_handle_keeps_the_childs_index_writes(tmp_path) -
         assert fresh.index.checkpoint()[0] == 900, "the child's index writes were lost"
     report = kroniko_ops.fsck(path)
     assert report.exit_code == 0 and "index-behind" not in {f.code for f in report.findings}, report.findings
+
+
+_FORK_WHILE_READING = """
+import os, sys, threading, time
+from kroniko_ops import EventStore, Event, Query, QueryItem
+store = EventStore(sys.argv[1])
+for b in range(5):
+    store.append([Event("T", {"i": i}, ["t"]) for i in range(1000)])
+store.flush_index()
+errors, stop = [], False
+def reader():
+    while not stop:
+        try:
+            assert len(list(store.read(Query([QueryItem(tags=["t"])])))) == 5000
+        except BaseException as exc:
+            errors.append(repr(exc))
+            return
+t = threading.Thread(target=reader)
+t.start()
+t0, forks = time.time(), 0
+while time.time() - t0 < 3 and not errors:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    forks += 1
+stop = True
+t.join()
+print("forks", forks, "errors", errors)
+"""
+
+
+def test_forking_while_another_thread_reads_neither_crashes_nor_fails_the_read(tmp_path) -> None:
+    # The connection closed before a fork must never be closed under another thread's query
+    # (that crashed the whole process with a segmentation fault).
+    done = subprocess.run([sys.executable, "-c", _FORK_WHILE_READING, str(tmp_path / "s")], capture_output=True,
+                          text=True, timeout=JOIN_TIMEOUT)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "errors []" in done.stdout and "forks 0 " not in done.stdout, done.stdout
