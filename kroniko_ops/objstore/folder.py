@@ -21,6 +21,7 @@ from . import CHUNK, Conflict, Fatal, Missing, ObjectStore, Region, Retry, Sourc
 
 _KEY = re.compile(r"\A[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*\Z")
 _TMP = re.compile(r"\A\.tmp-(\d+)-[0-9a-f]{8}-")
+SWEPT_DIRS = ("manifests", "log", "packs")  # where a replica's keys live (beside the top folder)
 
 
 class FolderStore(ObjectStore):
@@ -159,15 +160,19 @@ class FolderStore(ObjectStore):
 
     def sweep(self) -> list[str]:
         """Remove temp files a killed writer left (their process is gone); return their paths."""
-        removed = []
-        if not os.path.isdir(self.root):
-            return removed
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
+        removed: list[str] = []
+        # Only where objects go (the top and the key folders), never a whole tree walked.
+        for folder in (self.root, *(os.path.join(self.root, d) for d in SWEPT_DIRS)):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
                 m = _TMP.match(name)
-                if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
-                    fileio.unlink(os.path.join(dirpath, name))
-                    removed.append(os.path.join(dirpath, name))
+                path = os.path.join(folder, name)
+                if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))) and os.path.isfile(path):
+                    fileio.unlink(path)
+                    removed.append(path)
         return removed
 
 

@@ -117,9 +117,6 @@ class Replicator:
         holding anything but a replica, a replica of another store (or of another history of
         this one), or with ``empty_only`` anything at all."""
         self._check_apart()
-        sweep = getattr(self.remote, "sweep", None)  # a folder replica: temp files of killed uploads
-        if sweep is not None and not empty_only:
-            self.swept = sweep()
         listing = self.remote.list()
         if empty_only and listing:
             raise InvalidArgument(f"{self.remote.url} is not empty ({len(listing)} objects, e.g. {min(listing)}): "
@@ -142,6 +139,9 @@ class Replicator:
         self.objects = {k: size for k, size in listing.items() if manifest_seq(k) is None}
         if self.current is not None:
             self._check_same_store(self.current)
+        sweep = getattr(self.remote, "sweep", None)  # a folder replica: temp files of killed uploads
+        if sweep is not None and not empty_only:  # only once the folder is known to be this store's replica
+            self.swept = sweep()
 
     def _check_apart(self) -> None:
         """A folder replica inside the store (or the store inside it) would copy itself: refused."""
@@ -294,6 +294,10 @@ class Replicator:
             raise StoreCorrupted(f"{self.root}/{rel} does not match the SHA-256 its .idx records (segment-corrupt); "
                                  f"run: kroniko-ops fsck {self.root}")
         while span := merge.to_merge([o.size for o in objs], bool(seal)):
+            for o in objs[span[0]:span[1]]:  # the bytes merged must still be those shipped before
+                if sha_of(fd, o.offset, o.size) != o.sha256:
+                    raise StoreCorrupted(f"{self.root}/{rel}: bytes {o.offset}..{o.offset + o.size} changed since "
+                                         f"they were replicated (segment-corrupt); run: kroniko-ops fsck {self.root}")
             first, last = objs[span[0]], objs[span[1] - 1]
             objs[span[0]:span[1]] = [self._range(rel, fd, first.offset, last.offset + last.size, None, upload=True)]
         staged[rel] = (covered, h.copy())

@@ -195,3 +195,45 @@ def test_a_regular_file_as_the_replica_is_refused_at_once(tmp_path: Path) -> Non
     done = cli("replicate", src, str(afile), "--once", timeout=30)  # was: retried for two minutes, then exit 8
     assert done.returncode == 2 and "not a folder" in done.stderr, done.stderr
     assert afile.read_bytes() == b"mine"
+
+
+def test_a_foreign_folder_is_refused_before_anything_in_it_is_touched(tmp_path: Path) -> None:
+    src, other = str(tmp_path / "src"), tmp_path / "other"
+    fill(src, 3)
+    (other / "sub").mkdir(parents=True)
+    (other / "readme.txt").write_text("mine")
+    kept = other / "sub" / ".tmp-999999-deadbeef-notes.txt"  # looks like a dead uploader's temp file
+    kept.write_text("also mine")
+    with pytest.raises(InvalidArgument, match="not part of a replica"):
+        replicate(src, str(other), once=True)
+    assert kept.read_text() == "also mine" and (other / "readme.txt").read_text() == "mine"
+
+
+def test_ranges_merged_later_must_still_match_what_was_shipped(tmp_path: Path) -> None:
+    # A following replicate merges bytes it shipped rounds ago, re-read from the local disk: if
+    # they rotted since, the replica must not swap its good objects for a bad merged one.
+    from kroniko_ops.ops.replicate.ship import Replicator
+
+    src, rep = str(tmp_path / "src"), str(tmp_path / "rep")
+    with EventStore(src, durable=False, segment_bytes=1 << 20) as store:
+        store.append(Event("Tick", {"i": -1}))
+        follower = Replicator(src, open_url(rep))
+        try:
+            follower.open()
+            for i in range(7):  # 7 rounds, 7 small ranges
+                store.append(Event("Tick", {"i": i, "note": "hello world"}))
+                follower.round()
+            assert len(follower.current.files["log/000000000001.seg"].objects) == 7
+            seg = os.path.join(src, "log", "000000000001.seg")
+            at = Path(seg).read_bytes().index(b'"note":"hello world"') + 9
+            fd = os.open(seg, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b"J", at)  # shipped in an earlier round
+            finally:
+                os.close(fd)
+            store.append(Event("Tick", {"i": 7, "note": "hello world"}))  # the 8th small range: a merge
+            with pytest.raises(StoreCorrupted, match="changed since they were replicated"):
+                follower.round()
+        finally:
+            follower.close()
+    assert verify_backup(rep).exit_code == 0  # the replica as it was: still whole
