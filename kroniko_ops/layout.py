@@ -214,7 +214,7 @@ def _is_unfinished_creation(root: str) -> bool:
 def check_no_symlinks(root: str) -> None:
     """Refuse a store whose own folders or files are symbolic links: writing through one would
     write outside the store. (The index database files are checked wherever SQLite opens them,
-    by :func:`kroniko_ops.index.check_files`.)"""
+    by :func:`kroniko_ops.indexdb.check_files`.)"""
     for name in sorted(LAYOUT_NAMES):
         path = os.path.join(root, name)
         if os.path.islink(path):

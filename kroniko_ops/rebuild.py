@@ -13,7 +13,8 @@ import orjson
 from . import fileio, layout
 from .errors import StoreCorrupted
 from .format import record as recfmt
-from .index import Entry, Index, db_name, generations, remove_generation
+from .index import Entry, Index
+from .indexdb import db_name, generations, remove_generation
 from .writer import Tail, entry_of
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import pytest
 from engine_helpers import run_child
 
 from kroniko_ops import Event, EventStore, Query, QueryItem, fileio
-from kroniko_ops.index import db_name, generations
+from kroniko_ops.indexdb import db_name, generations
 
 TYPES = ("A", "B", "C")
 TAGS = ("t1", "t2", "cart:1", "../x")

@@ -32,7 +32,7 @@ from ...errors import InvalidArgument, StoreNotFound
 from ...format import pack as packfmt
 from ...format import record as recfmt
 from ...format import segment as segfmt
-from ...index import generations
+from ...indexdb import generations
 from ...layout import Layout
 from ...progress import Meter
 from ...rebuild import build_generation

@@ -9,7 +9,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
-from ... import index as indexdb
+from ... import indexdb
 
 VACUUM_SHARE = 0.25  # vacuum when free pages are at least this share of the file...
 VACUUM_MIN_PAGES = 256  # ...and at least this many

@@ -21,7 +21,8 @@ from typing import Any
 from ...errors import StoreCorrupted
 from ...format import pack as packfmt
 from ...format import record as recfmt
-from ...index import TAG, TYPE, check_files, db_name, generations, may_write
+from ...index import TAG, TYPE
+from ...indexdb import check_files, db_name, generations, may_write
 from .context import MAX_FINDINGS_PER_CODE, REINDEX, Context
 from .coverage import Plan
 from .reread import iter_docs

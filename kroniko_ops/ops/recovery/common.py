@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 
 from ... import layout
 from ...errors import InvalidArgument, KronikoError, LegacyStore, NothingWritten, StoreCorrupted, StoreNotFound
-from ...index import check_files, db_name, generations
+from ...indexdb import check_files, db_name, generations
 from ...layout import Layout, check_no_symlinks, is_legacy, stale_temp
 from ...locking import held
 from ...report import Report

@@ -14,7 +14,8 @@ import os
 import sqlite3
 
 from ... import fileio, layout, rebuild
-from ...index import Index, generations
+from ...index import Index
+from ...indexdb import generations
 from ...layout import stale_temp
 from ...progress import Meter
 from ...report import Report

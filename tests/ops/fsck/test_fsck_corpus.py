@@ -24,7 +24,7 @@ from fsck_store_helpers import (
 
 from kroniko_ops import Event, EventStore, InvalidArgument, fsck
 from kroniko_ops.format import record as recfmt
-from kroniko_ops.index import generations
+from kroniko_ops.indexdb import generations
 from kroniko_ops.synced import SyncedFile
 
 

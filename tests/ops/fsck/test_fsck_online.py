@@ -14,7 +14,7 @@ from fsck_workers import append_and_compact, append_batches
 
 from kroniko_ops import Event, EventStore, compact, fsck, reindex
 from kroniko_ops.format import segment as segfmt
-from kroniko_ops.index import generations
+from kroniko_ops.indexdb import generations
 from kroniko_ops.ops.fsck import check, coverage, index_check, parallel, tail
 
 

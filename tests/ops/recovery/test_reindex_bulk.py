@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kroniko_ops import Event, EventStore, fsck, reindex
-from kroniko_ops.index import TAG, TYPE, Index, generations
+from kroniko_ops.index import TAG, TYPE, Index
+from kroniko_ops.indexdb import generations
 
 _tag = st.sampled_from(["a", "b", "c", "cart:1", "é", "x y"])
 _event = st.tuples(st.sampled_from(["T", "U"]), st.lists(_tag, max_size=4))

@@ -13,7 +13,7 @@ from pathlib import Path
 from recovery_helpers import append_batches, build
 
 from kroniko_ops import EventStore, Query, QueryItem, fsck, reindex
-from kroniko_ops.index import generations
+from kroniko_ops.indexdb import generations
 
 
 def _db(path: str) -> str:
