@@ -50,7 +50,8 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
               help="With --power-loss: random multi-fault states per run.")
 @click.option("--io-stride", type=click.IntRange(min=0), default=1, show_default=True,
               help="With --power-loss: then fail every Nth file operation of each maintenance operation with EIO "
-                   "and ENOSPC, once and from then on (0: skip this sweep).")
+                   "and ENOSPC, once and from then on, and every call site of the append path once (0: skip "
+                   "these sweeps).")
 @click.option("--replay", type=click.Path(file_okay=False, exists=True), default=None,
               help="With --power-loss: a run folder a failure named; rebuild and check --state of it.")
 @click.option("--state", "state_text", default=None, help="With --replay: the state as the failure printed it.")

@@ -5,10 +5,10 @@ For each case the sweep checks what a user relies on: the failing call raises a 
 (:class:`~kroniko_ops.errors.KronikoError`, or an ``OSError`` carrying the injected errno and
 the path); after a failed fsync the store handle refuses further appends
 (:class:`~kroniko_ops.errors.DurabilityError`; after a write the engine took back it may go
-on); afterwards ``recover`` + ``fsck`` find the
-store clean, every acknowledged event is present, a batch whose outcome is unknown is all or
-nothing, and the same call retried on a new handle works. Cases run in-process: an injected
-``OSError`` unwinds normally, unlike a kill.
+on), and after a failed fsync of the log a new handle refuses them too (the store is poisoned);
+afterwards ``recover`` + ``fsck`` find the store clean, every acknowledged event is present, a
+batch whose outcome is unknown is all or nothing, and the same call retried on a new handle
+works. Cases run in-process: an injected ``OSError`` unwinds normally, unlike a kill.
 """
 
 from __future__ import annotations
@@ -169,7 +169,10 @@ def _fault_case(prep: scenarios.Prepared, case: str, injector: FailNth, report: 
         elif not isinstance(exc, KronikoError):
             report.bare_oserror_sites.update(injector.failed[:1])
         if isinstance(exc, DurabilityError) and op is not None and s is not None:
+            log_fsync = injector.op == "fsync" and not any(f.startswith("layout.py") for f in injector.failed)
             found += _next_append(s, op, history, must_refuse=injector.op == "fsync")
+            if log_fsync:  # a lost-found copy's fsync (layout.py) is not the log's: no poison owed
+                found += _other_append(case, prep.shape.durable, op, history)
     else:
         report.raised["none"] = report.raised.get("none", 0) + 1
     if s is not None:
@@ -209,6 +212,30 @@ def _next_append(s: EventStore, op: hist.OpRecord, history: hist.History, must_r
         return [Violation(2, "broken-handle", "after a failed fsync the same handle accepted another append "
                           "(a failed fsync must close the handle for writing until recover)", [op, nxt])]
     return []
+
+
+def _other_append(case: str, durable: bool, op: hist.OpRecord, history: hist.History) -> list[Violation]:
+    """After a failed fsync of the log (a commit, a seal, a folder, preallocation), another
+    handle's append must be refused until ``recover``: the kernel may have marked the lost pages
+    clean, so that handle's own fsync would succeed over them."""
+    t = time.monotonic_ns()
+    other = hist.OpRecord(op.worker, op.index + 2, "append", ("other.0",), (EventPlan("Y", ()),), invoke=t)
+    history.ops.append(other)
+    try:
+        with EventStore(case, durable=durable, create=False) as s:
+            other.position = s.append(Event("Y", {"op": "other.0"}, id="other.0"))
+        other.outcome = hist.COMMITTED
+    except DurabilityError as exc:
+        other.outcome, other.error = hist.UNKNOWN, str(exc)
+        return []
+    except Exception as exc:
+        other.outcome, other.error = hist.ERROR, f"{type(exc).__name__}: {exc}"
+        return [Violation(2, "unpoisoned", f"after a failed fsync of the log another handle's append raised "
+                          f"{type(exc).__name__} instead of DurabilityError: {exc}", [op, other])]
+    finally:
+        other.complete = time.monotonic_ns()
+    return [Violation(2, "unpoisoned", "after a failed fsync of the log another handle appended before recover "
+                      "(a failed fsync must poison the store for every process)", [op, other])]
 
 
 def engine_write_sites() -> set[str]:

@@ -223,6 +223,12 @@ def _roll_without_folder_fsync(original: Callable[..., None]) -> Callable[..., N
     return create_next
 
 
+def _fsync_failure_unpoisoned(original: Callable[..., None]) -> Callable[..., None]:
+    def _fsync_failed(self: Any, exc: OSError) -> None:
+        self._broken = exc  # this handle stops; the store is left unpoisoned for the others
+    return _fsync_failed
+
+
 def _tail_from_file_size(original: Callable[..., Any]) -> Callable[..., Any]:
     def quick_tail(self: Any) -> Any:
         if self.tail is not None and self.fd is not None and self.tail.segment == self.first and not self.rolled():
@@ -249,6 +255,7 @@ class Mutant:
     caught_as: str
     store: type[EventStore] | None = None
     patches: tuple[tuple[str, Callable[[Any], Any]], ...] = ()
+    io_sweep: bool = False  # caught by the I/O-error sweep of its operation, which then runs with it
 
 
 MUTANTS: dict[str, Mutant] = {m.name: m for m in (
@@ -262,6 +269,10 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
     Mutant("roll-no-dir-fsync", "a preallocated segment takes its name at a roll without fsyncing log/ "
            "(SegmentFiles.create_next)", "roll", "does not open|is missing",
            patches=(("kroniko_ops.segments:SegmentFiles.create_next", _roll_without_folder_fsync),)),
+    Mutant("fsync-failure-unpoisoned", "a failed fsync outside the commit (a seal, the log folder at a roll, "
+           "preallocation) leaves the store unpoisoned: other handles go on appending (EventStore._fsync_failed)",
+           "roll", "unpoisoned", patches=(("kroniko_ops.store:EventStore._fsync_failed", _fsync_failure_unpoisoned),),
+           io_sweep=True),
     Mutant("tail-from-file-size", "a writer tells whether others appended from the file's size, not from the "
            "bytes at its tail (a preallocated segment never grows: it writes over their records) "
            "(Writer.quick_tail)", "concurrent", "acknowledged .* is|is missing|does not open",

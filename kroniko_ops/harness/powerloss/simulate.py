@@ -174,12 +174,14 @@ def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustiv
     times in ``folder`` and check their crash states; the report's figures hold, per operation,
     the runs, crash states, acknowledged events checked, events lost and violations, and each
     failing state (or run) is an error finding with the command that rebuilds it. Then (unless
-    ``io_stride`` is 0) the I/O-error sweep of the maintenance operations among them, failing
-    every ``io_stride``-th file operation: its figures are under ``io_errors``.
+    ``io_stride`` is 0) the I/O-error sweeps: of the append path for append, batch and roll (every
+    call site failed once, figures under ``append_io_errors``), and of the maintenance operations
+    among them, failing every ``io_stride``-th file operation (figures under ``io_errors``).
 
     ``mutant`` names a broken engine of :mod:`kroniko_ops.harness.mutants`, run instead of the
     real one (in this process and the ones it starts), on its own operation unless ``operations``
-    name others, without the I/O-error sweep: the report must then hold a violation."""
+    name others, without the I/O-error sweeps unless the mutant is one they catch: the report
+    must then hold a violation."""
     import os
     import time
 
@@ -199,6 +201,8 @@ def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustiv
     with applied(mutant) as broken:
         figures = simulate({n: OPERATIONS[n] for n in names}, seed=seed, runs=runs, exhaustive_limit=exhaustive_limit,
                            samples=samples, scratch=folder, factory=broken.store if broken is not None else None)
+        if io_stride and (broken is None or broken.io_sweep):
+            _append_faults(names, folder, report)
     for name, f in figures.items():
         report.figures[name] = f.as_dict()
         for failure in f.failures:
@@ -220,3 +224,29 @@ def power_loss(folder: str, *, seed: int | None = None, runs: int = 1, exhaustiv
     report.figures["events_lost"] = sum(f.lost for f in figures.values())
     report.figures["violations"] = sum(f.violations for f in figures.values())
     return report.finish()
+
+
+# The append path's I/O errors, swept at every call site (a power cut model cannot fail an
+# fsync): for each operation, the shapes of :mod:`..scenarios` that take its path.
+APPEND_FAULT_SHAPES = {"append": ("some-1", "some-3-pass", "reboot-2"), "batch": ("some-20",), "roll": ("roll-1",)}
+
+
+def _append_faults(names: list[str], folder: str, report: Report) -> None:
+    """Fail each file operation of those appends once (EIO or ENOSPC): every rule of
+    :mod:`kroniko_ops.harness.faults` must hold; a broken one is an ``io-error-damage`` error."""
+    from .. import scenarios
+    from ..faults import fault_sweep
+
+    wanted = [n for name in names for n in APPEND_FAULT_SHAPES.get(name, ())]
+    if not wanted:
+        return
+    shapes = [s for s in scenarios.default_shapes() if s.name in wanted]
+    work = tempfile.mkdtemp(prefix="kroniko-append-faults-", dir=folder)
+    try:
+        sweep = fault_sweep(shapes, work, per_site=True, cycle=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report.figures["append_io_errors"] = {"cases": sweep.cases, "call_sites": len(sweep.sites),
+                                          "violations": len(sweep.violations)}
+    for label, violation in sweep.violations[:3]:
+        report.add("io-error-damage", "error", folder, f"{label}: {violation.code}: {violation.message}")
