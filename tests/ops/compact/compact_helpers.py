@@ -3,13 +3,18 @@ user relies on, and the checks that a store is sound."""
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Callable
 from typing import Any
 
-from kroniko_ops import Event, EventStore, Query, QueryItem
+import pytest
+
+from kroniko_ops import Event, EventStore, Query, QueryItem, fileio
 from kroniko_ops.format import pack as packfmt
 from kroniko_ops.format import record as recfmt
 from kroniko_ops.format import segment as segfmt
+from kroniko_ops.ops.compact import compact
 
 SMALL = 4096  # segment bytes: a segment every dozen events or so
 
@@ -99,3 +104,23 @@ def fsck_problems(path: str) -> list[str]:
 
     report = fsck(path)
     return [f"{f.code}@{f.position} {f.path}: {f.message}" for f in report.problems]
+
+
+def compact_dying_at(path: str, when: Callable[[str, str], bool]) -> None:
+    """A compaction of ``path`` that stops (an EIO) at the first file operation ``when(op, path)``
+    names, as a run killed there would; it must raise."""
+    def injector(op: str, target: str) -> None:
+        if when(op, target):
+            raise OSError(errno.EIO, "injected", target)
+
+    previous = fileio.set_fault_injector(injector)
+    try:
+        with pytest.raises(OSError):
+            compact(path)
+    finally:
+        fileio.set_fault_injector(previous)
+
+
+def removing_packs(op: str, path: str) -> bool:
+    """The removal of a merge's input packs (not of a temp pack)."""
+    return op == "unlink" and path.endswith(".pack") and ".tmp-" not in path

@@ -4,7 +4,6 @@ interrupted run cleared, damage left alone and reported, old lost-found/ entries
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import sqlite3
@@ -14,9 +13,19 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from compact_helpers import SMALL, contents, files, fill, fsck_problems, reads, soundness
+from compact_helpers import (
+    SMALL,
+    compact_dying_at,
+    contents,
+    files,
+    fill,
+    fsck_problems,
+    reads,
+    removing_packs,
+    soundness,
+)
 
-from kroniko_ops import Event, EventStore, InvalidArgument, LegacyStore, StoreLocked, fileio, locking
+from kroniko_ops import Event, EventStore, InvalidArgument, LegacyStore, StoreLocked, locking
 from kroniko_ops.cli import cli
 from kroniko_ops.format import pack as packfmt
 from kroniko_ops.format import segment as segfmt
@@ -169,16 +178,8 @@ def test_leftovers_of_an_interrupted_run_are_cleared_by_the_next(store_path: str
     compact(store_path)
     expected = fill(store_path, 150, start=150)
     before = reads(store_path)
-    def no_removal(op: str, path: str) -> None:  # the run dies where it removes the inputs of a pack
-        if op == "unlink" and path.endswith(suffix):
-            raise OSError(errno.EIO, "injected", path)
-
-    previous = fileio.set_fault_injector(no_removal)
-    try:
-        with pytest.raises(OSError):
-            compact(store_path)
-    finally:
-        fileio.set_fault_injector(previous)
+    # The run dies where it removes the inputs of a pack.
+    compact_dying_at(store_path, lambda op, path: op == "unlink" and path.endswith(suffix))
     assert reads(store_path) == before
     names = files(store_path, "log")
     assert len(names) > 2 and len(files(store_path, "packs")) == 1
@@ -201,16 +202,7 @@ def test_the_inputs_of_a_published_merge_are_removed_by_the_next_run(store_path:
     fill(store_path, 150, start=150)
     before = reads(store_path)
 
-    def no_pack_removal(op: str, path: str) -> None:
-        if op == "unlink" and path.endswith(".pack") and ".tmp-" not in path:
-            raise OSError(errno.EIO, "injected", path)
-
-    previous = fileio.set_fault_injector(no_pack_removal)
-    try:
-        with pytest.raises(OSError):
-            compact(store_path)
-    finally:
-        fileio.set_fault_injector(previous)
+    compact_dying_at(store_path, removing_packs)
     assert len(files(store_path, "packs")) == 2 and reads(store_path) == before  # the old pack, the new one
     report = compact(store_path)
     codes = [f.code for f in report.findings]
@@ -227,16 +219,7 @@ def test_a_damaged_superseded_pack_is_set_aside_not_deleted(store_path: str) -> 
     fill(store_path, 150, start=150)
     before = reads(store_path)
 
-    def no_pack_removal(op: str, path: str) -> None:
-        if op == "unlink" and path.endswith(".pack") and ".tmp-" not in path:
-            raise OSError(errno.EIO, "injected", path)
-
-    previous = fileio.set_fault_injector(no_pack_removal)
-    try:
-        with pytest.raises(OSError):
-            compact(store_path)
-    finally:
-        fileio.set_fault_injector(previous)
+    compact_dying_at(store_path, removing_packs)
     old_path = Path(store_path, "packs", old)
     damaged = bytearray(old_path.read_bytes())
     for at in range(len(damaged) - 40, len(damaged)):  # its trailer: it no longer says its chain
@@ -255,16 +238,7 @@ def test_a_damaged_superseded_pack_is_set_aside_not_deleted(store_path: str) -> 
 def test_a_packed_segment_left_beside_a_damaged_pack_is_kept(store_path: str) -> None:
     fill(store_path, 100)
 
-    def no_segment_removal(op: str, path: str) -> None:
-        if op == "unlink" and path.endswith(".seg"):
-            raise OSError(errno.EIO, "injected", path)
-
-    previous = fileio.set_fault_injector(no_segment_removal)
-    try:
-        with pytest.raises(OSError):
-            compact(store_path)
-    finally:
-        fileio.set_fault_injector(previous)
+    compact_dying_at(store_path, lambda op, path: op == "unlink" and path.endswith(".seg"))
     [name] = files(store_path, "packs")
     pack = os.path.join(store_path, "packs", name)
     data = bytearray(Path(pack).read_bytes())
