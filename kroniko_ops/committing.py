@@ -73,7 +73,7 @@ class Committing:
             # Another writer indexing right now: leave it to them (or to the next flush) instead of
             # waiting in SQLite's busy handler, whose sleeps would stall this writer's next append.
             wait = len(pending) >= 4 * INDEX_EVERY
-            if not self.index.add(pending.entries, (tail.position, tail.chain), wait=wait):
+            if not self.index.add(lambda: pending.entries, (tail.position, tail.chain), wait=wait):
                 return
             self._index_checked = (tail.position, tail.chain)
             pending.drop_through(tail.position - INDEX_EVERY // 2)  # recent ones stay: conditions need no query

@@ -189,10 +189,13 @@ class Index:
         return out
 
     @_using
-    def add(self, entries: Sequence[Entry], checkpoint: tuple[int, bytes], wait: bool = True) -> bool:
+    def add(self, entries: Sequence[Entry] | Callable[[], Sequence[Entry]], checkpoint: tuple[int, bytes],
+            wait: bool = True) -> bool:
         """Index ``entries`` (positions right after the current checkpoint) and move the
         checkpoint to ``checkpoint``, in one transaction. With ``wait=False``, return False at
-        once (nothing done) when another connection is writing."""
+        once (nothing done) when another connection is writing. ``entries`` may be a function
+        that makes them, called only when the index has not reached ``checkpoint`` yet (with
+        several writers all but one find it done, and need not parse anything)."""
         self._writable()
         cur = self.con.cursor()
         if not wait:
@@ -212,6 +215,8 @@ class Index:
             if checkpoint[0] <= at:  # another writer got here first: never move the checkpoint back
                 cur.execute("COMMIT")
                 return True
+            if callable(entries):
+                entries = entries()
             if not entries or entries[0][0] <= at:
                 entries = [e for e in entries if e[0] > at]
             if not entries or entries[0][0] != at + 1:

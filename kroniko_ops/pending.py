@@ -13,6 +13,7 @@ from .format import record as recfmt
 from .index import Entry
 from .model import Query
 
+REBUILD_AFTER = 256  # dropped entries that may linger in the lookups before they are rebuilt
 _TAGS = b',"tags":'  # canonical JSON sorts its keys: "tags" and "type" close every event
 
 
@@ -71,15 +72,15 @@ class Pending:
         self.clear()
 
     def __len__(self) -> int:
-        return len(self._entries) + len(self._spans)
+        return len(self._entries) - self._lo + len(self._spans)
 
     def __bool__(self) -> bool:
-        return bool(self._entries) or bool(self._spans)
+        return len(self._entries) > self._lo or bool(self._spans)
 
     @property
     def first(self) -> int:
         """The first pending position (only when not empty)."""
-        return self._entries[0][0] if self._entries else self._raw_first
+        return self._entries[self._lo][0] if len(self._entries) > self._lo else self._raw_first
 
     @property
     def last(self) -> int:
@@ -90,17 +91,19 @@ class Pending:
     def entries(self) -> list[Entry]:
         """Every pending entry, parsed (for the index)."""
         self._absorb()
-        return self._entries
+        return self._entries[self._lo:] if self._lo else self._entries
 
     @property
     def ids(self) -> dict[str, int]:
-        """Event id -> position of every pending record."""
+        """Event id -> position of every pending record (and perhaps of some already dropped:
+        a position once given is a fact of the log, indexed or not)."""
         self._absorb()
         return self._ids
 
     def clear(self) -> None:
         """Forget everything (indexed, or to be re-read from the log)."""
         self._entries: list[Entry] = []
+        self._lo = 0  # entries before it were dropped (indexed); the lookups below may still name them
         self._ids: dict[str, int] = {}
         self._terms: dict[tuple[int, str], list[int]] = {}
         self._raw = bytearray()
@@ -153,10 +156,32 @@ class Pending:
                     got.append(pos)
 
     def drop_through(self, position: int) -> None:
-        """Forget the entries up to ``position`` (another writer indexed them)."""
-        keep = [e for e in self.entries if e[0] > position]
-        self.clear()
-        self._add(keep)
+        """Forget the entries up to ``position`` (indexed since). Raw records are dropped
+        unparsed; parsed ones are skipped over, and the lookups rebuilt only once the dropped
+        outnumber the kept (with several writers each handle drops every other writer's
+        records about every hundred appends: rebuilding each time cost more than the appends)."""
+        entries = self._entries
+        if len(entries) > self._lo:
+            self._lo = min(len(entries), max(self._lo, position - entries[0][0] + 1))
+        if len(entries) == self._lo:
+            if entries:
+                self._entries, self._lo, self._ids, self._terms = [], 0, {}, {}
+            spans = self._spans
+            k = position - self._raw_first + 1
+            if spans and k > 0:
+                if k >= len(spans):
+                    self._raw, self._spans = bytearray(), []
+                else:
+                    cut = spans[k][0]
+                    del self._raw[:cut]
+                    self._spans = [(a - cut, b - cut, h) for a, b, h in spans[k:]]
+                    self._raw_first += k
+        elif self._lo > REBUILD_AFTER and self._lo > len(entries) - self._lo:
+            keep = entries[self._lo:]
+            raw, spans, raw_first = self._raw, self._spans, self._raw_first
+            self.clear()
+            self._add(keep)
+            self._raw, self._spans, self._raw_first = raw, spans, raw_first
 
     def _raw_may_match(self, query: Query, after: int) -> bool:
         """False only when no raw record after ``after`` can match ``query``: for some item,
@@ -180,9 +205,11 @@ class Pending:
             return max(after + 1, self.first)
         if self._raw_may_match(query, after):
             self._absorb()
-        if not self._entries or after >= self._entries[-1][0]:
+        entries = self._entries
+        if len(entries) <= self._lo or after >= entries[-1][0]:
             return None
-        first = self._entries[0][0]
+        base = entries[0][0]
+        after = max(after, entries[self._lo][0] - 1)  # the dropped ones are in the index: not looked at here
         best: int | None = None
         for item in query.items:
             if item.tags:
@@ -192,7 +219,7 @@ class Pending:
             for pos in candidates[bisect.bisect_right(candidates, after):]:
                 if best is not None and pos >= best:
                     break
-                e = self._entries[pos - first]
+                e = entries[pos - base]
                 if item.matches(e[2], e[3]):
                     best = pos
                     break

@@ -20,6 +20,12 @@ it (every write it names returned before that fsync began, so the fsync covers t
 writers of those batches find them synced and return without an fsync of their own. A
 ``logend`` of another boot, or in another segment, is ignored; recovery rewrites it with the
 synced position. Readers never use it.
+
+With other writers about, a writer holds the file's ``flock`` from before it reads the two lines
+until it has advanced the value: one fsync at a time, and the writers queued behind it find
+their batches covered when their turn comes. (Parallel fsyncs of a preallocated segment do not
+merge: an overwrite needs no journal commit, so each one flushes the disk itself; measured with
+eight writers, nearly one fsync per append in parallel against 0.45 queued.)
 """
 
 from __future__ import annotations
@@ -104,6 +110,7 @@ class SyncedFile:
             raise OSError(f"{path} is not a regular file")
         self.boot = boot_id()
         self._last: tuple[bytes, SyncedState | None] = (b"", None)  # parsing costs more than comparing
+        self._end: tuple[bytes, SyncedState | None] = (b"", None)  # the same for the logend line
 
     def close(self) -> None:
         """Close the descriptor (the file stays)."""
@@ -157,7 +164,11 @@ class SyncedFile:
     def peek(self) -> tuple[SyncedState | None, SyncedState | None]:
         """Both lines, read once without the lock: the synced position and the ``logend``."""
         data = os.pread(self.fd, FILE_BYTES, 0)
-        return decode(data), decode(data[_SIZE:], b"logend")
+        head, tail = data[:_SIZE], data[_SIZE:]
+        cur = self._last[1] if head == self._last[0] else decode(head)
+        if tail != self._end[0]:
+            self._end = (tail, decode(tail, b"logend"))
+        return cur, self._end[1]
 
     def commit(self, position: int, segment: int, end: int, chain: bytes, sync: Callable[[], None],
                others: bool) -> bool:
@@ -169,22 +180,29 @@ class SyncedFile:
         (the fsync of ``segment``; a failure poisons the store before its error propagates) and
         raise the synced position to the larger of ``position`` and that ``logend`` (same boot
         and segment: every write it names returned before this fsync began), so that writers
-        behind find their batches synced. Fsyncs run in parallel (the kernel merges their
-        flushes). Returns False when the store is poisoned."""
+        behind find their batches synced. With others, all of it runs under the file's
+        ``flock``: fsyncs queue, and each covers every batch written before it began. Returns
+        False when the store is poisoned."""
         target = (position, end, chain)
         if others:
-            cur, ahead = self.peek()
-            if cur is not None and self.current(cur) and cur.position >= position and not cur.poisoned:
-                return True
-            if (ahead is not None and ahead.boot == self.boot and ahead.segment == segment
-                    and ahead.position > position):
-                target = (ahead.position, ahead.end, ahead.chain)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
-            sync()
-        except OSError:
-            self.poison()
-            raise
-        return self.advance(target[0], segment, target[1], target[2])
+            if others:
+                cur, ahead = self.peek()
+                if cur is not None and self.current(cur) and cur.position >= position and not cur.poisoned:
+                    return True
+                if (ahead is not None and ahead.boot == self.boot and ahead.segment == segment
+                        and ahead.position > position):
+                    target = (ahead.position, ahead.end, ahead.chain)
+            try:
+                sync()
+            except OSError:
+                self.poison()
+                raise
+            return self.advance(target[0], segment, target[1], target[2])
+        finally:
+            if others:  # (advance and poison take and drop the same flock: it is this file's)
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def poison(self) -> None:
         """Mark the store: an fsync failed, so what was written since the last good one may be

@@ -159,6 +159,45 @@ def test_a_poisoned_position_does_not_advance(tmp_path: Path) -> None:
         a.close()
 
 
+def test_a_writer_behind_an_fsync_in_progress_waits_for_it_instead_of_its_own(tmp_path: Path) -> None:
+    """Group commit: while one writer's fsync runs, a writer whose batch that fsync covers (its
+    ``logend`` was read before the fsync began) waits for it and returns without an fsync of its
+    own. Parallel fsyncs of an overwritten file each flush the disk: with eight writers nearly
+    every append paid its own."""
+    path = str(tmp_path / "synced")
+    a, b = SyncedFile(path), SyncedFile(path)
+    chain = b"c" * 32
+    syncing, go = threading.Event(), threading.Event()
+    b_syncs: list[int] = []
+
+    def slow_sync() -> None:
+        syncing.set()
+        assert go.wait(10)
+
+    try:
+        a.advance(2, 1, 200, chain)
+        b.publish_end(5, 1, 500, chain)  # B's batch (positions 4..5) is written; A's (3) before it
+        leader = threading.Thread(target=lambda: a.commit(3, 1, 300, chain, slow_sync, True))
+        leader.start()
+        assert syncing.wait(10)
+        follower_done: list[bool] = []
+        follower = threading.Thread(
+            target=lambda: follower_done.append(b.commit(5, 1, 500, chain, lambda: b_syncs.append(1), True)))
+        follower.start()
+        follower.join(0.2)
+        assert follower.is_alive()  # it waits for the fsync in progress...
+        go.set()
+        leader.join(10)
+        follower.join(10)
+        assert follower_done == [True] and b_syncs == []  # ...which covered its batch: no fsync of its own
+        state = b.read()
+        assert state is not None and state.position == 5
+    finally:
+        go.set()
+        a.close()
+        b.close()
+
+
 # -- 3. an interrupted seal -------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import engine_mp_workers as workers
@@ -219,3 +220,31 @@ def test_durable_store_fsyncs_the_log_and_fast_store_never_fsyncs(tmp_path: Path
             assert calls == []
     finally:
         fileio.set_fault_injector(previous)
+
+
+def test_a_writer_that_finds_the_index_done_parses_nothing(tmp_path: Path) -> None:
+    """Every writer carries every other writer's records; when several reach the indexing point
+    together, only the one that writes them parses them (the others find the checkpoint there)."""
+    from kroniko_ops.index import Index
+
+    folder = str(tmp_path / "index")
+    os.makedirs(folder)
+    a, b = Index(folder), Index(folder)
+    made: list[int] = []
+
+    def entries(first: int, last: int) -> Callable[[], list]:
+        def make() -> list:
+            made.append(first)
+            return [(p, f"e{p}", "T", ("x",)) for p in range(first, last + 1)]
+        return make
+
+    try:
+        assert a.add(entries(1, 3), (3, b"\x03" * 32))
+        assert b.add(entries(1, 3), (3, b"\x03" * 32))  # done already: nothing parsed
+        assert made == [1]
+        assert b.add(entries(1, 5), (5, b"\x05" * 32))  # the rows past the checkpoint are written
+        assert made == [1, 1] and b.checkpoint() == (5, b"\x05" * 32)
+        assert [p for p, in a.con.execute("SELECT position FROM ids ORDER BY position")] == [1, 2, 3, 4, 5]
+    finally:
+        a.close()
+        b.close()
