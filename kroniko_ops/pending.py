@@ -5,7 +5,7 @@ checks must still see: kept in memory by the writer, with what a condition needs
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import orjson
 
@@ -120,6 +120,21 @@ class Pending:
         base = len(self._raw) - spans[0][0]
         self._raw += buf[spans[0][0]:spans[-1][1]]
         self._spans += [(a + base, b + base, h) for a, b, h in spans]
+
+    def add_own(self, first: int, buf: bytes, sizes: Sequence[int], header: int,
+                entries: Callable[[], list[Entry]]) -> None:
+        """Add the records this handle just wrote (``buf``, one record per size in ``sizes``,
+        headers of ``header`` bytes), whose entries it knows: kept parsed (no search of raw
+        bytes for the next condition), unless other writers' records wait raw before them; then
+        raw too, as order must hold, and parsed with those only if a check needs them."""
+        if not self._spans:
+            self._add(entries())
+            return
+        spans, off = [], 0
+        for size in sizes:
+            spans.append((off, off + size, header))
+            off += size
+        self.add_raw(first, buf, spans)
 
     def _absorb(self) -> None:
         """Parse the raw records into entries."""

@@ -280,10 +280,8 @@ class EventStore(Committing, Handle):
                 writer.tail = new_tail
                 if writer.others:  # a writer alone has no one to cover with its fsync
                     self._publish_end(new_tail)
-                if len(batch) == 1:  # kept raw, like other writers' records: parsed only if a check needs it
-                    writer.pending.add_raw(base, data, ((0, len(data), recfmt.HEADER),))
-                else:
-                    writer.pending.extend([(base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch)])
+                writer.pending.add_own(base, data, sizes, recfmt.HEADER, lambda: [
+                    (base + i, ids[i], e.type, tuple(e.tags)) for i, e in enumerate(batch)])
             result = self._acknowledge(fd, new_tail, new_tail.position)
             if len(writer.pending) >= INDEX_EVERY:
                 # Outside the writer lock: other writers append meanwhile (the index takes its

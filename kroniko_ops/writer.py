@@ -121,8 +121,8 @@ class Writer(SegmentFiles):
         if not spans:
             return tail
         start, end, size = spans[-1]
-        head = recfmt.parse_header(buf[start:start + size])
-        committed = Tail(pos, head.chain, self.first, base + end, head.time, base + start)
+        chain, stamp = recfmt.chain_and_time(buf, start, size)
+        committed = Tail(pos, chain, self.first, base + end, stamp, base + start)
         self.pending.add_raw(tail.position + 1, buf, spans)
         self.others = True
         self.tail = committed

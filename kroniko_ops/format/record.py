@@ -169,6 +169,13 @@ def walk(buf: bytes, offset: int, position: int) -> tuple[list[tuple[int, int, i
     return out, offset, False
 
 
+def chain_and_time(buf: bytes, start: int, size: int) -> tuple[bytes, int]:
+    """The chain hash and commit time of the record at ``start`` of ``buf`` whose header
+    (``size`` bytes) :func:`walk` has already checked."""
+    chain = bytes.fromhex(buf[start + 143:start + 207].decode("ascii"))
+    return chain, int(buf[start + 219:start + 235]) if size == HEADER else 0
+
+
 def is_commit_point(head: bytes, position: int, chain: bytes, size: int) -> bool:
     """Whether ``head`` (at least the header of one record) starts the record at ``position``
     whose chain hash is ``chain``, ``size`` bytes long with its newline, the last of its batch.

@@ -63,7 +63,7 @@ def test_first_match_is_what_a_scan_finds(evs, cuts, raw_flags, query_items, dat
 
 @settings(max_examples=200, deadline=None)
 @given(events, st.lists(st.integers(1, 5), min_size=1, max_size=10),
-       st.lists(st.sampled_from(["raw", "parsed", "drop", "drop-raw"]), min_size=10, max_size=10),
+       st.lists(st.sampled_from(["raw", "parsed", "own", "drop", "drop-raw"]), min_size=10, max_size=10),
        st.lists(st.integers(-2, 6), min_size=1, max_size=10), items, st.data())
 def test_dropping_indexed_records_keeps_the_rest_exact(evs, cuts, steps, drops, query_items, data) -> None:
     """Records dropped once indexed (raw ones unparsed, parsed ones skipped over, the lookups
@@ -85,6 +85,8 @@ def test_dropping_indexed_records_keeps_the_rest_exact(evs, cuts, steps, drops, 
         step = steps[chunk % len(steps)]
         if step == "parsed":
             pending.extend(mine)
+        elif step == "own":  # this handle's own batch: parsed, or raw behind other writers' raw ones
+            pending.add_own(pos, raw, sizes, record.HEADER, lambda mine=mine: mine)
         else:
             spans, off = [], 0
             for size in sizes:
@@ -136,3 +138,25 @@ def _rebuild_threshold():
     saved = pending_mod.REBUILD_AFTER
     yield
     pending_mod.REBUILD_AFTER = saved
+
+
+def test_own_records_are_kept_parsed_unless_raw_ones_wait_before_them() -> None:
+    """A writer alone keeps its own records parsed (the next condition looks them up instead of
+    searching bytes); behind other writers' raw records they stay raw, in order."""
+    def batch(first: int, tags: list[str]) -> tuple[bytes, list[int], list]:
+        encoded = [encode_event(Event("A", 1, [t])) for t in tags]
+        raw, sizes, _ = record.encode(first, record.GENESIS, encoded)
+        return raw, sizes, [(first + i, eid, "A", (t,)) for i, ((eid, _), t) in enumerate(zip(encoded, tags,
+                                                                                           strict=True))]
+
+    pending = Pending()
+    raw, sizes, mine = batch(1, ["a", "b"])
+    pending.add_own(1, raw, sizes, record.HEADER, lambda: mine)
+    assert pending._entries == mine and not pending._spans
+    raw, sizes, others = batch(3, ["c"])
+    pending.add_raw(3, raw, [(0, sizes[0], record.HEADER)])
+    raw, sizes, mine2 = batch(4, ["d", "a"])
+    pending.add_own(4, raw, sizes, record.HEADER, lambda: pytest.fail("parsed while raw records wait"))
+    assert len(pending._spans) == 3 and pending.last == 5
+    assert pending.first_match(Query([QueryItem(tags=["a"])]), 1) == 5
+    assert pending.entries == mine + others + mine2
