@@ -22,10 +22,15 @@ writers of those batches find them synced and return without an fsync of their o
 synced position. Readers never use it.
 
 With other writers about, a writer holds the file's ``flock`` from before it reads the two lines
-until it has advanced the value: one fsync at a time, and the writers queued behind it find
-their batches covered when their turn comes. (Parallel fsyncs of a preallocated segment do not
-merge: an overwrite needs no journal commit, so each one flushes the disk itself; measured with
-eight writers, nearly one fsync per append in parallel against 0.45 queued.)
+until it has advanced the value (a writer alone fsyncs without it): one fsync at a time among
+writers that saw each other, and those queued behind it find their batches covered when their
+turn comes. (Parallel fsyncs of a preallocated segment do not merge: an overwrite needs no
+journal commit, so each one flushes the disk itself; measured with eight writers, nearly one
+fsync per append in parallel against 0.45 queued.) The wait for the turn is a blocking
+``flock`` with no timeout, as the update of the value always was: a writer stopped (SIGSTOP, a
+debugger) inside its fsync holds the others' acknowledgments until it runs again or dies. A
+wait that could time out (polling with short sleeps) cost a quarter of the throughput of eight
+writers (6.1-6.6k against 8.3-8.4k appends/s).
 """
 
 from __future__ import annotations
@@ -162,7 +167,7 @@ class SyncedFile:
                           self.path)
 
     def peek(self) -> tuple[SyncedState | None, SyncedState | None]:
-        """Both lines, read once without the lock: the synced position and the ``logend``."""
+        """Both lines, read once: the synced position and the ``logend``."""
         data = os.pread(self.fd, FILE_BYTES, 0)
         head, tail = data[:_SIZE], data[_SIZE:]
         if head != self._last[0]:

@@ -121,8 +121,10 @@ class Writer(SegmentFiles):
         if not spans:
             return tail
         start, end, size = spans[-1]
-        chain, stamp = recfmt.chain_and_time(buf, start, size)
-        committed = Tail(pos, chain, self.first, base + end, stamp, base + start)
+        fields = recfmt.chain_and_time(buf, start, size)
+        if fields is None:
+            return None  # a checksummed header with fields no writer writes: the slow path judges it
+        committed = Tail(pos, fields[0], self.first, base + end, fields[1], base + start)
         self.pending.add_raw(tail.position + 1, buf, spans)
         self.others = True
         self.tail = committed

@@ -169,11 +169,18 @@ def walk(buf: bytes, offset: int, position: int) -> tuple[list[tuple[int, int, i
     return out, offset, False
 
 
-def chain_and_time(buf: bytes, start: int, size: int) -> tuple[bytes, int]:
+def chain_and_time(buf: bytes, start: int, size: int) -> tuple[bytes, int] | None:
     """The chain hash and commit time of the record at ``start`` of ``buf`` whose header
-    (``size`` bytes) :func:`walk` has already checked."""
-    chain = bytes.fromhex(buf[start + 143:start + 207].decode("ascii"))
-    return chain, int(buf[start + 219:start + 235]) if size == HEADER else 0
+    (``size`` bytes) :func:`walk` has already checked; None when either field is not as
+    :func:`encode` writes it (hex digits, 16 decimal digits)."""
+    try:
+        chain = bytes.fromhex(buf[start + 143:start + 207].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if size != HEADER:
+        return chain, 0
+    stamp = buf[start + 219:start + 235]
+    return (chain, int(stamp)) if stamp.isdigit() and buf[start + 235] == 32 else None
 
 
 def is_commit_point(head: bytes, position: int, chain: bytes, size: int) -> bool:

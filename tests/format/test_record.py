@@ -5,6 +5,7 @@ never holding the newline that frames a record."""
 from __future__ import annotations
 
 import hashlib
+import zlib
 from typing import Any
 
 import orjson
@@ -170,3 +171,18 @@ def test_a_header_inside_a_body_is_only_data(sample: list[bytes]) -> None:
     data, _sizes, _ = record.encode(1, record.GENESIS, [("outer", inner), ("next", b"{}")])
     recs = list(record.iter_records(data))
     assert [(r.position, r.event_id, r.body) for r in recs] == [(1, "outer", inner), (2, "next", b"{}")]
+
+
+@pytest.mark.parametrize("stamp", [b" 000000000000012", b"+000000000000012", b"0000_00000000012", b"00000000000001x2"])
+def test_a_followed_records_time_must_be_as_written(stamp: bytes) -> None:
+    """A writer following another's records takes the last one's chain and commit time from its
+    header: a checksummed header whose time field is not 16 digits (only a buggy writer makes
+    one) is not taken, as a full parse would not take it either."""
+    encoded = [encode_event(Event("A", {"n": 1}, ["t"]))]
+    raw, _sizes, chain = record.encode(1, record.GENESIS, encoded, time_us=12)
+    assert record.chain_and_time(raw, 0, record.HEADER) == (chain, 12)
+    head = raw[:219] + stamp + raw[235:236]
+    bad = head + b"%08x" % zlib.crc32(head) + raw[244:]
+    with pytest.raises(record.RecordError):
+        record.parse_at(bad)
+    assert record.chain_and_time(bad, 0, record.HEADER) is None
