@@ -178,6 +178,24 @@ def _advance_unconditionally(original: Callable[..., bool]) -> Callable[..., boo
     return advance
 
 
+def _logend_after_fsync(original: Callable[..., bool]) -> Callable[..., bool]:
+    def commit(self: Any, position: int, segment: int, end: int, chain: bytes, sync: Callable[[], None],
+               others: bool) -> bool:
+        try:
+            sync()
+        except OSError:
+            self.poison()
+            raise
+        time.sleep(0.002)  # an fsync's length on a disk (on tmpfs it takes none): others write meanwhile
+        target = (position, end, chain)
+        if others:
+            _cur, ahead = self.peek()  # read after the fsync: it may name writes the fsync did not cover
+            if ahead is not None and ahead.boot == self.boot and ahead.segment == segment and ahead.position > position:
+                target = (ahead.position, ahead.end, ahead.chain)
+        return self.advance(target[0], segment, target[1], target[2])
+    return commit
+
+
 def _not_durable(original: Callable[..., Any]) -> Callable[..., Any]:
     """The function called with ``durable=False`` (its keyword or its last positional argument)."""
     def call(*args: Any, **kw: Any) -> Any:
@@ -284,6 +302,9 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
     Mutant("synced-backwards", "the synced position may move backwards: a writer whose fsync finished late "
            "lowers it (SyncedFile.advance)", "concurrent", "moved back",
            patches=(("kroniko_ops.synced:SyncedFile.advance", _advance_unconditionally),)),
+    Mutant("logend-after-fsync", "group commit raises the synced position to the log's end as read after its "
+           "fsync, not before: writes made during the fsync count as covered (SyncedFile.commit)", "concurrent",
+           "names bytes", patches=(("kroniko_ops.synced:SyncedFile.commit", _logend_after_fsync),)),
     Mutant("index-ahead-unchecked", "an index ahead of the log is trusted on open (EventStore._check_index)",
            "append", "not in the log", IndexAheadStore),
     Mutant("restore-no-fsync", "restore writes its files and folders without fsync (ops/backup/apply.py: "

@@ -2,7 +2,9 @@
 disk changes and the processes' histories must show whatever the timing.
 
 - the synced position, as written to ``locks/synced``, never moves back within a run (a reboot
-  is the only thing that may lower it, and a recorded run has none);
+  is the only thing that may lower it, and a recorded run has none), and never names bytes of
+  its segment that no fsync begun after their write had covered by then (group commit may
+  count other writers' batches only when its fsync began after they were written);
 - no process sees the head go back: each one's reads answer for non-decreasing heads;
 - a maintenance operation with no fault injected succeeds (a broken one often fails its own
   self-checks: that failure is the finding), and no process of the run stops on an exception
@@ -14,6 +16,10 @@ disk changes and the processes' histories must show whatever the timing.
 
 from __future__ import annotations
 
+import os
+
+from ...format.segment import seg_name
+from ...layout import TMP_PREFIX
 from ...synced import decode
 from .model import DATA_OPS, Change, Model
 
@@ -22,8 +28,8 @@ NAMING = frozenset({"create", "rename", "link", "mkdir"})
 
 def trace_problems(model: Model, history: list[dict]) -> list[str]:
     """Every problem of the run itself."""
-    return [*_synced_backwards(model), *_heads_backwards(history), *_failed_actions(history),
-            *_published_early(model), *_stopped(history)]
+    return [*_synced_backwards(model), *_synced_uncovered(model), *_heads_backwards(history),
+            *_failed_actions(history), *_published_early(model), *_stopped(history)]
 
 
 def _stopped(history: list[dict]) -> list[str]:
@@ -45,6 +51,26 @@ def _synced_backwards(model: Model) -> list[str]:
                        f"(change {ch.i}, process {ch.op.get('pid')}; {before[0]} was written at change "
                        f"{before[1].i} by process {before[1].op.get('pid')})")
         last[ch.ino] = (state.position, ch)
+    return out[:3]
+
+
+def _synced_uncovered(model: Model) -> list[str]:
+    out = []
+    for ch in model.changes:
+        if ch.kind != "write" or not ch.op["path"].endswith("locks/synced") or ch.op.get("offset"):
+            continue
+        state = decode(ch.op["data"])
+        if state is None or not state.end or any(part.startswith(TMP_PREFIX) for part in ch.op["path"].split("/")):
+            continue  # (a store built in a temporary folder is checked whole when its rename publishes it)
+        seg = os.path.join(os.path.dirname(os.path.dirname(ch.op["path"])), "log", seg_name(state.segment))
+        ino = next((c.ino for c in reversed(model.changes[:ch.i]) if c.op["path"] == seg and c.ino >= 0), None)
+        for c in model.changes[:ch.i]:
+            if (c.kind == "write" and c.ino == ino and c.op.get("offset", 0) < state.end
+                    and (c.durable_at is None or c.durable_at >= ch.i)):
+                out.append(f"the synced position {state.position} of {ch.op['path']} (change {ch.i}, process "
+                           f"{ch.op.get('pid')}) names bytes of {seg} written at change {c.i} that no fsync begun "
+                           "after that write had made durable")
+                break
     return out[:3]
 
 
