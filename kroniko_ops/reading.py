@@ -154,7 +154,8 @@ class ReadPath:
         out: list[SequencedEvent] = []
         matches = query.matches
         needles = _needles(query)
-        for first, bodies, commits, _array in self.view.spans(lo, hi):
+        # A run of records that holds no needle anywhere (the common case) is skipped unsplit.
+        for first, bodies, commits, _array in self.view.spans(lo, hi, holds=lambda raw: _may_match(raw, needles)):
             keep = [k for k, body in enumerate(bodies) if _may_match(body, needles)]
             if not keep:
                 continue

@@ -100,3 +100,28 @@ def test_head_and_an_empty_match_read_no_segment(reads: tuple[EventStore, dict])
     assert _read(store, Query([QueryItem(tags=["absent"])])) == []
     assert _read(store, Query([QueryItem(types=["Rare"], tags=["rare"])])) == []
     assert seen == {}
+
+
+def test_a_read_splits_only_the_unindexed_records_that_may_match(tmp_path: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records past the index checkpoint are searched as raw bytes first: a run holding none of
+    the query's tags is never split into records (an entity read after 200 unindexed appends
+    took twice as long when every run was split and each record tested)."""
+    from kroniko_ops.format import record
+
+    path = str(tmp_path / "store")
+    with EventStore(path, durable=False) as store:
+        store.append([Event("A", n, [f"order:{n % 7}"]) for n in range(20)])
+        with store.locked():
+            store.flush_index()
+        store.append([Event("Noted", n, [f"note:{n}"]) for n in range(150)])
+        store.append(Event("A", "late", ["order:late"]))
+        assert store.index.checkpoint()[0] == 20  # the rest is the unindexed tail
+        split: list[int] = []
+        plain = record.bodies_commits
+        monkeypatch.setattr(record, "bodies_commits", lambda raw: split.append(raw.count(b"\n")) or plain(raw))
+        assert [e.data for e in store.read(Query([QueryItem(tags=["order:3"])]))] == [3, 10, 17]
+        assert split == [1, 1, 1]  # the three indexed matches only: no run of the tail holds "order:3"
+        split.clear()
+        assert [e.data for e in store.read(Query([QueryItem(tags=["order:late"])]))] == ["late"]
+        assert 0 < sum(split) < 151  # of the 151 unindexed records, only the run holding it was split

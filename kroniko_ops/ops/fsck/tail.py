@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ... import fileio
+from ...activeseg import ActiveSegment
 from ...errors import StoreCorrupted
 from ...format import record as recfmt
 from ...format import segment as segfmt
-from ...logview import ActiveSegment
 from ...synced import FILE_BYTES as SYNCED_BYTES
 from ...synced import SyncedState, decode
 from ...writer import MAX_TAIL_SLACK

@@ -1,0 +1,82 @@
+"""The active segment as readers and the writer see it: the last segment, read up to a bound the
+caller gives, with the offsets of the records seen so far (:class:`~.logview.LogView` holds one)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from array import array
+from itertools import accumulate, repeat
+from operator import add
+
+from . import fileio
+from .errors import NothingWritten, StoreCorrupted, access_denied, denied, out_of_files
+from .format import segment as segfmt
+
+
+class ActiveSegment:
+    """The last segment, read up to a bound the caller gives (the synced end for readers, the
+    committed tail for the writer); keeps the offsets of the records it has seen."""
+
+    def __init__(self, directory: str, first: int) -> None:
+        self.first = first
+        self.path = os.path.join(directory, segfmt.seg_name(first))
+        try:
+            self.fd = fileio.open_read(self.path)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            if out_of_files(exc):  # the process's limit, not the segment's fault
+                raise NothingWritten(f"could not open {self.path} ({exc}); nothing was written: raise the "
+                                     "open-files limit (ulimit -n) or close files, and retry") from exc
+            if denied(exc):
+                raise access_denied(self.path, exc) from None
+            root = os.path.dirname(os.path.dirname(self.path))
+            raise StoreCorrupted(f"{self.path} cannot be used as a log segment ({exc.strerror}); "
+                                 f"run: kroniko-ops fsck {root}") from None
+        self.offsets = array("Q", [0])  # record starts, then the end of the last record seen
+        self.last = first - 1
+        self._lock = threading.Lock()  # two threads extending at once would add offsets twice
+
+    def close(self) -> None:
+        """Close the descriptor."""
+        if getattr(self, "fd", -1) >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+    def extend(self, end: int) -> None:
+        """Learn the offsets of the records in bytes ``..end`` (whole, committed records)."""
+        with self._lock:
+            self._extend(end)
+
+    def _extend(self, end: int) -> None:
+        have = self.offsets[-1]
+        if end <= have:
+            return
+        data = os.pread(self.fd, end - have, have)
+        if len(data) != end - have or b"\0" in data:
+            # Cut short, or zeros where records should be (a preallocated segment whose writes
+            # the disk lost, at the end or in between): the log no longer holds what was synced.
+            root = os.path.dirname(os.path.dirname(self.path))
+            raise StoreCorrupted(f"{self.path} holds records up to byte {have + len(data.split(bytes(1))[0])}, short "
+                                 f"of its synced end {end}: acknowledged records are missing; run: kroniko-ops fsck "
+                                 f"{root} (then restore from a backup, or keep what remains with fsck --repair "
+                                 "--accept-loss)")
+        lines = data.split(b"\n")
+        lines.pop()
+        ends = accumulate(map(add, map(len, lines), repeat(1)), initial=have)
+        next(ends)  # the offsets after each line (computed in C: an active segment may hold many)
+        self.offsets.extend(ends)
+        self.last = self.first + len(self.offsets) - 2
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """The byte range of positions ``lo..hi`` (already seen through :meth:`extend`)."""
+        return self.offsets[lo - self.first], self.offsets[hi - self.first + 1]
+
+    def read_run(self, lo: int, hi: int) -> bytes:
+        """The raw bytes of records ``lo..hi``."""
+        a, b = self.span(lo, hi)
+        return os.pread(self.fd, b - a, a)
