@@ -64,3 +64,21 @@ def test_decoding_a_span_is_decoding_each_event(run: tuple, data: st.DataObject)
     whole = decode_run(7, bodies, "", commits, b"[" + b",".join(bodies) + b"]")
     assert [e.position for e in whole] == list(range(7, 7 + len(bodies))) and [e.event for e in whole] == \
         [e.event for e in events]
+
+
+@settings(max_examples=200, deadline=None)
+@given(run=runs(), data=st.data())
+def test_point_reads_of_a_cached_block_are_exact_and_never_work_out_every_offset(run: tuple,
+                                                                                 data: st.DataObject) -> None:
+    """A block kept in the cache serves point reads again and again (an entity's events, each in
+    its own block): each one adds up the lengths before its body, whatever was read before, and
+    gets exactly that event's bytes."""
+    bodies, commits, _raw = run
+    d = packblock.decode(packblock.encode(bodies, commits), 1, len(bodies))
+    for i in data.draw(st.lists(st.integers(-len(bodies), len(bodies) - 1), min_size=1, max_size=6)):
+        assert d.bodies[i] == bodies[i]
+    a = data.draw(st.integers(0, len(bodies)))
+    b = data.draw(st.integers(a, len(bodies)))
+    assert d.bodies[a:b] == bodies[a:b]
+    assert d.bodies._starts is None  # no point read paid for every offset of the block
+    assert list(d.bodies) == bodies and d.bodies[a:b] == bodies[a:b]  # iterating works them out, same bytes
