@@ -8,7 +8,7 @@ engine with the writer lock taken by a plain blocking ``flock`` in the calling t
 has no timeout (the shipped lock waits in a helper thread so that ``lock_timeout`` holds): it
 shows what that guarantee costs. Run it on a quiet machine.
 
-    python scripts/profile_append.py --procs 1 8 --prototype ../shared/bench/wal_proto.py
+    python scripts/profile_append.py --procs 1 8 --blocking-lock [--prototype path/to/wal_proto.py]
 """
 
 from __future__ import annotations
