@@ -170,11 +170,12 @@ class SyncedFile:
         """Both lines, read once: the synced position and the ``logend``."""
         data = os.pread(self.fd, FILE_BYTES, 0)
         head, tail = data[:_SIZE], data[_SIZE:]
-        if head != self._last[0]:
+        if head == self._last[0]:
+            cur = self._last[1]
+        else:
             cur = decode(head)
             if cur is not None:
                 self._last = (head, cur)  # the read under the flock that follows finds it unchanged
-        cur = self._last[1] if head == self._last[0] else None
         if tail != self._end[0]:
             self._end = (tail, decode(tail, b"logend"))
         return cur, self._end[1]

@@ -186,6 +186,24 @@ def _fault_case(prep: scenarios.Prepared, case: str, injector: FailNth, report: 
     return found + check_store(case, history)
 
 
+def _probe(rec: hist.OpRecord, history: hist.History, append: Callable[[], int]) -> Exception | None:
+    """Run one probing append recorded as ``rec`` in ``history``: None when it committed, else
+    what it raised (a :class:`DurabilityError` is a refusal; anything else is a wrong answer)."""
+    history.ops.append(rec)
+    try:
+        rec.position = append()
+        rec.outcome = hist.COMMITTED
+        return None
+    except DurabilityError as exc:
+        rec.outcome, rec.error = hist.UNKNOWN, str(exc)
+        return exc
+    except Exception as exc:
+        rec.outcome, rec.error = hist.ERROR, f"{type(exc).__name__}: {exc}"
+        return exc
+    finally:
+        rec.complete = time.monotonic_ns()
+
+
 def _next_append(s: EventStore, op: hist.OpRecord, history: hist.History, must_refuse: bool) -> list[Violation]:
     """The same handle's next append (the fault no longer injected), recorded in ``history``.
 
@@ -193,21 +211,14 @@ def _next_append(s: EventStore, op: hist.OpRecord, history: hist.History, must_r
     disk, and only ``recover`` may re-read it. After another failure (a write the engine took
     back, an open) it may refuse or succeed, and the checker accounts for it either way.
     """
-    t = time.monotonic_ns()
-    nxt = hist.OpRecord(op.worker, op.index + 1, "append", ("next.0",), (EventPlan("Z", ()),), invoke=t)
-    history.ops.append(nxt)
-    try:
-        nxt.position = s.append(Event("Z", {"op": "next.0"}, id="next.0"))
-        nxt.outcome = hist.COMMITTED
-    except DurabilityError as exc:
-        nxt.outcome, nxt.error = hist.UNKNOWN, str(exc)
+    nxt = hist.OpRecord(op.worker, op.index + 1, "append", ("next.0",), (EventPlan("Z", ()),),
+                        invoke=time.monotonic_ns())
+    exc = _probe(nxt, history, lambda: s.append(Event("Z", {"op": "next.0"}, id="next.0")))
+    if isinstance(exc, DurabilityError):
         return []
-    except Exception as exc:
-        nxt.outcome, nxt.error = hist.ERROR, f"{type(exc).__name__}: {exc}"
+    if exc is not None:
         return [Violation(2, "broken-handle", f"after a DurabilityError the next append raised "
                           f"{type(exc).__name__} instead of DurabilityError: {exc}", [op, nxt])]
-    finally:
-        nxt.complete = time.monotonic_ns()
     if must_refuse:
         return [Violation(2, "broken-handle", "after a failed fsync the same handle accepted another append "
                           "(a failed fsync must close the handle for writing until recover)", [op, nxt])]
@@ -218,22 +229,19 @@ def _other_append(case: str, durable: bool, op: hist.OpRecord, history: hist.His
     """After a failed fsync of the log (a commit, a seal, a folder, preallocation), another
     handle's append must be refused until ``recover``: the kernel may have marked the lost pages
     clean, so that handle's own fsync would succeed over them."""
-    t = time.monotonic_ns()
-    other = hist.OpRecord(op.worker, op.index + 2, "append", ("other.0",), (EventPlan("Y", ()),), invoke=t)
-    history.ops.append(other)
-    try:
+    other = hist.OpRecord(op.worker, op.index + 2, "append", ("other.0",), (EventPlan("Y", ()),),
+                          invoke=time.monotonic_ns())
+
+    def append() -> int:
         with EventStore(case, durable=durable, create=False) as s:
-            other.position = s.append(Event("Y", {"op": "other.0"}, id="other.0"))
-        other.outcome = hist.COMMITTED
-    except DurabilityError as exc:
-        other.outcome, other.error = hist.UNKNOWN, str(exc)
+            return s.append(Event("Y", {"op": "other.0"}, id="other.0"))
+
+    exc = _probe(other, history, append)
+    if isinstance(exc, DurabilityError):
         return []
-    except Exception as exc:
-        other.outcome, other.error = hist.ERROR, f"{type(exc).__name__}: {exc}"
+    if exc is not None:
         return [Violation(2, "unpoisoned", f"after a failed fsync of the log another handle's append raised "
                           f"{type(exc).__name__} instead of DurabilityError: {exc}", [op, other])]
-    finally:
-        other.complete = time.monotonic_ns()
     return [Violation(2, "unpoisoned", "after a failed fsync of the log another handle appended before recover "
                       "(a failed fsync must poison the store for every process)", [op, other])]
 

@@ -26,6 +26,25 @@ items = st.lists(st.tuples(st.lists(st.sampled_from(TYPES), max_size=2, unique=T
                  min_size=1, max_size=3)
 
 
+def encoded_batch(pos: int, chain: bytes, evs: list) -> tuple[bytes, list[int], bytes, list]:
+    """The records of ``(type, tags, data)`` events from ``pos`` on: their bytes, sizes, the chain
+    after them and their entries."""
+    batch = [Event(t, d, tags) for t, tags, d in evs]
+    encoded = [encode_event(e) for e in batch]
+    raw, sizes, chain = record.encode(pos, chain, encoded)
+    return raw, sizes, chain, [(pos + i, eid, e.type, tuple(e.tags))
+                               for i, ((eid, _), e) in enumerate(zip(encoded, batch, strict=True))]
+
+
+def spans_of(sizes: list[int]) -> list[tuple[int, int, int]]:
+    """``(start, end, header size)`` of records of these sizes, back to back."""
+    spans, off = [], 0
+    for size in sizes:
+        spans.append((off, off + size, record.HEADER))
+        off += size
+    return spans
+
+
 @settings(max_examples=150, deadline=None)
 @given(events, st.lists(st.integers(1, 5), min_size=1, max_size=10), st.lists(st.booleans(), min_size=10,
                                                                                max_size=10), items, st.data())
@@ -37,21 +56,13 @@ def test_first_match_is_what_a_scan_finds(evs, cuts, raw_flags, query_items, dat
     pos, k, chunk = base + 1, 0, 0
     while k < len(evs):
         n = cuts[chunk % len(cuts)]
-        batch = [Event(t, d, tags) for t, tags, d in evs[k:k + n]]
-        encoded = [encode_event(e) for e in batch]
-        raw, sizes, chain = record.encode(pos, chain, encoded)
-        mine = [(pos + i, eid, e.type, tuple(e.tags)) for i, ((eid, _), e) in enumerate(zip(encoded, batch,
-                                                                                          strict=True))]
+        raw, sizes, chain, mine = encoded_batch(pos, chain, evs[k:k + n])
         if raw_flags[chunk % len(raw_flags)]:
-            spans, off = [], 0
-            for size in sizes:
-                spans.append((off, off + size, record.HEADER))
-                off += size
-            pending.add_raw(pos, raw, spans)
+            pending.add_raw(pos, raw, spans_of(sizes))
         else:
             pending.extend(mine)
         entries += mine
-        pos, k, chunk = pos + len(batch), k + n, chunk + 1
+        pos, k, chunk = pos + len(mine), k + n, chunk + 1
     query = Query(query_items)
     after = data.draw(st.integers(base - 2, pos + 1))
     want = next((e[0] for e in entries if e[0] > after and query.matches(e[2], e[3])), None)
@@ -77,24 +88,16 @@ def test_dropping_indexed_records_keeps_the_rest_exact(evs, cuts, steps, drops, 
     pos, k, chunk = base + 1, 0, 0
     while k < len(evs):
         n = cuts[chunk % len(cuts)]
-        batch = [Event(t, d, tags) for t, tags, d in evs[k:k + n]]
-        encoded = [encode_event(e) for e in batch]
-        raw, sizes, chain = record.encode(pos, chain, encoded)
-        mine = [(pos + i, eid, e.type, tuple(e.tags)) for i, ((eid, _), e) in enumerate(zip(encoded, batch,
-                                                                                          strict=True))]
+        raw, sizes, chain, mine = encoded_batch(pos, chain, evs[k:k + n])
         step = steps[chunk % len(steps)]
         if step == "parsed":
             pending.extend(mine)
         elif step == "own":  # this handle's own batch: parsed, or raw behind other writers' raw ones
             pending.add_own(pos, raw, sizes, record.HEADER, lambda mine=mine: mine)
         else:
-            spans, off = [], 0
-            for size in sizes:
-                spans.append((off, off + size, record.HEADER))
-                off += size
-            pending.add_raw(pos, raw, spans)
+            pending.add_raw(pos, raw, spans_of(sizes))
         entries += mine
-        pos, k, chunk = pos + len(batch), k + n, chunk + 1
+        pos, k, chunk = pos + len(mine), k + n, chunk + 1
         if step.startswith("drop") and len(entries) > 1:
             # Never everything: the writer keeps the most recent records.
             through = min(pos - 2, dropped + drops[chunk % len(drops)])
@@ -118,13 +121,8 @@ def test_dropping_raw_records_does_not_parse_them() -> None:
     """Another writer's records dropped once indexed are cut from the bytes, never parsed (with
     eight writers, parsing each other's records was most of an append's CPU time)."""
     pending = Pending()
-    encoded = [encode_event(Event("A", {"n": i}, [f"t{i}"])) for i in range(6)]
-    raw, sizes, _ = record.encode(1, record.GENESIS, encoded)
-    spans, off = [], 0
-    for size in sizes:
-        spans.append((off, off + size, record.HEADER))
-        off += size
-    pending.add_raw(1, raw, spans)
+    raw, sizes, _chain, _entries = encoded_batch(1, record.GENESIS, [("A", [f"t{i}"], {"n": i}) for i in range(6)])
+    pending.add_raw(1, raw, spans_of(sizes))
     pending.drop_through(4)
     assert not pending._entries and len(pending._spans) == 2  # still raw, the first four cut away
     assert (pending.first, pending.last) == (5, 6)
@@ -144,10 +142,8 @@ def test_own_records_are_kept_parsed_unless_raw_ones_wait_before_them() -> None:
     """A writer alone keeps its own records parsed (the next condition looks them up instead of
     searching bytes); behind other writers' raw records they stay raw, in order."""
     def batch(first: int, tags: list[str]) -> tuple[bytes, list[int], list]:
-        encoded = [encode_event(Event("A", 1, [t])) for t in tags]
-        raw, sizes, _ = record.encode(first, record.GENESIS, encoded)
-        return raw, sizes, [(first + i, eid, "A", (t,)) for i, ((eid, _), t) in enumerate(zip(encoded, tags,
-                                                                                           strict=True))]
+        raw, sizes, _chain, entries = encoded_batch(first, record.GENESIS, [("A", [t], 1) for t in tags])
+        return raw, sizes, entries
 
     pending = Pending()
     raw, sizes, mine = batch(1, ["a", "b"])

@@ -106,9 +106,9 @@ def fsck_problems(path: str) -> list[str]:
     return [f"{f.code}@{f.position} {f.path}: {f.message}" for f in report.problems]
 
 
-def compact_dying_at(path: str, when: Callable[[str, str], bool]) -> None:
-    """A compaction of ``path`` that stops (an EIO) at the first file operation ``when(op, path)``
-    names, as a run killed there would; it must raise."""
+def compact_dying_at(path: str, when: Callable[[str, str], bool], run: Callable[[str], object] = compact) -> None:
+    """A compaction of ``path`` (``run``) that stops (an EIO) at the first file operation
+    ``when(op, path)`` names, as a run killed there would; it must raise."""
     def injector(op: str, target: str) -> None:
         if when(op, target):
             raise OSError(errno.EIO, "injected", target)
@@ -116,7 +116,7 @@ def compact_dying_at(path: str, when: Callable[[str, str], bool]) -> None:
     previous = fileio.set_fault_injector(injector)
     try:
         with pytest.raises(OSError):
-            compact(path)
+            run(path)
     finally:
         fileio.set_fault_injector(previous)
 

@@ -3,7 +3,6 @@ answers as before, and the next compaction finishes cleanly and leaves a sound s
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import shutil
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import pytest
 from compact_crash_helpers import count_ops, die_at, fork, reap
-from compact_helpers import fill, fsck_problems, reads, soundness
+from compact_helpers import compact_dying_at, fill, fsck_problems, reads, soundness
 
-from kroniko_ops import fileio
 from kroniko_ops.ops.compact import compact
 
 
@@ -101,17 +99,11 @@ def test_an_io_error_at_any_file_operation_fails_the_compaction_cleanly(template
         shutil.copytree(path, work)
         seen = [0]
 
-        def fail(op: str, p: str, n: int = n, seen: list[int] = seen) -> None:
+        def nth(op: str, p: str, n: int = n, seen: list[int] = seen) -> bool:
             seen[0] += 1
-            if seen[0] == n:
-                raise OSError(errno.EIO, "injected I/O error", p)
+            return seen[0] == n
 
-        previous = fileio.set_fault_injector(fail)
-        try:
-            with pytest.raises(OSError):
-                _compact(work)
-        finally:
-            fileio.set_fault_injector(previous)
+        compact_dying_at(work, nth, run=_compact)
         check_after(work, expected, f"EIO at op {n} of {len(ops)}: {ops[n - 1]}")
         shutil.rmtree(work)
 
