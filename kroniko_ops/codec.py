@@ -218,8 +218,8 @@ def decode_run(first: int, bodies: Sequence[bytes], where: str = "",
     :func:`~kroniko_ops.format.record.commits`) gives each event its batch's commit time and
     marks the batches' last events.
 
-    The events are built without their dataclass ``__init__``: each parsed document, whose five
-    canonical keys are exactly :class:`Event`'s fields, becomes the event's attribute dict. The
+    The events are built without their dataclass ``__init__``, from each parsed document's five
+    canonical keys, which are exactly :class:`Event`'s fields. The
     cyclic garbage collector is paused meanwhile (:mod:`.gcpause`): it would otherwise scan the
     new objects again and again, which costs more than building them.
     """
@@ -259,31 +259,46 @@ def decode_run(first: int, bodies: Sequence[bytes], where: str = "",
     return events
 
 
+_EVENT_SLOTS = tuple(Event.__dict__[name].__set__ for name in ("type", "data", "tags", "metadata", "id"))
+_SEQ_SLOTS = tuple(SequencedEvent.__dict__[name].__set__ for name in ("position", "event", "commit_us", "batch_end"))
+
+
 def _build(docs: list[Any], positions: Sequence[int], groups: Sequence[tuple[int, int, bool]]
            ) -> list[SequencedEvent] | None:
-    """The events of parsed documents, or None at the first that is not a canonical event."""
+    """The events of parsed documents, or None at the first that is not a canonical event.
+
+    The frozen classes' slots are filled through their descriptors, as their ``__init__`` would
+    through ``object.__setattr__``, at about half the cost per field."""
     out: list[SequencedEvent] = []
-    append, new, put = out.append, object.__new__, object.__setattr__
+    append, new = out.append, object.__new__
     event_cls, seq_cls = Event, SequencedEvent
+    set_type, set_data, set_tags, set_metadata, set_id = _EVENT_SLOTS
+    set_position, set_event, set_commit, set_end = _SEQ_SLOTS
     it = iter(groups)
     upto, stamp, ends = next(it)
     k = 0
     for pos, doc in zip(positions, docs):  # noqa: B905  (as many positions as documents)
         try:
-            tags = doc["tags"]
-            if doc["type"].__class__ is not str or tags.__class__ is not list or len(doc) != 5:
+            type_, tags = doc["type"], doc["tags"]
+            if type_.__class__ is not str or tags.__class__ is not list or len(doc) != 5:
                 return None
+            event = new(event_cls)
+            set_type(event, type_)
+            set_data(event, doc["data"])
+            set_tags(event, tuple(tags))
+            set_metadata(event, doc["metadata"])
+            set_id(event, doc["id"])
         except (KeyError, TypeError):
             return None
-        doc["tags"] = tuple(tags)
-        event = new(event_cls)
-        put(event, "__dict__", doc)
         seq = new(seq_cls)
+        set_position(seq, pos)
+        set_event(seq, event)
+        set_commit(seq, stamp)
         if k == upto:
-            put(seq, "__dict__", {"position": pos, "event": event, "commit_us": stamp, "batch_end": ends})
+            set_end(seq, ends)
             upto, stamp, ends = next(it, (-1, 0, False))
         else:
-            put(seq, "__dict__", {"position": pos, "event": event, "commit_us": stamp, "batch_end": False})
+            set_end(seq, False)
         append(seq)
         k += 1
     return out
