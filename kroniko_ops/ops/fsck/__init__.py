@@ -15,7 +15,6 @@ import re
 import time
 from collections.abc import Sequence
 
-from ... import metrics
 from ...errors import InvalidArgument, KronikoError, StoreNotFound
 from ...layout import Layout, is_legacy
 from ...report import Report
@@ -88,9 +87,13 @@ def fsck(path: str | os.PathLike[str], *, quick: bool = False, repair: bool = Fa
                                "the synced position and rebuild the index")
     except KronikoError as exc:
         if metrics_file:
+            from ... import metrics  # prometheus_client costs ~30 ms to import: only when asked for
+
             metrics.write_run(metrics_file, "fsck", root, exit_code=exc.exit_code, seconds=time.monotonic() - started)
         raise
     if metrics_file:
+        from ... import metrics
+
         metrics.write_run(metrics_file, "fsck", root, exit_code=report.exit_code, seconds=report.seconds,
                           report=report)
     return report
