@@ -145,3 +145,27 @@ def test_events_kept_from_a_read_are_two_objects_for_the_collector_each(big: str
     with pytest.raises(dataclasses.FrozenInstanceError):
         events[0].event.type = "Changed"  # type: ignore[misc]
     assert events[7].event == Event("Common", 7, ["common"], None, "e-7")
+
+
+def test_a_streamed_read_runs_no_collection_over_its_events(tmp_path: Any) -> None:
+    """Events a caller streams are freed as it moves on; the collector has no reason to scan
+    them, and a read that started one per group of events spent a sixth of its time there."""
+    n = 12_000
+    with EventStore(str(tmp_path / "store"), durable=False) as store:
+        for a in range(0, n, 1000):
+            store.append([Event("E", {"n": k, "note": "x" * 40}, [f"t:{k % 50}"]) for k in range(a, a + 1000)])
+        list(store.read(limit=10))  # the handle's own first allocations, before counting
+        collections: list[int] = []
+
+        def count(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                collections.append(info["generation"])
+
+        gc.collect()
+        gc.callbacks.append(count)
+        try:
+            seen = sum(1 for e in store.read() if e.data is not None)
+        finally:
+            gc.callbacks.remove(count)
+    assert seen == n
+    assert len(collections) <= 3, f"{len(collections)} collections while streaming {n} events"
