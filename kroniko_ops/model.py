@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,40 @@ def property_tag(key: str, value: JSON) -> str:
     )
 
 
-@dataclass(frozen=True, eq=True, slots=True)
+def _frozen_slots(cls: type) -> type:
+    """Mend what ``dataclass(frozen=True, slots=True)`` generates on Python 3.11: its
+    ``__setattr__``/``__delattr__`` refer to the class as it was before the slots were added, so
+    setting a name that is no field raised TypeError, not :class:`FrozenInstanceError`; and its
+    ``__setstate__`` would read the attribute dict of a pickle made before the slots as a
+    tuple, silently giving each field a key's name."""
+    names = tuple(f.name for f in fields(cls))
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        if type(self) is cls or name in names:
+            raise FrozenInstanceError(f"cannot assign to field {name!r}")
+        super(cls, self).__setattr__(name, value)
+
+    def __delattr__(self: Any, name: str) -> None:
+        if type(self) is cls or name in names:
+            raise FrozenInstanceError(f"cannot delete field {name!r}")
+        super(cls, self).__delattr__(name)
+
+    def __setstate__(self: Any, state: Any) -> None:
+        if isinstance(state, dict):  # pickled by a version whose instances had a __dict__
+            values = [state[name] for name in names]
+        else:
+            values = list(state)
+        for name, value in zip(names, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    cls.__setattr__ = __setattr__  # type: ignore[method-assign,assignment]
+    cls.__delattr__ = __delattr__  # type: ignore[method-assign,assignment]
+    cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
+    return cls
+
+
+@_frozen_slots
+@dataclass(frozen=True, eq=True, slots=True, weakref_slot=True)
 class Event:
     """An event to append, or one read back.
 
@@ -46,7 +79,9 @@ class Event:
 
     Slotted, like :class:`SequencedEvent`: an application that keeps the events it read holds one
     object per event here, not an object and its attribute dict, which halves what Python's
-    cyclic garbage collector scans at every collection while they age.
+    cyclic garbage collector scans at every collection while they age. So neither has a
+    ``__dict__`` (``vars()``); both take weak references and pickle, pickles of earlier versions
+    included.
     """
 
     type: str
@@ -63,7 +98,8 @@ class Event:
     __hash__ = None  # type: ignore[assignment]  # data may be a dict
 
 
-@dataclass(frozen=True, slots=True)
+@_frozen_slots
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class SequencedEvent:
     """An event together with the position the store gave it.
 

@@ -35,8 +35,8 @@ class ReadResult:
 
     def __iter__(self) -> Iterator[SequencedEvent]:
         store, query, start, backwards, limit, state, indexed = self._args
-        # The read path hands out lists of decoded events; chaining them in C costs less per
-        # event than a generator that yields each one.
+        # The read path hands out groups of decoded events (lists, or iterators over them);
+        # chaining them in C costs less per event than a generator that yields each one.
         it = chain.from_iterable(store._iter_read(query, start, backwards, state, indexed, limit))
         return it if limit is None else islice(it, limit)
 
@@ -236,8 +236,11 @@ def _decode_group(group: list[Span], where: str, backwards: bool) -> Iterator[Se
     one event; for a caller that streams the events, which are freed unscanned once it moves on,
     that was a sixth of the read. Made here, the next collection comes when the next group
     starts: over the events only if the caller kept them, while they are still in the cache."""
+    # Disabled only when on, and so enabled again only by whoever disabled it: a reader in
+    # another thread that found it off, paused by this one, must not turn it off for good.
     enabled = gc.isenabled()
-    gc.disable()
+    if enabled:
+        gc.disable()
     try:
         if len(group) == 1:
             first, bodies, commits, array = group[0]

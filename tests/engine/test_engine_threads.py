@@ -3,11 +3,15 @@ running meanwhile (while segments roll under them) are whole, gap-free and end a
 
 from __future__ import annotations
 
+import gc
 import threading
 import traceback
 from pathlib import Path
+from typing import Any
 
-from kroniko_ops import Event, EventStore, Query, QueryItem
+import pytest
+
+from kroniko_ops import Event, EventStore, Query, QueryItem, reading
 
 GUARD = 120.0  # seconds before a thread counts as hung; not a speed assertion
 
@@ -62,3 +66,60 @@ def test_threads_share_one_handle(tmp_path: Path) -> None:
     finally:
         writers_done.set()
         store.close()
+
+
+def test_reads_in_two_threads_never_leave_the_collector_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read pauses Python's cyclic collector while it decodes. A second thread that starts its
+    read inside that pause (and so finds the collector off) must not be the one that leaves it
+    off: the process would never collect a cycle again. The switch between the threads is
+    forced where it did harm: B looks while A's pause is on, A ends its pause, B goes on."""
+    path = str(tmp_path / "store")
+    with EventStore(path, durable=False) as store:
+        store.append([Event("E", k) for k in range(100)])
+    b_looked, a_resumed = threading.Event(), threading.Event()
+    errors: list[str] = []
+
+    class Steered:
+        """The gc module, with thread A and B's steps put in the harmful order."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(gc, name)
+
+        def isenabled(self) -> bool:
+            on = gc.isenabled()
+            if threading.current_thread().name == "B":
+                b_looked.set()
+                a_resumed.wait(GUARD)
+            return on
+
+        def disable(self) -> None:
+            gc.disable()
+            if threading.current_thread().name == "A" and not b_looked.is_set():
+                threading.Thread(target=read, name="B").start()
+                b_looked.wait(GUARD)
+
+        def enable(self) -> None:
+            gc.enable()
+            if threading.current_thread().name == "A":
+                a_resumed.set()
+
+    def read() -> None:
+        try:
+            with EventStore(path, durable=False) as handle:
+                assert len(list(handle.read())) == 100
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    monkeypatch.setattr(reading, "gc", Steered())
+    assert gc.isenabled()
+    a = threading.Thread(target=read, name="A")
+    a.start()
+    a.join(GUARD)
+    for t in threading.enumerate():
+        if t.name == "B":
+            t.join(GUARD)
+    on = gc.isenabled()
+    gc.enable()
+    assert not errors, errors[0]
+    assert b_looked.is_set(), "the reads did not pause the collector"
+    assert on, "the collector was left off"
