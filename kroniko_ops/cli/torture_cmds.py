@@ -43,7 +43,8 @@ FIGURES = ("operations", "commits", "rejections", "unknown", "reads", "kills", "
               help="Instead: record each operation's changes to the disk in STORE (a scratch folder) and check "
                    "every state a power cut could leave (see docs/HARNESS.md).")
 @click.option("--operation", "operations", multiple=True, help="With --power-loss: only this operation "
-              "(append, batch, concurrent, roll, compact, backup, restore, reindex, recover, migrate).")
+              "(append, batch, concurrent, roll, compact, backup, restore, reindex, recover, migrate, lost-tail: the "
+              "disk loses acknowledged records).")
 @click.option("--states", type=click.IntRange(min=1), default=600, show_default=True,
               help="With --power-loss: single-fault states checked per run at most (all of them when fewer).")
 @click.option("--samples", type=click.IntRange(min=0), default=150, show_default=True,

@@ -6,6 +6,7 @@ function each (``"module:Class.method"``), so that re-pointing one after a refac
 changing one string. Run one with ``kroniko-ops torture STORE --power-loss --mutant NAME`` (or
 ``kroniko-ops torture STORE --mutant NAME`` for the kill harness): it must exit 4 with the
 violation printed. ``--mutant list`` prints them; ``docs/HARNESS.md`` tells what catches each.
+The kill harness's store subclasses are in :mod:`.killmutants`.
 """
 
 from __future__ import annotations
@@ -13,83 +14,18 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .. import fileio
 from ..format import segment as segfmt
-from ..model import AppendCondition, Event, Query, SequencedEvent
+from ..model import AppendCondition
 from ..store import EventStore
 from ..synced import SyncedState
-
-# -- broken reads and conditions (the kill harness) ----------------------------------------------
-
-
-class FakeResult:
-    """What a mutant's read returns in place of a ReadResult: a head and a list of events."""
-
-    def __init__(self, head: int, events: list[SequencedEvent]) -> None:
-        self.head = head
-        self.events = events
-
-    def __iter__(self) -> Iterator[SequencedEvent]:
-        return iter(self.events)
-
-
-class PeekingStore(EventStore):
-    """Reports the head one lower than it is, but returns the events up to the real head."""
-
-    def read(self, query: Query | None = None, **kw: Any) -> Any:  # type: ignore[override]
-        """The real read's events under a head one lower."""
-        real = super().read(query, **kw)
-        return FakeResult(max(0, real.head - 1), list(real))
-
-
-class TornHeadStore(EventStore):
-    """When the last batch has several records, stops one record short of it and calls that
-    the head."""
-
-    def read(self, query: Query | None = None, **kw: Any) -> Any:  # type: ignore[override]
-        """The real read, cut inside the last batch when it can be."""
-        real = super().read(query, **kw)
-        head = real.head
-        if head > 1 and not next(iter(self.records(head - 1, head - 1))).commit:
-            return FakeResult(head - 1, [e for e in real if e.position < head])
-        return real
-
-
-class CarelessStore(EventStore):
-    """Appends without checking the condition."""
-
-    def append(self, events: Event | Iterable[Event], condition: AppendCondition | None = None) -> int:
-        """Append, ignoring ``condition``."""
-        return super().append(events, None)
-
-
-class ForgetfulStore(EventStore):
-    """Leaves the first matching event out of every read."""
-
-    def read(self, query: Query | None = None, **kw: Any) -> Any:  # type: ignore[override]
-        """The real read less its first event."""
-        real = super().read(query, **kw)
-        return FakeResult(real.head, list(real)[1:])
-
-
-class UnlockedWriteStore(EventStore):
-    """Releases the writer lock before writing the batch (and takes it back after): two writers
-    may then write the same positions."""
-
-    def _write(self, fd: int, data: bytes, tail: Any) -> None:
-        assert self._lock is not None
-        self._lock.release()
-        try:
-            time.sleep(0.0005)
-            super()._write(fd, data, tail)
-        finally:
-            self._lock.acquire(self.lock_timeout)
-
+from ..writer import PEEK
+from .killmutants import CarelessStore, ForgetfulStore, PeekingStore, TornHeadStore, UnlockedWriteStore
 
 # -- broken durability (the power-loss simulator) ------------------------------------------------
 
@@ -257,6 +193,40 @@ def _tail_from_file_size(original: Callable[..., Any]) -> Callable[..., Any]:
     return quick_tail
 
 
+def _tail_trusted(original: Callable[..., Any]) -> Callable[..., Any]:
+    def quick_tail(self: Any) -> Any:
+        tail, fd = self.tail, self.fd
+        if tail is None or fd is None or tail.segment != self.first:
+            return original(self)
+        # Only what follows the remembered tail is read, never the record it names: a repair
+        # that cut that record since goes unnoticed.
+        buf = os.pread(fd, PEEK, tail.end)
+        if buf[:1] == b"\0" or (not buf and not self.rolled()):
+            self.others = False
+            return tail
+        return self._follow(tail, buf) if buf else None
+    return quick_tail
+
+
+def _always_holds(original: Callable[..., bool]) -> Callable[..., bool]:
+    def holds(self: Any, tail: Any) -> bool:
+        return True  # the slow path, too, starts from the remembered tail unchecked
+    return holds
+
+
+def _zeros_end_the_records(original: Callable[..., None]) -> Callable[..., None]:
+    def _extend(self: Any, end: int) -> None:
+        have = self.offsets[-1]
+        if end <= have:
+            return
+        data = os.pread(self.fd, end - have, have).split(b"\0")[0]  # the first zero (or the file's end) ends them
+        data = data[: data.rfind(b"\n") + 1]
+        for line in data.split(b"\n")[:-1]:
+            self.offsets.append(self.offsets[-1] + len(line) + 1)
+        self.last = self.first + len(self.offsets) - 2
+    return _extend
+
+
 # -- the registry -----------------------------------------------------------------------------
 
 
@@ -323,6 +293,16 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
     Mutant("compact-no-fsync", "compaction publishes packs it never fsynced (ops/compact/packing.py: write)",
            "compact", "does not open|is missing|engine failed",
            patches=(("kroniko_ops.ops.compact.packing:write", _pack_without_fsync),)),
+    Mutant("tail-trusted", "a writer appends after the tail it remembers without checking that the record it "
+           "names is still the last committed one: after fsck --repair --accept-loss cut the log it writes past "
+           "the zeros and answers a retry of a lost event from stale memory (Writer.quick_tail, Writer.holds)",
+           "lost-tail", "the handle open across the cut",
+           patches=(("kroniko_ops.writer:Writer.quick_tail", _tail_trusted),
+                    ("kroniko_ops.writer:Writer.holds", _always_holds))),
+    Mutant("zeros-end-the-records", "a reader takes the first zero inside the synced records of the active segment "
+           "(or a file cut short) for their end, silently, not for lost acknowledged records "
+           "(ActiveSegment._extend)", "lost-tail", "without raising StoreCorrupted|names position",
+           patches=(("kroniko_ops.activeseg:ActiveSegment._extend", _zeros_end_the_records),)),
     Mutant("lock-released-before-write", "the writer lock is released before the batch is written "
            "(EventStore._write)", "torture", "property [0-9]", UnlockedWriteStore),
     Mutant("peek-past-head", "a read returns one event past the head it reports", "torture", r"\(read-",

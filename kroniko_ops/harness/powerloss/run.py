@@ -56,6 +56,7 @@ class Scenario:
     action: str | None = None  # a maintenance operation of :data:`ACTIONS`, run while recording
     orphans: int = 0  # batches whose writer dies before its fsync, then retried or conflicted with
     fsync_pause_us: tuple[int, int] = (0, 3000)  # writers pause this long (least, most) before each fsync of the log
+    lost_tail: bool = False  # instead of a recorded run: the disk loses acknowledged records (:mod:`.losttail`)
 
 
 @dataclass

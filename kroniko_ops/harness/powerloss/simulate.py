@@ -43,6 +43,9 @@ OPERATIONS: dict[str, Scenario] = {
                         fsync_pause_us=BUSY),
     "recover": Scenario("recover", prefill=20, segment_bytes=4096, action="recover"),
     "migrate": Scenario("migrate", action="migrate"),
+    # Not a power cut the model allows: the disk loses synced records (a lying or failing disk);
+    # a server handle stays open across the loss and fsck --repair --accept-loss (:mod:`.losttail`).
+    "lost-tail": Scenario("lost-tail", appends=5, max_batch=3, prefill=30, segment_bytes=8192, lost_tail=True),
 }
 
 
@@ -52,11 +55,14 @@ class Failure:
 
     operation: str
     run_dir: str
-    state: CrashState | None  # None: a problem of the recorded run itself (:mod:`.trace`)
+    state: CrashState | str | None  # None: a problem of the recorded run itself (:mod:`.trace`); str: a loss
     problems: list[str]
 
     def describe(self) -> str:
         """Human-readable, with the replay command."""
+        if isinstance(self.state, str):  # lost-tail: no recording to replay, the seed draws the same losses
+            return (f"{self.operation}: {self.state}: {'; '.join(self.problems[:3])}\n"
+                    f"  the store as checked: {self.run_dir} (the same --seed draws the same losses)")
         if self.state is None:
             return (f"{self.operation}: the recorded run: {'; '.join(self.problems[:3])}\n"
                     f"  recorded in {self.run_dir} (changes in ops/, calls in hist/)")
@@ -123,6 +129,10 @@ def simulate(operations: dict[str, Scenario], *, seed: int = 0, runs: int = 1, e
             base = tempfile.mkdtemp(prefix=f"kroniko-powerloss-{name}-", dir=scratch)
             keep = False
             try:
+                if sc.lost_tail:
+                    keep = _lost_tail(name, sc, base, random.Random(run_seed), exhaustive_limit, samples,
+                                      keep_failures - len(figures.failures), figures)
+                    continue
                 rec = record(sc, base)
                 figures.runs += 1
                 if rec.problems:
@@ -146,6 +156,24 @@ def simulate(operations: dict[str, Scenario], *, seed: int = 0, runs: int = 1, e
                 if not keep:
                     shutil.rmtree(base, ignore_errors=True)
     return out
+
+
+def _lost_tail(name: str, sc: Scenario, base: str, rng: random.Random, limit: int, samples: int, keep: int,
+               figures: Figures) -> bool:
+    """One run of the lost-tail operation (:mod:`.losttail`) into ``figures``; whether a failing
+    state was kept under ``base``."""
+    from . import losttail
+
+    figures.runs += 1
+    for outcome in losttail.run(sc, base, rng, limit, samples, max(0, keep)):
+        figures.states += 1
+        figures.acked += outcome.acked_checked
+        figures.lost += outcome.lost
+        if outcome.problems:
+            figures.violations += 1
+            if outcome.kept is not None:
+                figures.failures.append(Failure(name, outcome.kept, outcome.loss.describe(), outcome.problems))
+    return any(f.operation == name for f in figures.failures)
 
 
 MUTANT_FILE = "mutant"  # in a kept run's folder: the broken engine it was recorded with
