@@ -58,13 +58,7 @@ class ActiveSegment:
             return
         data = os.pread(self.fd, end - have, have)
         if len(data) != end - have or b"\0" in data:
-            # Cut short, or zeros where records should be (a preallocated segment whose writes
-            # the disk lost, at the end or in between): the log no longer holds what was synced.
-            root = os.path.dirname(os.path.dirname(self.path))
-            raise StoreCorrupted(f"{self.path} holds records up to byte {have + len(data.split(bytes(1))[0])}, short "
-                                 f"of its synced end {end}: acknowledged records are missing; run: kroniko-ops fsck "
-                                 f"{root} (then restore from a backup, or keep what remains with fsck --repair "
-                                 "--accept-loss)")
+            raise self._lost(have, data, end)
         lines = data.split(b"\n")
         lines.pop()
         ends = accumulate(map(add, map(len, lines), repeat(1)), initial=have)
@@ -77,6 +71,19 @@ class ActiveSegment:
         return self.offsets[lo - self.first], self.offsets[hi - self.first + 1]
 
     def read_run(self, lo: int, hi: int) -> bytes:
-        """The raw bytes of records ``lo..hi``."""
+        """The raw bytes of records ``lo..hi``. Raises :class:`StoreCorrupted` when the disk no
+        longer holds them whole: records learned before it lost them must not read as fewer."""
         a, b = self.span(lo, hi)
-        return os.pread(self.fd, b - a, a)
+        data = os.pread(self.fd, b - a, a)
+        if len(data) != b - a or b"\0" in data:
+            raise self._lost(a, data, self.offsets[-1])
+        return data
+
+    def _lost(self, at: int, data: bytes, end: int) -> StoreCorrupted:
+        """The error for ``data`` read at byte ``at`` cut short, or holding zeros where records
+        should be (a preallocated segment whose writes the disk lost, at the end or in between):
+        the log no longer holds what was synced."""
+        root = os.path.dirname(os.path.dirname(self.path))
+        return StoreCorrupted(f"{self.path} holds records up to byte {at + len(data.split(bytes(1))[0])}, short of "
+                              f"its synced end {end}: acknowledged records are missing; run: kroniko-ops fsck {root} "
+                              "(then restore from a backup, or keep what remains with fsck --repair --accept-loss)")

@@ -179,3 +179,29 @@ def test_zeros_inside_the_synced_records_are_damage_never_another_event(tmp_path
             list(store.read(**read))
         with pytest.raises(StoreCorrupted, match="fsck"):
             store.append(Event("After", 1))
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["zeroed", "cut-short"])
+def test_a_handle_that_read_before_the_disk_lost_records_never_reads_fewer(tmp_path: Path, cut: bool) -> None:
+    # The handle learned the records' offsets before the disk lost the last batch: reading them
+    # again must say so, not return the events before the hole as if they were all.
+    path = str(tmp_path / "s")
+    with EventStore(path) as store:
+        for b in range(6):
+            store.append([Event("T", {"b": b, "k": k, "pad": "x" * 100}, ["t"]) for k in range(2)])
+        assert len(list(store.read())) == 12
+        seg = os.path.join(path, "log", segment.seg_name(1))
+        data = Path(seg).read_bytes().rstrip(b"\0")
+        last = data.rfind(b"\n", 0, len(data) - 1)
+        last = data.rfind(b"\n", 0, last) + 1  # the start of the last batch (its two records)
+        if cut:
+            os.truncate(seg, last)
+        else:
+            fd = os.open(seg, os.O_WRONLY)
+            try:
+                os.pwrite(fd, bytes(len(data) - last), last)
+            finally:
+                os.close(fd)
+        for read in ({}, {"backwards": True}, {"start": 11, "limit": 1}, {"start": 5}):
+            with pytest.raises(StoreCorrupted, match="acknowledged records are missing"):
+                list(store.read(**read))
