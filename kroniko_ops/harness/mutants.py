@@ -227,6 +227,13 @@ def _zeros_end_the_records(original: Callable[..., None]) -> Callable[..., None]
     return _extend
 
 
+def _read_run_unchecked(original: Callable[..., bytes]) -> Callable[..., bytes]:
+    def read_run(self: Any, lo: int, hi: int) -> bytes:
+        a, b = self.span(lo, hi)
+        return os.pread(self.fd, b - a, a)  # whatever is there now, at the offsets learned before
+    return read_run
+
+
 # -- the registry -----------------------------------------------------------------------------
 
 
@@ -303,6 +310,10 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
            "(or a file cut short) for their end, silently, not for lost acknowledged records "
            "(ActiveSegment._extend)", "lost-tail", "without raising StoreCorrupted|names position",
            patches=(("kroniko_ops.activeseg:ActiveSegment._extend", _zeros_end_the_records),)),
+    Mutant("read-run-unchecked", "a handle reads records of the active segment at the offsets it learned before "
+           "the disk lost them, and returns what it can still parse, silently (ActiveSegment.read_run)",
+           "lost-tail", "a handle that read every record before the loss: read",
+           patches=(("kroniko_ops.activeseg:ActiveSegment.read_run", _read_run_unchecked),)),
     Mutant("lock-released-before-write", "the writer lock is released before the batch is written "
            "(EventStore._write)", "torture", "property [0-9]", UnlockedWriteStore),
     Mutant("peek-past-head", "a read returns one event past the head it reports", "torture", r"\(read-",
