@@ -236,6 +236,8 @@ def _decode_group(group: list[Span], where: str, backwards: bool) -> Iterator[Se
     one event; for a caller that streams the events, which are freed unscanned once it moves on,
     that was a sixth of the read. Made here, the next collection comes when the next group
     starts: over the events only if the caller kept them, while they are still in the cache."""
+    # Plain calls, not gcpause.paused(): leaving a generator-based context manager allocates
+    # (its StopIteration) after the collector is on again, which would start that collection.
     # Disabled only when on, and so enabled again only by whoever disabled it: a reader in
     # another thread that found it off, paused by this one, must not turn it off for good.
     enabled = gc.isenabled()
