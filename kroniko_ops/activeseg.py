@@ -11,6 +11,7 @@ from operator import add
 
 from . import fileio
 from .errors import NothingWritten, StoreCorrupted, access_denied, denied, out_of_files
+from .format import record as recfmt
 from .format import segment as segfmt
 
 
@@ -36,6 +37,7 @@ class ActiveSegment:
                                  f"run: kroniko-ops fsck {root}") from None
         self.offsets = array("Q", [0])  # record starts, then the end of the last record seen
         self.last = first - 1
+        self._seen = (0, b"")  # the synced (position, chain) this view was last checked against
         self._lock = threading.Lock()  # two threads extending at once would add offsets twice
 
     def close(self) -> None:
@@ -51,6 +53,52 @@ class ActiveSegment:
         """Learn the offsets of the records in bytes ``..end`` (whole, committed records)."""
         with self._lock:
             self._extend(end)
+
+    def follow(self, position: int, chain: bytes, end: int) -> None:
+        """Learn the records up to the synced ``end``, whose last is ``position`` with ``chain``.
+
+        When the synced position changed since the last call, first make sure that what this
+        view learned is still the log: ``fsck --repair --accept-loss`` may have cut records it
+        knows, and new ones may have taken their bytes since, at other offsets. The record at the
+        position checked last time must still carry its chain (which vouches for every record
+        before it), and the one at the new position must carry the synced chain; otherwise the
+        offsets are learned again from the segment's start. Raises :class:`StoreCorrupted` when
+        even then the log does not hold the synced record."""
+        with self._lock:
+            if (position, chain) == self._seen:
+                self._extend(end)
+                return
+            if self._seen[0] and not self._holds(*self._seen):
+                self._forget()
+            self._extend(end)
+            if not self._holds(position, chain):
+                self._forget()
+                self._extend(end)
+                if not self._holds(position, chain):
+                    root = os.path.dirname(os.path.dirname(self.path))
+                    raise StoreCorrupted(f"{self.path} does not hold the synced record {position} with the chain "
+                                         f"the synced position records: run: kroniko-ops fsck {root}")
+            self._seen = (position, chain)
+
+    def _holds(self, position: int, chain: bytes) -> bool:
+        """Whether the record this view learned at ``position`` is there whole with ``chain``
+        (True when it learned none there: nothing to contradict)."""
+        k = position - self.first
+        if k < 0 or k + 1 >= len(self.offsets):
+            return True
+        a, b = self.offsets[k], self.offsets[k + 1]
+        data = os.pread(self.fd, b - a, a)
+        try:
+            rec = recfmt.parse_at(data)
+        except recfmt.RecordError:
+            return False
+        return rec.position == position and rec.size == len(data) and rec.chain == chain
+
+    def _forget(self) -> None:
+        """Drop every offset learned: the log below them changed."""
+        self.offsets = array("Q", [0])
+        self.last = self.first - 1
+        self._seen = (0, b"")
 
     def _extend(self, end: int) -> None:
         have = self.offsets[-1]

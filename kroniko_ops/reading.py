@@ -122,7 +122,7 @@ class ReadPath:
             self.view.refresh()
             active = self.view.active
         if active is not None and active.first == state.segment:
-            active.extend(state.end)
+            active.follow(state.position, state.chain, state.end)
         elif active is not None and active.first < state.segment:
             raise StoreCorrupted(f"the synced position {state.position} of {self.path} names log/"
                                  f"{segfmt.seg_name(state.segment)}, which is missing: acknowledged events are lost; "

@@ -234,6 +234,12 @@ def _read_run_unchecked(original: Callable[..., bytes]) -> Callable[..., bytes]:
     return read_run
 
 
+def _follow_unchecked(original: Callable[..., None]) -> Callable[..., None]:
+    def follow(self: Any, position: int, chain: bytes, end: int) -> None:
+        self.extend(end)  # the offsets learned before are trusted, whatever the log holds now
+    return follow
+
+
 # -- the registry -----------------------------------------------------------------------------
 
 
@@ -314,6 +320,10 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in (
            "the disk lost them, and returns what it can still parse, silently (ActiveSegment.read_run)",
            "lost-tail", "a handle that read every record before the loss: read",
            patches=(("kroniko_ops.activeseg:ActiveSegment.read_run", _read_run_unchecked),)),
+    Mutant("offsets-trusted", "a reader keeps the active segment's offsets it learned before fsck --repair "
+           "--accept-loss cut those records and new ones took their bytes (ActiveSegment.follow)", "lost-tail",
+           "after the repair and the appends, a handle that read every record before the loss",
+           patches=(("kroniko_ops.activeseg:ActiveSegment.follow", _follow_unchecked),)),
     Mutant("lock-released-before-write", "the writer lock is released before the batch is written "
            "(EventStore._write)", "torture", "property [0-9]", UnlockedWriteStore),
     Mutant("peek-past-head", "a read returns one event past the head it reports", "torture", r"\(read-",

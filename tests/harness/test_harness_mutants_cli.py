@@ -25,11 +25,11 @@ def test_the_registry_covers_what_the_harness_claims() -> None:
     assert {"no-log-fsync", "restore-no-fsync", "retry-ack-unsynced", "reject-unsynced", "synced-backwards",
             "index-ahead-unchecked", "reader-past-synced", "verify-skips-head-chain", "backup-past-synced",
             "compact-drops-last-block", "lock-released-before-write", "tail-trusted",
-            "zeros-end-the-records", "read-run-unchecked"} <= set(MUTANTS)
+            "zeros-end-the-records", "read-run-unchecked", "offsets-trusted"} <= set(MUTANTS)
     assert MUTANTS["no-log-fsync"].operation == "append" and MUTANTS["restore-no-fsync"].operation == "restore"
     assert MUTANTS["retry-ack-unsynced"].operation == MUTANTS["reject-unsynced"].operation == "concurrent"
     assert MUTANTS["tail-trusted"].operation == MUTANTS["zeros-end-the-records"].operation == "lost-tail"
-    assert MUTANTS["read-run-unchecked"].operation == "lost-tail"
+    assert MUTANTS["read-run-unchecked"].operation == MUTANTS["offsets-trusted"].operation == "lost-tail"
 
 
 @pytest.mark.parametrize("name", POWER_LOSS)

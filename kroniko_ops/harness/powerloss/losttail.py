@@ -18,7 +18,9 @@ preallocated segment, at its end or in between, or the file cut short). Then:
 
 A third handle read every record before the loss: its reads must raise ``StoreCorrupted`` too
 (it reads the bytes again at the offsets it learned), but its ``head()`` is not asked, as it
-re-reads nothing it has seen, as a real machine's page cache would keep those pages. No timing is
+re-reads nothing it has seen, as a real machine's page cache would keep those pages. After the
+repair and the appends it must read exactly what the others read: the records it learned were
+cut, and new ones took their bytes at other offsets. No timing is
 involved: the same seed draws the same store and the same losses."""
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import random
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ...errors import StoreCorrupted
 from ...format import segment as segfmt
@@ -117,9 +120,10 @@ def _layout(store: str, batches: list[tuple[int, int]]) -> _Layout:
 
 def losses(lay: _Layout, rng: random.Random, limit: int, samples: int) -> Iterator[Loss]:
     """Per batch of the active segment: it and all after it zeroed, the file cut where it
-    starts, the newline ending its commit record zeroed, a hole inside its first record (the
-    records after it intact); a few bytes of the last record zeroed or cut (``limit`` of those
-    at most, seeded); then ``samples`` random losses of each kind."""
+    starts, the newline ending its commit record zeroed, and (but for the last batch) a hole
+    inside its first record with the records after it intact; then the last 7 bytes zeroed and
+    the last byte cut (``limit`` of all these at most, seeded); then ``samples`` random losses,
+    each of a kind drawn at random."""
     name, end = os.path.basename(lay.path), lay.end
     single: list[Loss] = []
     for first, last in lay.batches:
@@ -206,6 +210,7 @@ class _Check:
         self.kept = [a for a in acked if a[0] < first_lost]
         self.lost = list(range(first_lost, acked[-1][0] + 1))
         self.out = LossOutcome(loss)
+        self.early: Any = None  # a handle that read every record before the loss (set by run)
 
     def problem(self, text: str) -> None:
         self.out.problems.append(text)
@@ -214,6 +219,7 @@ class _Check:
         self.reads("the handle open across the loss", self.server)
         # Its head() is not asked: it re-reads nothing it has seen (a page cache would keep it).
         self.reads("a handle that read every record before the loss", early, ask_head=False)
+        self.early = early
         try:
             with self.factory(self.path, create=False) as fresh:
                 self.reads("a fresh handle", fresh)
@@ -298,7 +304,9 @@ class _Check:
         except Exception as exc:
             self.problem(f"the handle open across the cut could not append after it: {type(exc).__name__}: {exc}")
             return
-        for who, read in (("the handle open across the cut", self.server.read), ("a fresh handle", None)):
+        for who, read in (("the handle open across the cut", self.server.read),
+                          ("a handle that read every record before the loss", self.early.read),
+                          ("a fresh handle", None)):
             try:
                 if read is None:
                     with self.factory(self.path, create=False) as fresh:

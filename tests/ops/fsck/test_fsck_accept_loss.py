@@ -161,3 +161,26 @@ def test_a_handle_open_across_the_cut_appends_after_what_was_kept(tmp_path: Path
         assert next(iter(server.read(start=9))).id == "t-4-1"
     report = fsck(path)
     assert report.exit_code == 0, report.findings
+
+
+@pytest.mark.parametrize("pad", [0, 100, 400])
+def test_a_reader_open_across_the_cut_reads_the_log_as_it_is_now(tmp_path: Path, pad: int) -> None:
+    # The reader learned the active segment's offsets before the repair cut the last record;
+    # new records then took its bytes, at other offsets. It must read them as they are now.
+    path = str(tmp_path / "s")
+    with EventStore(path) as writer:
+        for b in range(6):
+            writer.append([Event("T", {"b": b, "pad": "x" * 100}, ["t"], id=f"old-{b}")])
+    with EventStore(path) as reader:
+        assert len(list(reader.read())) == 6
+        lose_last_bytes(seg_path(path, segments(path)[-1]), 7)
+        assert fsck(path, repair=True, accept_loss=True).exit_code == 1
+        with EventStore(path) as writer:
+            writer.append([Event("N", {"pad": "y" * pad}, ["t"], id="new-a"),
+                           Event("N", {"pad": "z"}, ["t"], id="new-b")])
+        want = [f"old-{b}" for b in range(5)] + ["new-a", "new-b"]
+        assert [e.id for e in reader.read()] == want
+        assert [e.position for e in reader.read()] == list(range(1, 8))
+        assert [e.id for e in reader.read(start=6)] == want[5:]
+        assert [e.id for e in reader.read(backwards=True, limit=3)] == want[:-4:-1]
+        assert reader.head() == 7
