@@ -18,7 +18,10 @@ from ...errors import InvalidArgument
 from ...report import Report
 from ...store import EventStore
 from ..mutants import MUTANTS, applied
-from . import actions  # noqa: F401  (registers the maintenance operations)
+from . import (
+    actions,  # noqa: F401  (registers the maintenance operations)
+    losttail,
+)
 from .check import Outcome, check
 from .model import CrashState, Model, sampled, single_faults
 from .run import Recorded, Scenario, StoreFactory, record
@@ -162,8 +165,6 @@ def _lost_tail(name: str, sc: Scenario, base: str, rng: random.Random, limit: in
                figures: Figures) -> bool:
     """One run of the lost-tail operation (:mod:`.losttail`) into ``figures``; whether a failing
     state was kept under ``base``."""
-    from . import losttail
-
     figures.runs += 1
     for outcome in losttail.run(sc, base, rng, limit, samples, max(0, keep)):
         figures.states += 1
